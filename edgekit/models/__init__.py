@@ -1,0 +1,1 @@
+"""Model sources (entrypoints, ONNX files, Hugging Face directories) and the built-in zoo."""

@@ -1,0 +1,47 @@
+"""Built-in models: entrypoints usable as `model: {python: "edgekit.models.zoo:NAME"}`."""
+
+from __future__ import annotations
+
+from edgekit.models.bundle import ModelBundle
+
+ZOO = {
+    "digits_cnn": "small CNN trained on scikit-learn digits (32x32, 10 classes)",
+    "digits_vit": "small ViT (4x4 patches, 64+1 tokens, 4 blocks) trained on digits",
+    "minilm": "all-MiniLM-L6-v2 sentence embedder (real weights, mean pooling; extra hf)",
+}
+
+
+def digits_cnn() -> ModelBundle:
+    import numpy as np
+
+    from edgekit.models.digits_nets import DigitsCNN
+    from edgekit.models.train import train_digits
+
+    model = train_digits("digits_cnn", DigitsCNN, epochs=30, lr=3e-3)
+    return ModelBundle(
+        module=model,
+        example={"x": np.zeros((1, 1, 32, 32), np.float32)},
+        output_names=["logits"],
+        task="classification",
+    )
+
+
+def digits_vit() -> ModelBundle:
+    import numpy as np
+
+    from edgekit.models.digits_nets import DigitsViT
+    from edgekit.models.train import train_digits
+
+    model = train_digits("digits_vit", DigitsViT, epochs=40, lr=3e-3, weight_decay=0.05)
+    return ModelBundle(
+        module=model,
+        example={"x": np.zeros((1, 1, 32, 32), np.float32)},
+        output_names=["logits"],
+        task="classification",
+    )
+
+
+def minilm(seq_len: int = 128) -> ModelBundle:
+    from edgekit.models.hf import minilm_dir, load_hf
+
+    return load_hf(str(minilm_dir()), seq_len=seq_len)

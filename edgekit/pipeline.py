@@ -1,0 +1,204 @@
+"""The one execution path: `run(recipe)` loads the model and data, walks the stages, verifies,
+evaluates and profiles every artifact on every target runtime, and writes the artifact
+directory atomically. The CLI and the Python API both call it."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import yaml
+
+import edgekit
+from edgekit import evaluate, verify
+from edgekit.artifact import MANIFEST, atomic_dir, file_entry, write_json
+from edgekit.backends import extra_installed
+from edgekit.errors import BackendUnavailable, EdgekitError, RecipeError, StageError
+from edgekit.recipe import LoadedRecipe, required_extras
+from edgekit.stage import REGISTRY
+from edgekit.state import Artifact, Dataset, ModelState
+
+Progress = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_progress(label: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+
+
+def check_extras(loaded: LoadedRecipe) -> None:
+    missing = [e for e in required_extras(loaded.recipe) if not extra_installed(e)]
+    if missing:
+        raise BackendUnavailable(
+            f"{loaded.path.name}: this recipe needs extras that are not installed: "
+            f"pip install 'edgekit[{','.join(missing)}]'"
+        )
+
+
+def _outputs(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], samples: list[dict[str, np.ndarray]],
+             tick: Callable[[int], None]) -> np.ndarray:
+    outs = []
+    for s in samples:
+        outs.append(np.asarray(run(s)[0]))
+        tick(1)
+    return np.concatenate(outs, axis=0)
+
+
+def _run_stages(loaded: LoadedRecipe, state: ModelState) -> list[dict[str, Any]]:
+    records = []
+    for i, cfg in enumerate(loaded.recipe.stages):
+        stage = REGISTRY[cfg.kind].load()()
+        try:
+            state, record = stage.run(state, cfg)
+        except RecipeError as exc:
+            raise RecipeError(f"{loaded.path.name}: stages[{i}].{exc}") from exc
+        except EdgekitError:
+            raise
+        except Exception as exc:  # a library failing mid-stage: name the stage, keep the cause
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StageError(f"stages[{i}] ({cfg.kind}) failed: {type(exc).__name__}: {first}") from exc
+        records.append(record.model_dump())
+    return records
+
+
+def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
+        progress: Optional[Progress] = None) -> RunResult:
+    from edgekit.data.load import load_data
+    from edgekit.models.load import load_model
+    from edgekit.profile.latency import measure
+    from edgekit.runners import TorchRunner, open_runner
+
+    progress = progress or _no_progress
+    recipe = loaded.recipe
+    check_extras(loaded)
+    final = Path(out_root) / recipe.name
+    with atomic_dir(final, force) as tmp:
+        models_dir = tmp / "models"
+        models_dir.mkdir()
+        lm = load_model(recipe.model, recipe.inputs, loaded.base_dir)
+        info = dict(lm.info)
+        calib: Optional[Dataset] = None
+        if recipe.data.calibration:
+            calib = load_data(recipe.data.calibration, lm.example, "data.calibration", loaded.base_dir, info)
+        evald: Optional[Dataset] = None
+        if recipe.data.evaluation:
+            evald = load_data(recipe.data.evaluation, lm.example, "data.evaluation", loaded.base_dir, info)
+        threads = recipe.profile.threads
+        state = ModelState(
+            torch_model=lm.torch_model, input_names=lm.input_names, output_names=lm.output_names,
+            example=lm.example, workdir=models_dir, calibration=calib, progress=progress, threads=threads,
+        )
+        if lm.onnx_path is not None:
+            copy = models_dir / "fp32.onnx"
+            shutil.copyfile(lm.onnx_path, copy)
+            state.onnx_path = copy
+            state.add(Artifact("fp32", copy, "onnx", "fp32", "source", ("onnxruntime", "openvino")))
+        records = _run_stages(loaded, state)
+
+        # reference outputs on the evaluation set (or what data there is)
+        samples = evald.samples if evald else (calib.samples[: recipe.verify.samples] if calib else [lm.example])
+        labels = evald.labels if evald else None
+        if lm.torch_model is not None:
+            ref_runner: Any = TorchRunner(lm.torch_model, threads)
+            ref_rt = "pytorch"
+        else:
+            ref_runner = open_runner("onnxruntime", lm.onnx_path, threads)
+            ref_rt = "onnxruntime"
+        ref_out = _outputs(ref_runner.run, samples, progress("reference outputs", len(samples)))
+        metric = evaluate.choose_metric(recipe.accuracy.metric, labels, ref_out)
+        ref_score = evaluate.score(metric, ref_out, ref_out, labels)
+        metrics: dict[str, Any] = {"reference": {"runtime": ref_rt, "metric": metric, "value": ref_score,
+                                                 "samples": len(samples)}}
+        nv = min(recipe.verify.samples, len(samples))
+        profiles: dict[str, Any] = {}
+        pspec = recipe.profile
+
+        def profile(key: str, runner: Any) -> None:
+            if not pspec.enabled:
+                return
+            feeds = samples[0]
+            stats = measure(lambda: runner.run(feeds), pspec.warmup_s, pspec.min_duration_s, pspec.min_iters,
+                            pspec.max_duration_s, progress(f"profiling {key}", pspec.min_iters))
+            stats.update(runtime=runner.runtime, load_s=runner.load_s, threads=threads, batch=1,
+                         runner=runner.details)
+            profiles[key] = stats
+
+        profile(f"reference/{ref_rt}" if ref_rt == "pytorch" else "reference/onnxruntime", ref_runner)
+        skipped = []
+        for art in state.artifacts:
+            metrics[art.name] = {}
+            for rt in recipe.targets:
+                if rt not in art.runs_on:
+                    skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
+                    continue
+                runner = open_runner(rt, art.path, threads)
+                where = f"artifact {art.name!r} on {rt}"
+                out = _outputs(runner.run, samples, progress(f"verifying {art.name} on {rt}", len(samples)))
+                par = verify.parity(ref_out[:nv], out[:nv])
+                verify.check(par, recipe.verify, where)
+                value = evaluate.score(metric, out, ref_out, labels)
+                evaluate.check(metric, ref_score, value, recipe.accuracy.max_drop, where)
+                metrics[art.name][rt] = {"parity": par, **evaluate.summary(metric, ref_score, value)}
+                profile(f"{art.name}/{rt}", runner)
+                runner.close()
+
+        # files: reference data for later re-verification, the resolved recipe, manifest, report
+        np.savez_compressed(tmp / "reference.npz", **{f"input.{k}": np.concatenate([s[k] for s in samples[:nv]])
+                                                      for k in lm.input_names}, output=ref_out[:nv])
+        (tmp / "recipe.yaml").write_text(loaded.text, encoding="utf-8")
+        from edgekit.environment import fingerprint
+
+        files = [file_entry(tmp, a.path, a.format, a.precision) for a in state.artifacts]
+        files += [file_entry(tmp, a, "extra") for art in state.artifacts for a in art.extra_files]
+        files += [file_entry(tmp, tmp / "reference.npz", "npz"), file_entry(tmp, tmp / "recipe.yaml", "yaml")]
+        raw = {k: v.pop("samples_ms") for k, v in profiles.items()}
+        manifest: dict[str, Any] = {
+            "schema": 1,
+            "edgekit_version": edgekit.__version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "name": recipe.name,
+            "recipe": recipe.model_dump(mode="json"),
+            "recipe_sha256": loaded.sha256,
+            "recipe_file": str(loaded.path),
+            "source_model": {"kind": lm.source_kind, "ref": lm.source_ref, "sha256": lm.sha256, "task": lm.task},
+            "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in lm.example.items()},
+            "outputs": lm.output_names,
+            "data": {
+                "calibration": calib.identity(calib.name) if calib else None,
+                "evaluation": evald.identity(evald.name) if evald else None,
+            },
+            "artifacts": [
+                {"name": a.name, "path": a.path.relative_to(tmp).as_posix(), "format": a.format,
+                 "precision": a.precision, "produced_by": a.produced_by, "runs_on": list(a.runs_on),
+                 "bytes": a.size_bytes()}
+                for a in state.artifacts
+            ],
+            "files": files,
+            "stages": records,
+            "metrics": metrics,
+            "skipped": skipped,
+            "profile": profiles,
+            "environment": fingerprint(),
+        }
+        if profiles:
+            write_json(tmp / "profile.json", {"schema": 1, "profiles": profiles, "samples_ms": raw})
+            manifest["files"].append(file_entry(tmp, tmp / "profile.json", "json"))
+        from edgekit.report import markdown
+
+        (tmp / "report.md").write_text(markdown(manifest), encoding="utf-8")
+        manifest["files"].append(file_entry(tmp, tmp / "report.md", "markdown"))
+        write_json(tmp / MANIFEST, manifest)
+    return RunResult(out_dir=final, manifest=manifest)
+
+
+def dump_recipe(recipe: Any) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Latency measurement protocol and statistics (energy meters and devices build on these)."""

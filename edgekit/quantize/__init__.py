@@ -1,0 +1,1 @@
+"""Quantization stages on the ONNX graph."""

@@ -1,0 +1,69 @@
+"""report.md: the run summarized from its manifest (plain Markdown, no network resources)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def summary_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (artifact, runtime) plus the reference: what the CLI table and report show."""
+    rows = []
+    ref = manifest["metrics"].get("reference", {})
+    prof = manifest.get("profile", {})
+    if ref:
+        p = prof.get("reference/pytorch", {})
+        rows.append({
+            "artifact": "reference", "runtime": ref.get("runtime", "pytorch"), "precision": "fp32",
+            "size_mb": None, "metric": ref.get("metric"), "value": ref.get("value"), "drop": 0.0,
+            "cosine": 1.0, "p50_ms": p.get("median_ms"), "p90_ms": p.get("p90_ms"),
+        })
+    sizes = {a["name"]: a["bytes"] for a in manifest.get("artifacts", [])}
+    precisions = {a["name"]: a["precision"] for a in manifest.get("artifacts", [])}
+    for name, per_rt in manifest["metrics"].items():
+        if name == "reference":
+            continue
+        for rt, m in per_rt.items():
+            p = prof.get(f"{name}/{rt}", {})
+            rows.append({
+                "artifact": name, "runtime": rt, "precision": precisions.get(name),
+                "size_mb": sizes.get(name, 0) / 1e6, "metric": m.get("metric"), "value": m.get("value"),
+                "drop": m.get("drop"), "cosine": m.get("parity", {}).get("cosine_mean"),
+                "p50_ms": p.get("median_ms"), "p90_ms": p.get("p90_ms"),
+            })
+    return rows
+
+
+def markdown(manifest: dict[str, Any]) -> str:
+    rows = summary_rows(manifest)
+    lines = [
+        f"# {manifest['name']}",
+        "",
+        f"edgekit {manifest['edgekit_version']} · recipe sha256 `{manifest['recipe_sha256'][:12]}` · "
+        f"source `{manifest['source_model']['ref']}` ({manifest['source_model']['kind']})",
+        "",
+        "| artifact | runtime | precision | size MB | metric | value | drop | cosine | p50 ms | p90 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['artifact']} | {r['runtime']} | {fmt(r['precision'])} | {fmt(r['size_mb'], 3)} | "
+            f"{fmt(r['metric'])} | {fmt(r['value'])} | {fmt(r['drop'])} | {fmt(r['cosine'])} | "
+            f"{fmt(r['p50_ms'], 3)} | {fmt(r['p90_ms'], 3)} |"
+        )
+    lines += ["", "## Stages", ""]
+    for s in manifest["stages"]:
+        lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")
+    env = manifest["environment"]
+    lines += ["", "## Environment", "",
+              f"- CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores)",
+              f"- Python {env['python']}; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
+              f"- profile threads: {manifest['recipe']['profile']['threads']}", ""]
+    return "\n".join(lines)

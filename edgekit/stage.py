@@ -1,0 +1,94 @@
+"""The stage protocol and the one registry of stages.
+
+The registry is a table of plain strings (kind -> where the class lives, which extra it needs,
+one line of description), in the manner of Olive's pass table: listing stages and checking what
+a recipe needs import nothing, and validating a recipe imports only the light stage modules
+(they import their backends inside `apply`)."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from edgekit.state import ModelState
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's config: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+
+
+class StageRecord(BaseModel):
+    """What a stage did, with what settings and what it measured; stored in the manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    settings: dict[str, Any]
+    seconds: float = 0.0
+    outputs: list[str] = []
+    measured: dict[str, Any] = {}
+
+
+class Stage:
+    """A stage: `kind`, a `Config` and `apply`. Subclasses keep heavy imports inside `apply`."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[StageConfig]]
+
+    def apply(self, state: ModelState, config: Any) -> tuple[ModelState, StageRecord]:
+        raise NotImplementedError
+
+    def run(self, state: ModelState, config: Any) -> tuple[ModelState, StageRecord]:
+        t0 = time.perf_counter()
+        state, record = self.apply(state, config)
+        record.seconds = round(time.perf_counter() - t0, 3)
+        return state, record
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    kind: str
+    where: str  # "package.module:Class"
+    extras: tuple[str, ...]
+    side: str  # "torch" (before export), "export", "onnx" (after export), "target"
+    summary: str
+    runs_on: tuple[str, ...] = field(default=())  # runtimes that can run what it produces
+
+    def load(self) -> type[Stage]:
+        module, _, name = self.where.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+REGISTRY: dict[str, StageInfo] = {
+    info.kind: info
+    for info in (
+        StageInfo(
+            "export.onnx",
+            "edgekit.export.onnx:ExportOnnx",
+            ("onnx",),
+            "export",
+            "Export the torch model to ONNX (opset >= 17), simplify it and check parity with torch.",
+            ("onnxruntime", "openvino"),
+        ),
+        StageInfo(
+            "quantize.int8",
+            "edgekit.quantize.static_int8:StaticInt8",
+            ("onnx",),
+            "onnx",
+            "Static post-training INT8 (QDQ) of the ONNX graph with calibration "
+            "(per-channel/per-tensor weights, minmax/percentile/entropy).",
+            ("onnxruntime", "openvino"),
+        ),
+    )
+}
+
+
+def get(kind: str) -> StageInfo:
+    return REGISTRY[kind]

@@ -1,0 +1,80 @@
+"""What flows between stages: the model in its current form and the artifacts made so far."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+
+@dataclass
+class Artifact:
+    """One deployable model file (or IR pair) and how to run it."""
+
+    name: str  # short id used in tables and file names: "fp32", "int8"
+    path: Path  # absolute, inside the run's working directory
+    format: str  # "onnx" | "openvino"
+    precision: str  # "fp32" | "int8" | "int4" | "fp16" | "mixed"
+    produced_by: str  # stage kind
+    runs_on: tuple[str, ...]  # runtimes able to run it
+    extra_files: tuple[Path, ...] = ()  # e.g. an OpenVINO .bin or ONNX external data
+
+    def files(self) -> list[Path]:
+        return [self.path, *self.extra_files]
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files())
+
+
+@dataclass
+class Dataset:
+    """Batch-1 samples as feeds (input name -> array), optional labels, and their identity."""
+
+    name: str
+    samples: list[dict[str, np.ndarray]]
+    labels: Optional[np.ndarray] = None
+    ids: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for s in self.samples:
+            for k in sorted(s):
+                h.update(k.encode())
+                h.update(np.ascontiguousarray(s[k]).tobytes())
+        if self.labels is not None:
+            h.update(np.ascontiguousarray(self.labels).tobytes())
+        return h.hexdigest()
+
+    def identity(self, source: str) -> dict[str, Any]:
+        return {
+            "source": source,
+            "samples": len(self),
+            "ids": self.ids,
+            "sha256": self.fingerprint(),
+        }
+
+
+@dataclass
+class ModelState:
+    torch_model: Any  # torch.nn.Module or None for ONNX sources
+    input_names: list[str]
+    output_names: list[str]
+    example: dict[str, np.ndarray]
+    workdir: Path  # where stages write model files (the artifact's models/ in the temp dir)
+    onnx_path: Optional[Path] = None  # the current float ONNX graph, once exported
+    artifacts: list[Artifact] = field(default_factory=list)
+    calibration: Optional[Dataset] = None
+    progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: (lambda n: None)
+    threads: int = 2
+
+    def add(self, artifact: Artifact) -> None:
+        if any(a.name == artifact.name for a in self.artifacts):
+            raise ValueError(f"two artifacts named {artifact.name!r}")
+        self.artifacts.append(artifact)
