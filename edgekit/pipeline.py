@@ -95,7 +95,8 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         threads = recipe.profile.threads
         state = ModelState(
             torch_model=lm.torch_model, input_names=lm.input_names, output_names=lm.output_names,
-            example=lm.example, workdir=models_dir, calibration=calib, progress=progress, threads=threads,
+            example=lm.example, workdir=models_dir, calibration=calib, evaluation=evald, recipe=recipe,
+            progress=progress, threads=threads,
         )
         if lm.onnx_path is not None:
             copy = models_dir / "fp32.onnx"

@@ -71,6 +71,8 @@ class ModelState:
     onnx_path: Optional[Path] = None  # the current float ONNX graph, once exported
     artifacts: list[Artifact] = field(default_factory=list)
     calibration: Optional[Dataset] = None
+    evaluation: Optional[Dataset] = None  # for stages that search against the task metric
+    recipe: Any = None  # the whole typed recipe (accuracy budget, verify tolerance, targets)
     progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: (lambda n: None)
     threads: int = 2
 
