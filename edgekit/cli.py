@@ -8,13 +8,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
 from edgekit.errors import EdgekitError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+
+class _Group(typer.core.TyperGroup):
+    """Turns an EdgekitError from any command into one stderr line and its exit code, here
+    rather than in `main`, so that typer's CliRunner sees exactly what a shell user sees."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            ctx.exit(exc.exit_code)
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="From a trained model to a verified, profiled, gated edge artifact.")
 out = Console()
 if not out.is_terminal:  # CI logs: wide enough for the summary table
@@ -127,26 +143,8 @@ def inspect(artifact_dir: Path = typer.Argument(..., help="an out/<name> directo
     out.print(markdown(read_manifest(artifact_dir)), markup=False, highlight=False)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    try:
-        app(args=argv, standalone_mode=False)
-    except EdgekitError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
-        sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+def main() -> None:
+    app()
 
 
 if __name__ == "__main__":

@@ -267,7 +267,8 @@ def _one_error(err: dict, data: Any) -> str:
         valid, _ = _fields_at(parent, data)
         close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"{_path(loc)}: unknown key '{key}'{hint}; allowed keys: {', '.join(valid)}"
+        where = f"{_path(parent)}: " if parent else ""
+        return f"{where}unknown key '{key}'{hint}; allowed keys: {', '.join(valid)}"
     if etype in ("union_tag_invalid", "union_tag_not_found"):
         kinds = list(stage_registry.REGISTRY)
         tag = ctx.get("tag", value.get("kind") if isinstance(value, dict) else None)

@@ -1,0 +1,60 @@
+"""Shared fixtures: a CLI invoker and one real end-to-end run of the default recipe."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+
+class Cli:
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str):
+        from edgekit.cli import app
+
+        return self.runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    return Cli()
+
+
+def fast_profile(data: dict) -> dict:
+    """Shrink a recipe's profiling so that tests check correctness, not timings."""
+    data["profile"] = {**data.get("profile", {}), "warmup_s": 0.05, "min_duration_s": 0.1,
+                       "min_iters": 8, "max_duration_s": 5}
+    return data
+
+
+def write_recipe(tmp_path: Path, data: dict, name: str = "recipe.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+@pytest.fixture
+def int8_pc_data() -> dict:
+    return yaml.safe_load((RECIPES / "int8_pc.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory):
+    """The default recipe run once for real (fast profile): the artifact many tests inspect."""
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+
+    tmp = tmp_path_factory.mktemp("digits_run")
+    data = fast_profile(yaml.safe_load((RECIPES / "int8_pc.yaml").read_text()))
+    path = write_recipe(tmp, data)
+    return run(load_recipe(path), tmp / "out")
