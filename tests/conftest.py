@@ -9,7 +9,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from hypothesis import settings
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the machine is shared and noisy: hypothesis checks properties here, never timings
+settings.register_profile("edgekit", deadline=None)
+settings.load_profile("edgekit")
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
