@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -55,7 +56,13 @@ def _sha256_module(module: Any) -> str:
 
 
 def import_entrypoint(ref: str, field_name: str) -> Any:
+    """Import `pkg.module:attr`. The working directory is importable, as for `python -m`, so
+    that a user's own package next to the recipe works from the console script too."""
+    import sys
+
     module_name, _, attr = ref.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:

@@ -1,0 +1,111 @@
+"""A/B and baseline gates on real ONNX Runtime runs: a candidate that genuinely does twice the
+work fails; a model against itself passes or is inconclusive, never fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from edgekit.gate.ab import AbSettings, check_ab, resolve, run_rounds  # noqa: E402
+from edgekit.gate.compare import compare  # noqa: E402
+from edgekit.runners import open_runner  # noqa: E402
+
+FAST = ["--rounds", "8", "--block-s", "0.03"]
+
+
+def matmul_chain(path: Path, depth: int, n: int = 192, rows: int = 32) -> Path:
+    """`depth` chained MatMuls: depth 8 does exactly twice the arithmetic of depth 4."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], [], "x"
+    for i in range(depth):
+        inits.append(numpy_helper.from_array((rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32), f"w{i}"))
+        out = "y" if i == depth - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("ab")
+    return {"base": matmul_chain(d / "base.onnx", 4), "slow": matmul_chain(d / "slow.onnx", 8)}
+
+
+def test_injected_double_run_fails_the_ab_rounds(models: dict[str, Path]) -> None:
+    """The documented test hook: run_rounds times plain callables; the candidate runs the same
+    model twice per inference."""
+    side = resolve(models["base"], None, None)
+    runner = open_runner("onnxruntime", side.model, 1)
+    base = lambda: runner.run(side.feeds)  # noqa: E731
+    slow = lambda: (runner.run(side.feeds), runner.run(side.feeds))  # noqa: E731
+    a, b = run_rounds(base, slow, AbSettings(rounds=8, block_s=0.03, warmup_s=0.1))
+    assert len(a) == len(b) == 8
+    c = compare(a, b)
+    assert c.status == "fail", c.reason
+    assert 0.5 < c.effect < 2.0
+
+
+def test_cli_ab_twice_the_work_fails(cli, models: dict[str, Path], tmp_path: Path) -> None:
+    junit = tmp_path / "gate.xml"
+    r = cli("gate", "--ab", models["base"], models["slow"], *FAST, "--junit", junit)
+    assert r.exit_code == 1, r.output
+    assert "slower" in r.output and "fail" in r.output
+    xml = junit.read_text()
+    assert "<failure" in xml and 'classname="edgekit.gate.ab"' in xml
+
+
+def test_same_model_never_fails_across_repeated_runs(models: dict[str, Path]) -> None:
+    side = resolve(models["base"], None, None)
+    statuses = [check_ab(side, side, "onnxruntime", 1, AbSettings(rounds=6, block_s=0.02, warmup_s=0.05)).status
+                for _ in range(5)]
+    assert "fail" not in statuses, statuses
+
+
+def test_cli_same_model_exit_is_pass_or_inconclusive_and_strict_maps_3_to_1(cli, models: dict[str, Path]) -> None:
+    r = cli("gate", "--ab", models["base"], models["base"], *FAST)
+    assert r.exit_code in (0, 3), r.output
+    if r.exit_code == 3:
+        assert cli("gate", "--ab", models["base"], models["base"], *FAST, "--strict").exit_code in (0, 1)
+
+
+def test_ab_rejects_what_it_cannot_time(cli, models: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "m.txt").write_text("x")
+    r = cli("gate", "--ab", models["base"], tmp_path / "m.txt")
+    assert r.exit_code == 2
+    assert "not an artifact directory or an .onnx file" in r.output
+    r = cli("gate", "--ab", models["base"], models["base"], "--rounds", "2")
+    assert r.exit_code == 2 and "needs at least 4" in r.output
+
+
+def _profile(cli, model: Path, out: Path) -> Path:
+    r = cli("profile", model, "--in-process", "--warmup", "0.05", "--min-duration", "0.3", "--min-iters", "64",
+            "-o", out)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_baseline_same_model_does_not_fail_and_mismatch_is_refused(cli, models: dict[str, Path], tmp_path: Path) -> None:
+    base = _profile(cli, models["base"], tmp_path / "base.json")
+    cur = _profile(cli, models["base"], tmp_path / "cur.json")
+    r = cli("gate", "--profile", cur, "--baseline", base, "--summary", tmp_path / "s.md")
+    assert r.exit_code in (0, 3), r.output
+    assert "baseline: median latency" in (tmp_path / "s.md").read_text()
+
+    other = _profile(cli, models["slow"], tmp_path / "other.json")
+    data = json.loads(other.read_text())
+    data["measurements"] = {k.replace("slow", "base"): v for k, v in data["measurements"].items()}
+    other.write_text(json.dumps(data))
+    r = cli("gate", "--profile", other, "--baseline", base)
+    assert r.exit_code == 2
+    assert "refusing to compare: model_sha256" in r.output
