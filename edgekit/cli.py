@@ -143,6 +143,116 @@ def inspect(artifact_dir: Path = typer.Argument(..., help="an out/<name> directo
     out.print(markdown(read_manifest(artifact_dir)), markup=False, highlight=False)
 
 
+@app.command()
+def profile(
+    what: Path = typer.Argument(..., help="out/<name> dir, .onnx, .xml (OpenVINO IR), .engine/.plan (TensorRT) or recipe .yaml (torch eager)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime | openvino | tensorrt | pytorch (default: by format)"),
+    device: str = typer.Option("local", "--device", help="a device named in --devices, or local"),
+    devices: Optional[Path] = typer.Option(None, "--devices", help="devices.yaml (default: ./devices.yaml if present)"),
+    output: Path = typer.Option(Path("profile.json"), "--output", "-o", help="where profile.json is written"),
+    threads: int = typer.Option(2, "--threads", min=1),
+    warmup: float = typer.Option(1.0, "--warmup", min=0.0, help="warm-up seconds"),
+    min_duration: float = typer.Option(3.0, "--min-duration", min=0.0, help="timed seconds, at least"),
+    min_iters: int = typer.Option(64, "--min-iters", min=1, help="timed runs, at least (p90 bound needs 64)"),
+    max_duration: float = typer.Option(60.0, "--max-duration", min=0.001, help="hard cap on timed seconds"),
+    in_process: bool = typer.Option(False, "--in-process", help="ONNX Runtime/OpenVINO in this process, not a fresh one"),
+    energy: str = typer.Option("none", "--energy", help="none | auto | rapl | nvml | jetson | external | estimate"),
+    energy_csv: Optional[str] = typer.Option(None, "--energy-csv", help="external meter log (timestamp, watts)"),
+    tdp_w: Optional[float] = typer.Option(None, "--tdp-w", help="estimate: the CPU's TDP in watts"),
+    idle_s: float = typer.Option(2.0, "--idle-s", min=0.0, help="idle power window before the run"),
+) -> None:
+    """Measure latency (and energy where a meter exists) of an artifact or model on a device;
+    write a versioned profile.json."""
+    from pydantic import ValidationError
+
+    from edgekit.artifact import write_json
+    from edgekit.errors import UsageError
+    from edgekit.profile.command import profile as run_profile
+    from edgekit.recipe import ProfileSpec
+
+    try:
+        spec = ProfileSpec(warmup_s=warmup, min_duration_s=min_duration, min_iters=min_iters, max_duration_s=max_duration,
+                           threads=threads, isolation="in_process" if in_process else "subprocess",
+                           energy={"meter": energy, "csv": energy_csv, "tdp_w": tdp_w, "idle_s": idle_s})
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise UsageError(f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}; "
+                         f"got {e.get('input')!r}") from None
+    if devices is None and Path("devices.yaml").is_file():
+        devices = Path("devices.yaml")
+    with _progress(sys.stderr.isatty()) as progress:
+        result = run_profile(what, spec, backend, device, devices, progress)
+    write_json(output, result.to_json())
+    table = Table(title=f"profile → {output}")
+    for col in ("key", "device", "n", "p50 ms", "p90 ms", "p90 bound", "p99 ms", "cv", "first ms", "load s", "peak MB", "energy"):
+        table.add_column(col, justify="left" if col in ("key", "device", "energy") else "right")
+    for key, m in result.measurements.items():
+        e = m.energy
+        joules = f" {_fmt(e.net_j_per_inference * 1e3, 3)} mJ net/inf" if e.net_j_per_inference is not None else ""
+        table.add_row(key, m.device.name, str(m.n), _fmt(m.median_ms, 3), _fmt(m.p90_ms, 3), _fmt(m.p90_upper_bound_ms, 3),
+                      _fmt(m.p99_ms, 3), _fmt(m.cv, 2), _fmt(m.first_inference_ms, 2), _fmt(m.load_s, 3),
+                      _fmt(m.peak_rss_mb, 0), f"{e.provenance}{joules}")
+    out.print(table)
+    for key, m in result.measurements.items():
+        if m.energy.reason:
+            out.print(f"energy {key}: {m.energy.provenance}: {m.energy.reason}", markup=False, highlight=False)
+
+
+@app.command()
+def gate(
+    artifact_dir: Optional[Path] = typer.Argument(None, help="an out/<name> directory (default: out/<recipe name>)"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="budgets from its gates: (default: the artifact's recipe)"),
+    profile: Optional[Path] = typer.Option(None, "--profile", help="profile.json to gate (default: the artifact's)"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="profile.json measured earlier, same model/runtime/device"),
+    ab: Optional[tuple[Path, Path]] = typer.Option(None, "--ab", help="BASE CANDIDATE: .onnx files or artifact dirs, timed interleaved"),
+    artifact: Optional[list[str]] = typer.Option(None, "--artifact", help="gate only this artifact or <artifact>/<runtime> (repeatable)"),
+    min_effect: Optional[float] = typer.Option(None, "--min-effect", min=0.0, help="relative slowdown that fails (default: gates.regression_max, 0.10)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="runtime for --ab (default: the recipe's first target)"),
+    rounds: int = typer.Option(20, "--rounds", min=1, help="--ab: interleaved rounds"),
+    block_s: float = typer.Option(0.1, "--block-s", min=0.0, help="--ab: seconds per timed block"),
+    strict: bool = typer.Option(False, "--strict", help="inconclusive exits 1 instead of 3"),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here"),
+    summary: Optional[Path] = typer.Option(None, "--summary", help="append a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)"),
+) -> None:
+    """Check budgets, a baseline or an interleaved A/B run. Exit 0 pass, 1 regression or budget
+    broken, 2 usage error, 3 inconclusive (1 with --strict), 4 backend or meter unavailable."""
+    from edgekit.gate import ci
+    from edgekit.gate.ab import AbSettings
+    from edgekit.gate.run import GateRequest, run_gate
+
+    req = GateRequest(recipe=recipe, artifact_dir=artifact_dir, profile=profile, baseline=baseline, ab=ab,
+                      select=list(artifact or []), min_effect=min_effect, backend=backend,
+                      ab_settings=AbSettings(rounds=rounds, block_s=block_s))
+    with _progress(ab is not None and sys.stderr.isatty()) as progress:
+        result = run_gate(req, progress("A/B rounds", rounds) if ab is not None else (lambda n: None))
+    table = Table(title=result.verdict(strict))
+    for col in ("check", "subject", "status", "measured", "limit", "detail"):
+        table.add_column(col, justify="right" if col in ("measured", "limit") else "left")
+    colors = {"pass": "green", "fail": "red", "inconclusive": "yellow", "unavailable": "magenta"}
+    for c in result.checks:
+        table.add_row(f"{c.kind}: {c.name}", c.subject, f"[{colors[c.status]}]{c.status}[/]",
+                      ci.fmt_value(c.measured, c.unit), ci.fmt_value(c.limit, c.unit), c.detail)
+    out.print(table)
+    for note in result.notes:
+        out.print(f"note: {note}", markup=False, highlight=False)
+    if junit is not None:
+        ci.write(junit, ci.junit(result, strict))
+    if summary is not None:
+        ci.write(summary, ci.markdown(result, strict), append=True)
+    error = result.error(strict)
+    if error is not None:
+        raise error
+
+
+@app.command()
+def report(artifact_dir: Path = typer.Argument(..., help="an out/<name> directory")) -> None:
+    """Rebuild report.md and the self-contained report.html of an artifact directory."""
+    from edgekit.report_html import rebuild
+
+    for path in rebuild(artifact_dir):
+        out.print(f"wrote {path}", markup=False, highlight=False)
+
+
 def main() -> None:
     app()
 

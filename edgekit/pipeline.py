@@ -74,7 +74,10 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         progress: Optional[Progress] = None) -> RunResult:
     from edgekit.data.load import load_data
     from edgekit.models.load import load_model
-    from edgekit.profile.latency import measure
+    from edgekit.artifact import sha256_file
+    from edgekit.profile.devices import LocalDevice
+    from edgekit.profile.run import Target, measure_job, measure_runner
+    from edgekit.profile.schema import new_profile
     from edgekit.runners import TorchRunner, open_runner
 
     progress = progress or _no_progress
@@ -120,20 +123,21 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         metrics: dict[str, Any] = {"reference": {"runtime": ref_rt, "metric": metric, "value": ref_score,
                                                  "samples": len(samples)}}
         nv = min(recipe.verify.samples, len(samples))
-        profiles: dict[str, Any] = {}
+        measurements: dict[str, Any] = {}
         pspec = recipe.profile
 
-        def profile(key: str, runner: Any) -> None:
+        def profile(key: str, runner: Any, target: Target) -> None:
             if not pspec.enabled:
                 return
-            feeds = samples[0]
-            stats = measure(lambda: runner.run(feeds), pspec.warmup_s, pspec.min_duration_s, pspec.min_iters,
-                            pspec.max_duration_s, progress(f"profiling {key}", pspec.min_iters))
-            stats.update(runtime=runner.runtime, load_s=runner.load_s, threads=threads, batch=1,
-                         runner=runner.details)
-            profiles[key] = stats
+            if pspec.isolation == "subprocess" and target.runtime in ("onnxruntime", "openvino"):
+                measurements[key] = measure_job(target, samples[0], pspec, loaded.base_dir, "local", LocalDevice())
+            else:
+                measurements[key] = measure_runner(target, runner, samples[0], pspec, loaded.base_dir,
+                                                   progress(f"profiling {key}", pspec.min_iters))
 
-        profile(f"reference/{ref_rt}" if ref_rt == "pytorch" else "reference/onnxruntime", ref_runner)
+        profile(f"reference/{ref_rt}", ref_runner,
+                Target("reference", ref_rt, "pytorch" if ref_rt == "pytorch" else "onnx", lm.sha256,
+                       path=lm.onnx_path, shown_path=lm.source_ref))
         skipped = []
         for art in state.artifacts:
             metrics[art.name] = {}
@@ -149,7 +153,9 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
                 value = evaluate.score(metric, out, ref_out, labels)
                 evaluate.check(metric, ref_score, value, recipe.accuracy.max_drop, where)
                 metrics[art.name][rt] = {"parity": par, **evaluate.summary(metric, ref_score, value)}
-                profile(f"{art.name}/{rt}", runner)
+                profile(f"{art.name}/{rt}", runner,
+                        Target(art.name, rt, art.format, sha256_file(art.path), path=art.path, precision=art.precision,
+                               shown_path=art.path.relative_to(tmp).as_posix()))
                 runner.close()
 
         # files: reference data for later re-verification, the resolved recipe, manifest, report
@@ -161,7 +167,7 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         files = [file_entry(tmp, a.path, a.format, a.precision) for a in state.artifacts]
         files += [file_entry(tmp, a, "extra") for art in state.artifacts for a in art.extra_files]
         files += [file_entry(tmp, tmp / "reference.npz", "npz"), file_entry(tmp, tmp / "recipe.yaml", "yaml")]
-        raw = {k: v.pop("samples_ms") for k, v in profiles.items()}
+        prof = new_profile(measurements)
         manifest: dict[str, Any] = {
             "schema": 1,
             "edgekit_version": edgekit.__version__,
@@ -187,16 +193,15 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
             "stages": records,
             "metrics": metrics,
             "skipped": skipped,
-            "profile": profiles,
+            "profile": prof.for_manifest(),  # profile.json's measurements without the raw samples
             "environment": fingerprint(),
         }
-        if profiles:
-            write_json(tmp / "profile.json", {"schema": 1, "profiles": profiles, "samples_ms": raw})
+        if measurements:
+            write_json(tmp / "profile.json", prof.to_json())
             manifest["files"].append(file_entry(tmp, tmp / "profile.json", "json"))
-        from edgekit.report import markdown
+        from edgekit.report_html import write_reports
 
-        (tmp / "report.md").write_text(markdown(manifest), encoding="utf-8")
-        manifest["files"].append(file_entry(tmp, tmp / "report.md", "markdown"))
+        manifest["files"] += write_reports(tmp, manifest)
         write_json(tmp / MANIFEST, manifest)
     return RunResult(out_dir=final, manifest=manifest)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgekit import stage as stage_registry
 from edgekit.errors import RecipeError
+from edgekit.profile.energy import EnergySpec
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
@@ -115,6 +116,10 @@ class ProfileSpec(Strict):
     min_iters: int = Field(64, ge=1)
     max_duration_s: float = Field(60.0, gt=0.0)
     threads: int = Field(2, ge=1)
+    # subprocess: each ONNX Runtime/OpenVINO measurement in a fresh runner process (its own peak
+    # RSS, no interference from the build); in_process: on the pipeline's open runner (faster)
+    isolation: Literal["subprocess", "in_process"] = "subprocess"
+    energy: EnergySpec = EnergySpec()
 
     @model_validator(mode="after")
     def _bounds(self) -> "ProfileSpec":
@@ -133,6 +138,8 @@ class GateSpec(Strict):
     fidelity_min: Optional[float] = Field(None, gt=0, le=1)
     peak_rss_mb: Optional[float] = Field(None, gt=0)
     energy_mj_per_inference: Optional[float] = Field(None, gt=0)
+    # baseline / A/B: a median slowdown beyond this fraction (after noise) fails the gate
+    regression_max: float = Field(0.10, gt=0, le=10)
 
 
 @lru_cache(maxsize=1)

@@ -86,6 +86,22 @@ REGISTRY: dict[str, StageInfo] = {
             "(per-channel/per-tensor weights, minmax/percentile/entropy).",
             ("onnxruntime", "openvino"),
         ),
+        StageInfo(
+            "tokens.merge",
+            "edgekit.tokens.stages:TokenMerge",
+            (),
+            "torch",
+            "Token merging (ToMe bipartite soft matching, size-weighted attention) with a static "
+            "per-layer schedule, for ViT/DeiT and BERT-family models; exports with static shapes.",
+        ),
+        StageInfo(
+            "tokens.prune",
+            "edgekit.tokens.stages:TokenPrune",
+            (),
+            "torch",
+            "Token pruning (EViT: keep the top tokens by class-token attention, fuse the rest into "
+            "one) with a static per-layer schedule; exports with static shapes.",
+        ),
     )
 }
 

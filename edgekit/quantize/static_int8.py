@@ -1,14 +1,21 @@
 """quantize.int8: static post-training INT8 of the float ONNX graph, through
-onnxruntime.quantization (QDQ format, calibrated activation ranges).
+onnxruntime.quantization (QDQ format) with ranges from edgekit's streaming calibrator.
 
 Defaults follow the whitepaper scheme (per-channel symmetric int8 weights, per-tensor
 activations) with uint8 activations: on x86 ONNX Runtime runs U8S8 QDQ 2-3x faster than its
-S8S8 default, which is slower than fp32 here (../shared/FACTS.md)."""
+S8S8 default, which is slower than fp32 here (../shared/FACTS.md).
+
+Presets exist because quantizing everything collapses transformers (MiniLM cosine 0.35 in
+FACTS.md): the `transformer` preset quantizes only MatMul/Gemm with a constant weight, so
+softmax, layer norm, residual adds, the attention-mask path and the activation x activation
+attention products stay float unless `op_types` asks for them."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,6 +25,10 @@ from edgekit.errors import DataError
 from edgekit.recipe import check_patterns
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
+
+TRANSFORMER_OPS = ["MatMul", "Gemm"]
+# op types whose presence marks a graph as a transformer for `preset: auto`
+TRANSFORMER_MARKERS = {"Softmax", "LayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization"}
 
 
 class WeightsConfig(BaseModel):
@@ -32,35 +43,34 @@ class ActivationsConfig(BaseModel):
     granularity: Literal["per_tensor"] = "per_tensor"
     dtype: Literal["uint8", "int8"] = "uint8"
     symmetric: bool = False
-    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    calibration: Literal["minmax", "percentile", "entropy", "mse"] = "minmax"
     percentile: float = Field(99.999, gt=90.0, le=100.0)
+
+
+class AccuracyAwareConfig(BaseModel):
+    """Move the most sensitive nodes back to float until recipe.accuracy.max_drop holds."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    max_trials: int = Field(8, ge=1)
+    time_budget_s: float = Field(300.0, gt=0)
+    samples: int = Field(64, ge=1, description="evaluation samples used for per-node sensitivity")
 
 
 class StaticInt8Config(StageConfig):
     kind: Literal["quantize.int8"]
     name: str = Field("int8", pattern=r"^[A-Za-z0-9_-]+$")
     format: Literal["qdq", "qoperator"] = "qdq"
+    preset: Literal["auto", "cnn", "transformer"] = "auto"
     weights: WeightsConfig = WeightsConfig()
     activations: ActivationsConfig = ActivationsConfig()
     exclude: list[str] = []
-    op_types: Optional[list[str]] = None
+    op_types: Optional[list[str]] = Field(None, min_length=1)
     samples: Optional[int] = Field(None, ge=1)
+    sensitivity: bool = Field(False, description="write sensitivity.json (per-node SQNR) for this graph")
+    accuracy_aware: AccuracyAwareConfig = AccuracyAwareConfig()
 
     _patterns = field_validator("exclude")(classmethod(lambda cls, v: check_patterns(v)))
-
-
-class _Reader:
-    """CalibrationDataReader over the calibration set, ticking a progress bar per sample."""
-
-    def __init__(self, samples: list[dict[str, Any]], tick: Any) -> None:
-        self._it = iter(samples)
-        self._tick = tick
-
-    def get_next(self) -> Optional[dict[str, Any]]:
-        item = next(self._it, None)
-        if item is not None:
-            self._tick(1)
-        return item
 
 
 def quant_types(cfg: StaticInt8Config) -> tuple[Any, Any]:
@@ -68,6 +78,101 @@ def quant_types(cfg: StaticInt8Config) -> tuple[Any, Any]:
     wt = q.QuantType.QInt8 if cfg.weights.dtype == "int8" else q.QuantType.QUInt8
     at = q.QuantType.QUInt8 if cfg.activations.dtype == "uint8" else q.QuantType.QInt8
     return wt, at
+
+
+def resolve_preset(preset: str, nodes: list[tuple[str, str]]) -> str:
+    if preset != "auto":
+        return preset
+    return "transformer" if any(op in TRANSFORMER_MARKERS for _, op in nodes) else "cnn"
+
+
+@dataclass
+class Plan:
+    """Everything needed to (re)quantize the prepared graph with a different float set, so the
+    sensitivity scan and the accuracy-aware search never recalibrate."""
+
+    prepared: Path
+    cache: Path
+    op_types: Optional[list[str]]
+    extra: dict[str, Any]
+    cfg: StaticInt8Config
+
+    def candidates(self) -> list[str]:
+        """Nodes this plan would quantize (by op type and, for transformers, constant weight)."""
+        import onnx
+
+        reg = require("onnxruntime.quantization.registry", extra="onnx")
+        quantizable = set(reg.QDQRegistry) | set(reg.QLinearOpsRegistry)
+        graph = onnx.load(str(self.prepared), load_external_data=False).graph
+        inits = {i.name for i in graph.initializer}
+        out = []
+        for n in graph.node:
+            if self.op_types is not None and n.op_type not in self.op_types:
+                continue
+            if self.op_types is None and n.op_type not in quantizable:
+                continue
+            if self.extra.get("MatMulConstBOnly") and n.op_type == "MatMul" and n.input[1] not in inits:
+                continue
+            out.append(n.name)
+        return out
+
+    def quantize(self, out: Path, excluded: list[str]) -> None:
+        q = require("onnxruntime.quantization", extra="onnx")
+        wt, at = quant_types(self.cfg)
+        with contextlib.redirect_stdout(io.StringIO()):
+            q.quantize_static(
+                str(self.prepared),
+                str(out),
+                None,
+                calibration_cache_path=str(self.cache),
+                quant_format=q.QuantFormat.QDQ if self.cfg.format == "qdq" else q.QuantFormat.QOperator,
+                op_types_to_quantize=self.op_types,
+                per_channel=self.cfg.weights.granularity == "per_channel",
+                activation_type=at,
+                weight_type=wt,
+                nodes_to_exclude=list(excluded),
+                calibrate_method=q.CalibrationMethod.MinMax,
+                extra_options=self.extra,
+            )
+
+
+def plan(state: ModelState, cfg: StaticInt8Config, kind: str) -> tuple[Plan, dict[str, Any]]:
+    """Pre-process, calibrate once (streaming histograms) and write the range cache."""
+    import time
+
+    q = require("onnxruntime.quantization", extra="onnx")
+    from edgekit.quantize import calibrate
+    from edgekit.quantize.nodes import node_names
+
+    if state.calibration is None or len(state.calibration) == 0:
+        raise DataError(f"{kind}: needs calibration data: set data.calibration in the recipe")
+    samples = state.calibration.samples[: cfg.samples] if cfg.samples else state.calibration.samples
+    prepared = state.workdir / f".{cfg.name}.pre.onnx"
+    q.quant_pre_process(str(state.onnx_path), str(prepared), skip_symbolic_shape=True)
+    nodes = node_names(prepared)
+    preset = resolve_preset(cfg.preset, nodes)
+    op_types = cfg.op_types or (TRANSFORMER_OPS if preset == "transformer" else None)
+    extra: dict[str, Any] = {
+        "WeightSymmetric": cfg.weights.symmetric,
+        "ActivationSymmetric": cfg.activations.symmetric,
+    }
+    if preset == "transformer" and cfg.op_types is None:
+        extra["MatMulConstBOnly"] = True
+    t0 = time.perf_counter()
+    hists = calibrate.collect(prepared, samples, op_types, threads=state.threads,
+                              tick=state.progress(f"calibrating {cfg.name}", len(samples)))
+    rng = calibrate.ranges(hists, cfg.activations.calibration, cfg.activations.percentile)
+    cache = state.workdir / f".{cfg.name}.ranges.json"
+    calibrate.write_cache(rng, cache)
+    info = {
+        "preset": preset,
+        "op_types": op_types,
+        "calibration_method": cfg.activations.calibration,
+        "calibration_samples": len(samples),
+        "calibrated_tensors": len(rng),
+        "calibration_s": round(time.perf_counter() - t0, 3),
+    }
+    return Plan(prepared, cache, op_types, extra, cfg), info
 
 
 class StaticInt8(Stage):
@@ -78,55 +183,28 @@ class StaticInt8(Stage):
         q = require("onnxruntime.quantization", extra="onnx")
         from edgekit.quantize.nodes import node_names, resolve
 
-        if state.calibration is None or len(state.calibration) == 0:
-            raise DataError(f"{self.kind}: needs calibration data: set data.calibration in the recipe")
-        samples = state.calibration.samples[: cfg.samples] if cfg.samples else state.calibration.samples
-        prepared = state.workdir / f".{cfg.name}.pre.onnx"
-        q.quant_pre_process(str(state.onnx_path), str(prepared), skip_symbolic_shape=True)
-        nodes = node_names(prepared)
+        p, measured = plan(state, cfg, self.kind)
+        nodes = node_names(p.prepared)
         excluded = resolve(cfg.exclude, nodes, "exclude")
+        candidates = [n for n in p.candidates() if n not in excluded]
         out = state.workdir / f"{cfg.name}.onnx"
-        method = {
-            "minmax": q.CalibrationMethod.MinMax,
-            "percentile": q.CalibrationMethod.Percentile,
-            "entropy": q.CalibrationMethod.Entropy,
-        }[cfg.activations.calibration]
+        if cfg.sensitivity or cfg.accuracy_aware.enabled:
+            from edgekit.quantize.search import sensitivity_then_search
+
+            excluded, found = sensitivity_then_search(state, p, candidates, excluded, out, self.kind)
+            measured.update(found)
+        else:
+            p.quantize(out, excluded)
+        for f in (p.prepared, p.cache):
+            f.unlink(missing_ok=True)
         wt, at = quant_types(cfg)
-        extra = {
-            "WeightSymmetric": cfg.weights.symmetric,
-            "ActivationSymmetric": cfg.activations.symmetric,
-        }
-        if cfg.activations.calibration == "percentile":
-            extra["CalibPercentile"] = cfg.activations.percentile
-        tick = state.progress(f"calibrating {cfg.name}", len(samples))
-        # onnxruntime's calibrators print their progress to stdout; keep stdout for our table
-        with contextlib.redirect_stdout(io.StringIO()):
-            q.quantize_static(
-                str(prepared),
-                str(out),
-                _Reader(samples, tick),
-                quant_format=q.QuantFormat.QDQ if cfg.format == "qdq" else q.QuantFormat.QOperator,
-                op_types_to_quantize=cfg.op_types,
-                per_channel=cfg.weights.granularity == "per_channel",
-                activation_type=at,
-                weight_type=wt,
-                nodes_to_exclude=excluded,
-                calibrate_method=method,
-                extra_options=extra,
-            )
-        prepared.unlink(missing_ok=True)
-        for leftover in state.workdir.glob("augmented_model*.onnx"):
-            leftover.unlink()
-        quantized = sum(1 for _, op in node_names(out) if op == "QuantizeLinear")
-        state.add(Artifact(cfg.name, out, "onnx", "int8", self.kind, ("onnxruntime", "openvino")))
-        return state, StageRecord(
-            kind=self.kind,
-            settings=cfg.model_dump(),
-            outputs=[cfg.name],
-            measured={
-                "calibration_samples": len(samples),
-                "excluded_nodes": excluded,
-                "quantize_linear_nodes": quantized,
-                "scheme": f"{'U' if at == q.QuantType.QUInt8 else 'S'}8{'S' if wt == q.QuantType.QInt8 else 'U'}8",
-            },
-        )
+        quantized = [n for n in candidates if n not in excluded]
+        state.add(Artifact(cfg.name, out, "onnx", "int8" if not excluded else "mixed", self.kind,
+                           ("onnxruntime", "openvino")))
+        measured.update({
+            "excluded_nodes": excluded,
+            "quantize_linear_nodes": sum(1 for _, op in node_names(out) if op == "QuantizeLinear"),
+            "precision": {**{n: "int8" for n in quantized}, **{n: "float" for n in excluded}},
+            "scheme": f"{'U' if at == q.QuantType.QUInt8 else 'S'}8{'S' if wt == q.QuantType.QInt8 else 'U'}8",
+        })
+        return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.name], measured=measured)

@@ -5,7 +5,6 @@ runtime it will be deployed with."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,8 +12,9 @@ import numpy as np
 
 from edgekit.backends import require
 from edgekit.errors import BackendUnavailable
+from edgekit.profile.standalone import OpenVINOModel, OrtModel
 
-RUNTIMES = ("pytorch", "onnxruntime", "openvino")
+RUNTIMES = ("pytorch", "onnxruntime", "openvino", "tensorrt")
 
 
 class Runner:
@@ -47,53 +47,18 @@ class TorchRunner(Runner):
         return [o.detach().numpy() for o in outs]
 
 
-class OrtRunner(Runner):
-    runtime = "onnxruntime"
-
+class OrtRunner(OrtModel, Runner):
     def __init__(self, path: Path, threads: int, providers: Optional[list[str]] = None) -> None:
-        ort = require("onnxruntime", extra="onnx")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        t0 = time.perf_counter()
-        self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
-        self.load_s = time.perf_counter() - t0
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.details = {"threads": threads, "providers": self.session.get_providers(),
-                        "onnxruntime": ort.__version__}
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, {k: feeds[k] for k in self.input_names})
+        OrtModel.__init__(self, require("onnxruntime", extra="onnx"), str(path), threads, providers)
 
 
-class OpenVINORunner(Runner):
-    runtime = "openvino"
-
+class OpenVINORunner(OpenVINOModel, Runner):
     def __init__(self, path: Path, threads: int, device: str = "CPU", precision: Optional[str] = None) -> None:
         ov = require("openvino", extra="openvino")
-        core = ov.Core()
-        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        if precision:
-            config["INFERENCE_PRECISION_HINT"] = precision
-        t0 = time.perf_counter()
         try:
-            compiled = core.compile_model(str(path), device, config)
+            OpenVINOModel.__init__(self, ov, str(path), threads, device, precision)
         except RuntimeError as exc:
             raise BackendUnavailable(f"openvino: cannot compile {path.name} on {device}: {str(exc).splitlines()[0]}") from exc
-        self.load_s = time.perf_counter() - t0
-        self.request = compiled.create_infer_request()
-        self.input_names = [p.get_any_name() for p in compiled.inputs]
-        self.details = {
-            "threads": threads,
-            "device": device,
-            "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
-            "openvino": ov.__version__ if hasattr(ov, "__version__") else ov.get_version(),
-        }
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        res = self.request.infer({k: feeds[k] for k in self.input_names})
-        return [np.asarray(v) for v in res.values()]
 
 
 def open_runner(runtime: str, path: Path, threads: int, **options: Any) -> Runner:
@@ -101,6 +66,10 @@ def open_runner(runtime: str, path: Path, threads: int, **options: Any) -> Runne
         return OrtRunner(path, threads, **options)
     if runtime == "openvino":
         return OpenVINORunner(path, threads, **options)
+    if runtime == "tensorrt":
+        from edgekit.runners.tensorrt import TensorRTRunner  # needs tensorrt and a GPU: loaded only here
+
+        return TensorRTRunner(path, threads)
     raise BackendUnavailable(
-        f"no runner for runtime {runtime!r} on this machine; available: onnxruntime, openvino"
+        f"no runner for runtime {runtime!r} on this machine; available: onnxruntime, openvino, tensorrt"
     )
