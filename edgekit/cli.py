@@ -253,6 +253,24 @@ def report(artifact_dir: Path = typer.Argument(..., help="an out/<name> director
         out.print(f"wrote {path}", markup=False, highlight=False)
 
 
+@app.command("verify")
+def verify_cmd(
+    artifact_dir: Path = typer.Argument(..., help="an out/<name> directory"),
+    runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="only these runtimes"),
+    threads: int = typer.Option(2, "--threads"),
+) -> None:
+    """Re-verify an artifact from its manifest: file hashes, then parity on each runtime."""
+    from edgekit.verify import reverify
+
+    table = Table(title=f"verify {artifact_dir}")
+    for col in ("artifact", "runtime", "samples", "cosine", "worst", "max abs", "top-1 agr."):
+        table.add_column(col)
+    for r in reverify(artifact_dir, runtime, threads):
+        table.add_row(r["artifact"], r["runtime"], str(r["samples"]), _fmt(r["cosine_mean"]), _fmt(r["cosine_worst"]),
+                      _fmt(r["max_abs_err"]), _fmt(r.get("top1_agreement")))
+    out.print(table)
+
+
 def main() -> None:
     app()
 

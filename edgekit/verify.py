@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -39,3 +39,38 @@ def check(result: dict[str, Any], spec: Any, where: str) -> None:
         raise ParityError(
             f"verify: {where}: top-1 agreement {agree:.4f} is below verify.top1_agreement_min {spec.top1_agreement_min}"
         )
+
+
+def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: int = 2) -> list[dict[str, Any]]:
+    """Re-check an artifact directory later or elsewhere: every file's sha256 against the
+    manifest, then each artifact on each runtime against the stored reference outputs."""
+    from pathlib import Path
+
+    from edgekit.artifact import read_manifest, sha256_file
+    from edgekit.recipe import VerifySpec
+    from edgekit.runners import open_runner
+
+    root = Path(artifact_dir)
+    manifest = read_manifest(root)
+    for f in manifest["files"]:
+        p = root / f["path"]
+        if not p.is_file():
+            raise ParityError(f"verify: {root}: file {f['path']} listed in the manifest is missing")
+        if sha256_file(p) != f["sha256"]:
+            raise ParityError(f"verify: {root}: file {f['path']} does not match its sha256 in the manifest")
+    spec = VerifySpec(**manifest["recipe"]["verify"])
+    with np.load(root / "reference.npz") as z:
+        inputs = {k[len("input."):]: z[k] for k in z.files if k.startswith("input.")}
+        ref = z["output"]
+    n = len(ref)
+    results = []
+    for art in manifest["artifacts"]:
+        for rt in art["runs_on"]:
+            if rt not in (runtimes or manifest["recipe"]["targets"]):
+                continue
+            runner = open_runner(rt, root / art["path"], threads)
+            got = np.concatenate([np.asarray(runner.run({k: v[i : i + 1] for k, v in inputs.items()})[0]) for i in range(n)])
+            res = parity(ref, got)
+            check(res, spec, f"artifact {art['name']!r} on {rt}")
+            results.append({"artifact": art["name"], "runtime": rt, **res})
+    return results

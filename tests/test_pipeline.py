@@ -141,3 +141,18 @@ def test_every_recipe_validates(cli, recipe):
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
     assert yaml.safe_load((RECIPES / recipe).read_text())["edgekit"] == 1
+
+
+def test_reverify_from_manifest(cli, digits_run, tmp_path):
+    import shutil
+
+    result = cli("verify", digits_run.out_dir, "--runtime", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert "int8" in result.output and "onnxruntime" in result.output
+    copy = tmp_path / "copy"
+    shutil.copytree(digits_run.out_dir, copy)
+    (copy / "models" / "int8.onnx").write_bytes(b"tampered")
+    bad = cli("verify", copy)
+    assert bad.exit_code == 1
+    assert "file models/int8.onnx does not match its sha256 in the manifest" in bad.output
+    assert cli("verify", tmp_path).exit_code == 2
