@@ -1,0 +1,170 @@
+"""Where a measurement runs: `devices.yaml` names targets — `local`, and `ssh` hosts.
+
+Either way the job is the same: the target-side runner (`standalone.py`, needing only numpy and
+the runtime), the model files, the feeds and a job.json, run in a fresh Python process whose
+peak RSS is the runner's own. For ssh the files travel as one tar stream on the ssh command's
+stdin and the JSON comes back on stdout: one connection per measurement, no scp/rsync round
+trips, and the remote directory is removed afterwards. Every ssh call is BatchMode (never a
+password prompt) with a connect timeout and keep-alives, and the whole call has a timeout, so
+an unreachable or hung device is one clear error, never a hang."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import subprocess
+import sys
+import tarfile
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekit.errors import BackendUnavailable, UsageError
+
+STANDALONE = Path(__file__).with_name("standalone.py")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LocalDevice(Strict):
+    kind: Literal["local"] = "local"
+    python: str = Field(sys.executable, description="interpreter for the isolated runner process")
+    timeout_s: float = Field(900.0, gt=0)
+
+
+class SshDevice(Strict):
+    kind: Literal["ssh"]
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: Optional[str] = None
+    key: Optional[str] = Field(None, description="private key file (ssh -i)")
+    python: str = "python3"
+    workdir: str = "/tmp/edgekit"
+    known_hosts: Optional[str] = Field(None, description="UserKnownHostsFile; default: ssh's own")
+    host_key_check: Literal["yes", "accept-new"] = "accept-new"
+    connect_timeout_s: int = Field(10, ge=1)
+    timeout_s: float = Field(900.0, gt=0, description="the whole copy + run")
+
+
+DeviceConfig = Annotated[Union[LocalDevice, SshDevice], Field(discriminator="kind")]
+
+
+class DevicesFile(Strict):
+    devices: dict[str, DeviceConfig]
+
+
+def load_devices(path: Optional[Path]) -> dict[str, Any]:
+    """name -> device config; `local` always exists unless the file redefines it."""
+    devices: dict[str, Any] = {"local": LocalDevice()}
+    if path is None:
+        return devices
+    if not path.is_file():
+        raise UsageError(f"{path}: devices file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        parsed = DevicesFile.model_validate(data)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("local", "ssh") or p == e["loc"][1])
+        raise UsageError(f"{path}: {loc}: {e['msg']}; got {e.get('input')!r}") from None
+    devices.update(parsed.devices)
+    return devices
+
+
+def pick_device(devices: dict[str, Any], name: str, path: Optional[Path]) -> Any:
+    if name not in devices:
+        where = str(path) if path else "no --devices file given"
+        raise UsageError(f"--device {name!r} is not defined ({where}); defined: {', '.join(devices)}")
+    return devices[name]
+
+
+def _parse(name: str, stdout: str, stderr: str, rc: int) -> dict[str, Any]:
+    lines = [ln for ln in stdout.strip().splitlines() if ln.startswith("{")]
+    if not lines:
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
+        raise BackendUnavailable(f"device {name!r}: the runner gave no result (exit {rc}): {last}")
+    result = json.loads(lines[-1])
+    if not result.get("ok"):
+        raise BackendUnavailable(f"device {name!r}: the runner failed: {result.get('error')}")
+    return result
+
+
+def _job_files(tmp: Path, job: dict[str, Any], feeds: dict[str, Any]) -> None:
+    import numpy as np
+
+    np.savez(tmp / "feeds.npz", **feeds)
+    (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
+
+
+def run_local(name: str, dev: LocalDevice, model: Path, files: list[Path], job: dict[str, Any],
+              feeds: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="edgekit-job-") as t:
+        tmp = Path(t)
+        _job_files(tmp, {**job, "model": str(model.resolve()), "inputs": str(tmp / "feeds.npz")}, feeds)
+        try:
+            proc = subprocess.run([dev.python, str(STANDALONE), str(tmp / "job.json")], capture_output=True,
+                                  text=True, timeout=dev.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise BackendUnavailable(f"device {name!r}: the runner did not finish within {dev.timeout_s:g} s") from None
+        except OSError as exc:
+            raise BackendUnavailable(f"device {name!r}: cannot start {dev.python}: {exc}") from None
+        return _parse(name, proc.stdout, proc.stderr, proc.returncode)
+
+
+def ssh_command(dev: SshDevice, remote_cmd: str) -> list[str]:
+    cmd = ["ssh", "-p", str(dev.port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={dev.connect_timeout_s}",
+           "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+           "-o", f"StrictHostKeyChecking={dev.host_key_check}", "-o", "LogLevel=ERROR"]
+    if dev.known_hosts:
+        cmd += ["-o", f"UserKnownHostsFile={Path(dev.known_hosts).expanduser()}"]
+    if dev.key:
+        cmd += ["-i", str(Path(dev.key).expanduser()), "-o", "IdentitiesOnly=yes"]
+    cmd += [f"{dev.user}@{dev.host}" if dev.user else dev.host, remote_cmd]
+    return cmd
+
+
+def run_ssh(name: str, dev: SshDevice, model: Path, files: list[Path], job: dict[str, Any],
+            feeds: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="edgekit-job-") as t:
+        tmp = Path(t)
+        _job_files(tmp, {**job, "model": model.name, "inputs": "feeds.npz"}, feeds)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for f in [STANDALONE, tmp / "feeds.npz", tmp / "job.json", *files]:
+                tar.add(f, arcname=f.name)
+        remote = f"{dev.workdir.rstrip('/')}/job-{uuid.uuid4().hex[:12]}"
+        q = shlex.quote(remote)
+        script = (f"mkdir -p {q} && tar xf - -C {q} && cd {q} && {shlex.quote(dev.python)} standalone.py job.json; "
+                  f"rc=$?; cd / && rm -rf {q}; exit $rc")
+        where = f"{dev.user + '@' if dev.user else ''}{dev.host}:{dev.port}"
+        try:
+            proc = subprocess.run(ssh_command(dev, script), input=buf.getvalue(), capture_output=True,
+                                  timeout=dev.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise BackendUnavailable(f"device {name!r} ({where}): no result within {dev.timeout_s:g} s") from None
+        except FileNotFoundError:
+            raise BackendUnavailable("the ssh client is not installed (apt-get install openssh-client)") from None
+        out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        if proc.returncode == 255:
+            last = (err.strip().splitlines() or ["ssh failed"])[-1]
+            raise BackendUnavailable(f"device {name!r} ({where}) cannot be reached: {last}")
+        return _parse(name, out, err, proc.returncode)
+
+
+def run_job(name: str, dev: Any, model: Path, files: list[Path], job: dict[str, Any],
+            feeds: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement job on a device; `files` are every file the model needs (itself
+    included), `job` the runtime, threads, options and protocol."""
+    if isinstance(dev, SshDevice):
+        return run_ssh(name, dev, model, files, job, feeds)
+    return run_local(name, dev, model, files, job, feeds)

@@ -1,0 +1,81 @@
+"""Energy meters as plugins, the recipe's `profile.energy` settings, and how a meter is chosen.
+
+`meter: none` (the default) records provenance `unavailable` and says so; `auto` tries the
+measured meters (NVML, Jetson, RAPL) and, when none works, records `unavailable` with every
+reason — it never falls back to the estimate. Naming a meter that cannot read here is an error
+(exit 4) with the reason and the fix."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgekit.errors import BackendUnavailable
+
+MeterName = Literal["none", "auto", "rapl", "nvml", "jetson", "external", "estimate"]
+# name -> "module:class"; imported only when that meter is asked for
+PLUGINS = {
+    "rapl": "edgekit.profile.energy.rapl:RaplMeter",
+    "nvml": "edgekit.profile.energy.nvml:NvmlMeter",
+    "jetson": "edgekit.profile.energy.jetson:JetsonMeter",
+    "external": "edgekit.profile.energy.external:ExternalMeter",
+    "estimate": "edgekit.profile.energy.estimate:EstimateMeter",
+}
+AUTO_ORDER = ("nvml", "jetson", "rapl")
+
+
+class EnergySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    meter: MeterName = "none"
+    idle_s: float = Field(2.0, ge=0.0, description="idle power is measured this long before the run; 0 = no net figure")
+    period_s: float = Field(0.05, gt=0.0, le=10.0, description="sampling period of live meters")
+    csv: Optional[str] = Field(None, description="external meter log: rows of 'timestamp, watts'")
+    tdp_w: Optional[float] = Field(None, gt=0.0, description="estimate: the CPU's TDP in watts")
+    rail: str = "VDD_IN"
+    gpu_index: int = Field(0, ge=0)
+    sysfs_root: str = "/"
+
+    @model_validator(mode="after")
+    def _needs(self) -> "EnergySpec":
+        if self.meter == "external" and not self.csv:
+            raise ValueError("meter 'external' needs csv: the meter's log file (timestamp, watts)")
+        if self.meter == "estimate" and self.tdp_w is None:
+            raise ValueError("meter 'estimate' needs tdp_w: the CPU's TDP in watts (edgekit does not guess it)")
+        return self
+
+
+def _construct(name: str, spec: EnergySpec, base_dir: Path):  # -> Meter
+    module, _, cls = PLUGINS[name].partition(":")
+    meter_cls = getattr(importlib.import_module(module), cls)
+    if name == "rapl":
+        return meter_cls(spec.sysfs_root)
+    if name == "nvml":
+        return meter_cls(spec.gpu_index)
+    if name == "jetson":
+        return meter_cls(spec.sysfs_root, spec.rail)
+    if name == "external":
+        return meter_cls(str((base_dir / spec.csv).resolve()))
+    return meter_cls(spec.tdp_w)
+
+
+def open_meter(spec: EnergySpec, base_dir: Path = Path(".")):  # -> tuple[Meter | None, str]
+    """The meter to use and, when there is none, why."""
+    from edgekit.profile.energy.base import MeterError
+
+    if spec.meter == "none":
+        return None, "no meter requested (profile.energy.meter: none)"
+    if spec.meter == "auto":
+        reasons = []
+        for name in AUTO_ORDER:
+            try:
+                return _construct(name, spec, base_dir), ""
+            except MeterError as exc:
+                reasons.append(str(exc))
+        return None, "auto: no energy meter on this machine: " + "; ".join(reasons)
+    try:
+        return _construct(spec.meter, spec, base_dir), ""
+    except MeterError as exc:
+        raise BackendUnavailable(f"profile.energy.meter {spec.meter!r} cannot read here: {exc}") from None

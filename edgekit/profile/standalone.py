@@ -1,0 +1,208 @@
+"""The target-side runner: the latency protocol and the runtimes' model loading, needing only the
+Python standard library, numpy and the runtime itself (onnxruntime or openvino) — never torch
+or edgekit — so that edgekit can copy this one file to a device and run it there.
+
+edgekit imports the same functions locally (`edgekit.profile.latency.measure`,
+`edgekit.runners`, `edgekit.environment.cpu_info`), so the protocol and the session settings
+exist once. Run as a script: `python standalone.py JOB.json` prints one JSON result line."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni", "neon", "asimd")
+
+
+def cpu_info() -> dict[str, Any]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "model": model,
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "flags": {f: f in flags for f in FLAGS if f in flags or f.startswith(("avx", "amx"))},
+    }
+
+
+def gpu_info() -> list[dict[str, str]]:
+    """GPUs seen by nvidia-smi (no CUDA library is imported for this)."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2]})
+    return gpus
+
+
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident set in MiB. Linux: VmHWM, which belongs to the address space
+    made at exec — getrusage's ru_maxrss would carry over the parent's peak across fork+exec and
+    report the whole edgekit process instead of the runner. Elsewhere ru_maxrss (bytes on macOS)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024.0
+
+
+def timed_loop(run: Callable[[], Any], warmup_s: float, min_duration_s: float, min_iters: int,
+               max_duration_s: float, tick: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+    """First inference timed apart, then a time-based warm-up, then timed runs until both
+    `min_duration_s` and `min_iters` are reached, or `max_duration_s` (then `capped` is true).
+    `started`/`ended` are epoch seconds of the timed window, for aligning energy traces."""
+    t0 = time.perf_counter()
+    run()
+    first_ms = (time.perf_counter() - t0) * 1000.0
+    end_warm = time.perf_counter() + warmup_s
+    warm = 0
+    while time.perf_counter() < end_warm:
+        run()
+        warm += 1
+    samples: list[float] = []
+    started = time.time()
+    start = time.perf_counter()
+    elapsed = 0.0
+    while True:
+        s = time.perf_counter()
+        run()
+        e = time.perf_counter()
+        samples.append((e - s) * 1000.0)
+        tick(1)
+        elapsed = e - start
+        if (len(samples) >= min_iters and elapsed >= min_duration_s) or elapsed >= max_duration_s:
+            break
+    return {
+        "samples_ms": [round(v, 5) for v in samples],
+        "first_inference_ms": first_ms,
+        "warmup_iters": warm,
+        "capped": bool(len(samples) < min_iters or elapsed < min_duration_s),
+        "started": started,
+        "ended": started + elapsed,
+    }
+
+
+class OrtModel:
+    """An InferenceSession with the settings every edgekit measurement uses (`ort` is the
+    imported module, so edgekit can import it with an install hint and a device without edgekit
+    can import it plainly)."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, ort: Any, path: str, threads: int, providers: Optional[list[str]] = None) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        t0 = time.perf_counter()
+        self.session = ort.InferenceSession(path, opts, providers=providers or ["CPUExecutionProvider"])
+        self.load_s = time.perf_counter() - t0
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.details = {"threads": threads, "providers": self.session.get_providers(), "onnxruntime": ort.__version__}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, {k: feeds[k] for k in self.input_names})
+
+
+class OpenVINOModel:
+    """A compiled OpenVINO model with the latency hint and the thread count; compile errors
+    propagate as RuntimeError."""
+
+    runtime = "openvino"
+
+    def __init__(self, ov: Any, path: str, threads: int, device: str = "CPU", precision: Optional[str] = None) -> None:
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        t0 = time.perf_counter()
+        compiled = ov.Core().compile_model(path, device, config)
+        self.load_s = time.perf_counter() - t0
+        self.request = compiled.create_infer_request()
+        self.input_names = [p.get_any_name() for p in compiled.inputs]
+        self.details = {"threads": threads, "device": device,
+                        "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+                        "openvino": ov.get_version()}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        res = self.request.infer({k: feeds[k] for k in self.input_names})
+        return [np.asarray(v) for v in res.values()]
+
+
+def _open(job: dict[str, Any]) -> Any:
+    runtime, path, threads = job["runtime"], job["model"], int(job["threads"])
+    options = job.get("options") or {}
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        return OrtModel(ort, path, threads, **options)
+    if runtime == "openvino":
+        import openvino as ov
+
+        return OpenVINOModel(ov, path, threads, **options)
+    raise ValueError(f"runtime {runtime!r} is not supported by the standalone runner; allowed: onnxruntime, openvino")
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    with np.load(job["inputs"]) as z:
+        feeds = {k: z[k] for k in z.files}
+    model = _open(job)
+    p = job["protocol"]
+    result = timed_loop(lambda: model.run(feeds), float(p["warmup_s"]), float(p["min_duration_s"]), int(p["min_iters"]),
+                        float(p["max_duration_s"]))
+    result.update(ok=True, runtime=job["runtime"], load_s=model.load_s, backend=model.details, peak_rss_mb=peak_rss_mb(),
+                  cpu=cpu_info(), gpus=[g["name"] for g in gpu_info()], python=platform.python_version(), hostname=platform.node())
+    return result
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(json.dumps({"ok": False, "error": "usage: standalone.py JOB.json"}))
+        return 2
+    try:
+        with open(argv[0], encoding="utf-8") as f:
+            job = json.load(f)
+        result = run_job(job)
+    except Exception as exc:  # the one line the caller shows; the device has no edgekit to format it
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {first}"}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,120 @@
+"""report.html from a real compress run: one self-contained page with every section, figures
+inline, nothing fetched from the network; `edgekit report DIR` rebuilds it and keeps the
+manifest's sha256 entries true."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgekit.report_plots import pareto_front
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[dict[str, str]] = []
+        self.urls: list[str] = []
+        self.scripts = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a["id"])
+        if tag == "img":
+            self.images.append(a)
+        if tag == "script":
+            self.scripts += 1
+        for k in ("src", "href"):
+            if k in a:
+                self.urls.append(a[k])
+
+
+def parse(path: Path) -> Page:
+    p = Page()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def test_compress_writes_a_self_contained_report(digits_run) -> None:
+    pytest.importorskip("matplotlib")
+    page = parse(digits_run.out_dir / "report.html")
+    assert page.sections == ["summary", "latency", "accuracy-vs-latency", "size", "energy",
+                             "quantization-sensitivity", "sparsity", "stages", "environment"]
+    assert page.scripts == 0
+    assert all(u.startswith("data:image/png;base64,") for u in page.urls), page.urls
+    alts = [i["alt"] for i in page.images]
+    assert alts == ["latency CDF", "accuracy vs latency", "artifact sizes"]
+    for img in page.images:
+        assert base64.b64decode(img["src"].split(",", 1)[1]).startswith(PNG)
+    text = (digits_run.out_dir / "report.html").read_text()
+    # energy is shown with its provenance even when no meter ran; absent data is said, not hidden
+    assert "unavailable" in text and "no sensitivity.json" in text and "no stage recorded per-layer sparsity" in text
+    for key in digits_run.manifest["profile"]:
+        assert key in text
+    entry = next(f for f in digits_run.manifest["files"] if f["path"] == "report.html")
+    assert entry["format"] == "html"
+
+
+def test_report_command_rebuilds_and_keeps_the_manifest_true(cli, digits_run, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    d = tmp_path / "copy"
+    shutil.copytree(digits_run.out_dir, d)
+    (d / "report.html").unlink()
+    sens = {"nodes": [{"name": f"/conv{i}/Conv", "sqnr_db": 30.0 + i} for i in range(3)]}
+    (d / "sensitivity.json").write_text(json.dumps(sens))
+    r = cli("report", d)
+    assert r.exit_code == 0, r.output
+    page = parse(d / "report.html")
+    assert "sensitivity" in [i["alt"] for i in page.images]
+    manifest = json.loads((d / "manifest.json").read_text())
+    for f in manifest["files"]:
+        if f["path"].startswith("report."):
+            assert hashlib.sha256((d / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    assert sum(f["path"] == "report.html" for f in manifest["files"]) == 1
+
+
+def test_without_matplotlib_the_page_says_how_to_get_figures(digits_run, monkeypatch) -> None:
+    from edgekit import report_html
+    from edgekit.errors import BackendUnavailable
+
+    def missing(*args, **kwargs):
+        raise BackendUnavailable("matplotlib is not installed; matplotlib needs: pip install 'edgekit[report]'")
+
+    monkeypatch.setattr("edgekit.report_plots._pyplot", missing)
+    text = report_html.render(digits_run.out_dir, digits_run.manifest)
+    assert "<img" not in text
+    assert len(re.findall(r"figure not drawn: .*?pip install &#x27;edgekit\[report\]&#x27;", text)) == 3
+
+
+def test_report_on_a_non_artifact_is_a_usage_error(cli, tmp_path: Path) -> None:
+    r = cli("report", tmp_path)
+    assert r.exit_code == 2 and "not an edgekit artifact" in r.output
+
+
+points = st.lists(st.tuples(st.floats(0.01, 100), st.floats(0, 1)), min_size=1, max_size=30)
+
+
+@given(pts=points, higher=st.booleans())
+def test_pareto_front_is_exactly_the_undominated_points(pts, higher: bool) -> None:
+    front = set(pareto_front(pts, higher))
+    s = 1 if higher else -1
+
+    def beats(a, b):
+        return a[0] <= b[0] and s * a[1] >= s * b[1] and a != b
+
+    for i, p in enumerate(pts):
+        assert (i in front) == (not any(beats(q, p) for q in pts))
+    assert front  # the fastest point with the best metric among the fastest is always on it
