@@ -74,13 +74,14 @@ def main() -> None:
         rb = open_runner("onnxruntime", base.model, args.threads)
         rc = open_runner("onnxruntime", cand.model, args.threads)
         run_b, run_c = (lambda: rb.run(base.feeds)), (lambda: rc.run(cand.feeds))
-        gate, nv, effects, naive_effects, noise = Counter(), Counter(), [], [], []
+        gate, nv, effects, naive_effects, noise, reasons = Counter(), Counter(), [], [], [], []
         t0 = time.perf_counter()
         for _ in range(args.repeats):
             c = compare(*run_rounds(run_b, run_c, s), s.min_effect, s.alpha, s.max_cv)
             gate[c.status] += 1
             effects.append(c.effect)
             noise.append(c.noise)
+            reasons.append(c.reason)
             v, e = naive(run_b, run_c, seconds, s.min_effect)
             nv[v] += 1
             naive_effects.append(e)
@@ -88,7 +89,7 @@ def main() -> None:
                      "gate": dict(gate), "naive": dict(nv), "gate_effect_median": float(np.median(effects)),
                      "gate_noise_median": float(np.median(noise)), "naive_effect_median": float(np.median(naive_effects)),
                      "naive_effect_range": [float(min(naive_effects)), float(max(naive_effects))],
-                     "seconds": round(time.perf_counter() - t0, 1)})
+                     "gate_reasons": reasons, "seconds": round(time.perf_counter() - t0, 1)})
     print(f"A/B gate vs naive sequential check, {args.repeats} repeats, {args.rounds} rounds x {args.block_s}s "
           f"blocks, ORT {args.threads} threads")
     print(f"{'candidate':24} {'expect':7} {'gate verdicts':32} {'naive verdicts':20} {'gate effect':>11} "

@@ -118,8 +118,10 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
             ref_runner = open_runner("onnxruntime", lm.onnx_path, threads)
             ref_rt = "onnxruntime"
         ref_out = _outputs(ref_runner.run, samples, progress("reference outputs", len(samples)))
-        metric = evaluate.choose_metric(recipe.accuracy.metric, labels, ref_out)
-        ref_score = evaluate.score(metric, ref_out, ref_out, labels)
+        user_eval = evaluate.load_evaluator(recipe.accuracy, evald)
+        higher = recipe.accuracy.higher_is_better
+        metric = recipe.accuracy.evaluator or evaluate.choose_metric(recipe.accuracy.metric, labels, ref_out)
+        ref_score = evaluate.value(metric, user_eval, ref_runner, evald, ref_out, ref_out, labels, "the reference")
         metrics: dict[str, Any] = {"reference": {"runtime": ref_rt, "metric": metric, "value": ref_score,
                                                  "samples": len(samples)}}
         nv = min(recipe.verify.samples, len(samples))
@@ -145,14 +147,14 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
                 if rt not in art.runs_on:
                     skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
                     continue
-                runner = open_runner(rt, art.path, threads)
+                runner = open_runner(rt, art.path, threads, **art.options.get(rt, {}))
                 where = f"artifact {art.name!r} on {rt}"
                 out = _outputs(runner.run, samples, progress(f"verifying {art.name} on {rt}", len(samples)))
                 par = verify.parity(ref_out[:nv], out[:nv])
                 verify.check(par, recipe.verify, where)
-                value = evaluate.score(metric, out, ref_out, labels)
-                evaluate.check(metric, ref_score, value, recipe.accuracy.max_drop, where)
-                metrics[art.name][rt] = {"parity": par, **evaluate.summary(metric, ref_score, value)}
+                value = evaluate.value(metric, user_eval, runner, evald, out, ref_out, labels, where)
+                evaluate.check(metric, ref_score, value, recipe.accuracy.max_drop, where, higher)
+                metrics[art.name][rt] = {"parity": par, **evaluate.summary(metric, ref_score, value, higher)}
                 profile(f"{art.name}/{rt}", runner,
                         Target(art.name, rt, art.format, sha256_file(art.path), path=art.path, precision=art.precision,
                                shown_path=art.path.relative_to(tmp).as_posix()))
@@ -167,6 +169,8 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         files = [file_entry(tmp, a.path, a.format, a.precision) for a in state.artifacts]
         files += [file_entry(tmp, a, "extra") for art in state.artifacts for a in art.extra_files]
         files += [file_entry(tmp, tmp / "reference.npz", "npz"), file_entry(tmp, tmp / "recipe.yaml", "yaml")]
+        if (tmp / "sensitivity.json").is_file():  # written by quantize stages that scan sensitivity
+            files.append(file_entry(tmp, tmp / "sensitivity.json", "json"))
         prof = new_profile(measurements)
         manifest: dict[str, Any] = {
             "schema": 1,
@@ -186,7 +190,7 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
             "artifacts": [
                 {"name": a.name, "path": a.path.relative_to(tmp).as_posix(), "format": a.format,
                  "precision": a.precision, "produced_by": a.produced_by, "runs_on": list(a.runs_on),
-                 "bytes": a.size_bytes()}
+                 "bytes": a.size_bytes(), "runtime_options": a.options}
                 for a in state.artifacts
             ],
             "files": files,

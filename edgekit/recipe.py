@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgekit import stage as stage_registry
 from edgekit.errors import RecipeError
@@ -107,6 +107,16 @@ class VerifySpec(Strict):
 class AccuracySpec(Strict):
     metric: Optional[Literal["top1", "cosine_fidelity", "mse"]] = None
     max_drop: Optional[float] = Field(None, ge=0.0)
+    evaluator: Optional[str] = Field(None, pattern=r"^[\w.]+:[\w.]+$",
+                                     description="'pkg.mod:fn' called as fn(runner, dataset) -> float")
+    higher_is_better: bool = True  # direction of the evaluator's score
+
+    @model_validator(mode="after")
+    def _one_metric(self) -> "AccuracySpec":
+        if self.metric and self.evaluator:
+            raise ValueError(f"give metric or evaluator, not both (got metric {self.metric!r} and "
+                             f"evaluator {self.evaluator!r})")
+        return self
 
 
 class ProfileSpec(Strict):
@@ -162,7 +172,7 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
         inputs: Optional[list[InputSpec]] = None
         data: DataSection = DataSection()
         stages: list[union] = Field(min_length=1)  # type: ignore[valid-type]
-        targets: list[Literal["onnxruntime", "openvino", "tensorrt"]] = ["onnxruntime"]
+        targets: list[Literal["onnxruntime", "openvino", "tensorrt"]] = Field(["onnxruntime"], validate_default=True)
         verify: VerifySpec = VerifySpec()
         accuracy: AccuracySpec = AccuracySpec()
         profile: ProfileSpec = ProfileSpec()
@@ -170,9 +180,17 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
 
         @field_validator("targets")
         @classmethod
-        def _unique_targets(cls, v: list[str]) -> list[str]:
+        def _unique_targets(cls, v: list[str], info: ValidationInfo) -> list[str]:
             if len(set(v)) != len(v) or not v:
                 raise ValueError(f"targets must be a non-empty list without repeats, got {v}")
+            # an artifact no target can run would be written but never verified: refuse it now
+            for i, s in enumerate(info.data.get("stages") or []):
+                runs_on = stage_registry.get(s.kind).runs_on
+                if runs_on and not set(runs_on) & set(v):
+                    raise ValueError(
+                        f"stages[{i}] ({s.kind}) makes artifacts that only {', '.join(runs_on)} can run; "
+                        f"add {runs_on[0]} to targets"
+                    )
             return v
 
         @model_validator(mode="after")

@@ -58,6 +58,17 @@ def markdown(manifest: dict[str, Any]) -> str:
             f"{fmt(r['metric'])} | {fmt(r['value'])} | {fmt(r['drop'])} | {fmt(r['cosine'])} | "
             f"{fmt(r['p50_ms'], 3)} | {fmt(r['p90_ms'], 3)} |"
         )
+    if manifest.get("profile"):
+        lines += ["", "## Latency and energy", "",
+                  "| measurement | n | p90 bound ms | p99 ms | peak RSS MB | energy provenance | net mJ/inference |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, m in manifest["profile"].items():
+            e = m.get("energy", {})
+            net = e.get("net_j_per_inference")
+            why = f": {e['reason']}" if e.get("reason") and e.get("provenance") == "unavailable" else ""
+            lines.append(f"| {key} | {m['n']} | {fmt(m.get('p90_upper_bound_ms'), 3)} | {fmt(m.get('p99_ms'), 3)} | "
+                         f"{fmt(m.get('peak_rss_mb'), 1)} | {e.get('provenance', '–')}{why} | "
+                         f"{fmt(None if net is None else net * 1000)} |")
     lines += ["", "## Stages", ""]
     for s in manifest["stages"]:
         lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")

@@ -147,10 +147,12 @@ def _sensitivity(artifact_dir: Path, top: int = 25) -> str:
     p = artifact_dir / "sensitivity.json"
     if not p.is_file():
         return _note("no sensitivity.json (enable sensitivity: true on a quantize stage to measure it)")
-    data = json.loads(p.read_text(encoding="utf-8"))
-    nodes = data.get("nodes", [])
-    ranked = sorted(nodes, key=lambda n: n["sqnr_db"])[:top]
-    values = {n["name"]: n["sqnr_db"] for n in ranked}
+    try:
+        nodes = json.loads(p.read_text(encoding="utf-8"))["nodes"]
+        values = {n["name"]: float(n["sqnr_db"]) for n in sorted(nodes, key=lambda n: n["sqnr_db"])[:top]}
+    except (ValueError, KeyError, TypeError) as exc:
+        return f'<p class="warn">sensitivity.json has an unexpected shape ({_e(type(exc).__name__)}: {_e(exc)}); ' \
+               'expected {"nodes": [{"name": ..., "sqnr_db": ...}]}</p>'
     return _img("sensitivity", bars, values,
                 "SQNR of the model output when only this node is quantized (dB, lower = more sensitive)",
                 f"Per-node quantization sensitivity ({len(values)} most sensitive of {len(nodes)})")

@@ -87,6 +87,15 @@ REGISTRY: dict[str, StageInfo] = {
             ("onnxruntime", "openvino"),
         ),
         StageInfo(
+            "target.openvino",
+            "edgekit.export.openvino:TargetOpenVINO",
+            ("openvino",),
+            "target",
+            "OpenVINO IR (.xml/.bin) of the float model: fp32, NNCF INT8 (transformer-aware, "
+            "SmoothQuant), or NNCF weight-only INT8 / INT4 (group size, ratio, AWQ/GPTQ/scale estimation).",
+            ("openvino",),
+        ),
+        StageInfo(
             "tokens.merge",
             "edgekit.tokens.stages:TokenMerge",
             (),

@@ -20,6 +20,7 @@ class Artifact:
     produced_by: str  # stage kind
     runs_on: tuple[str, ...]  # runtimes able to run it
     extra_files: tuple[Path, ...] = ()  # e.g. an OpenVINO .bin or ONNX external data
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> runner settings
 
     def files(self) -> list[Path]:
         return [self.path, *self.extra_files]

@@ -6,34 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from benchmarks.gate_ab import matmul_chain  # noqa: E402
 from edgekit.gate.ab import AbSettings, check_ab, resolve, run_rounds  # noqa: E402
 from edgekit.gate.compare import compare  # noqa: E402
 from edgekit.runners import open_runner  # noqa: E402
 
 FAST = ["--rounds", "8", "--block-s", "0.03"]
-
-
-def matmul_chain(path: Path, depth: int, n: int = 192, rows: int = 32) -> Path:
-    """`depth` chained MatMuls: depth 8 does exactly twice the arithmetic of depth 4."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits, prev = [], [], "x"
-    for i in range(depth):
-        inits.append(numpy_helper.from_array((rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32), f"w{i}"))
-        out = "y" if i == depth - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [out]))
-        prev = out
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,9 @@ def test_compress_writes_a_self_contained_report(digits_run) -> None:
         assert key in text
     entry = next(f for f in digits_run.manifest["files"] if f["path"] == "report.html")
     assert entry["format"] == "html"
+    md = (digits_run.out_dir / "report.md").read_text()
+    assert "## Latency and energy" in md
+    assert md.count("| unavailable: ") == len(digits_run.manifest["profile"])
 
 
 def test_report_command_rebuilds_and_keeps_the_manifest_true(cli, digits_run, tmp_path: Path) -> None:
@@ -97,6 +100,16 @@ def test_without_matplotlib_the_page_says_how_to_get_figures(digits_run, monkeyp
     text = report_html.render(digits_run.out_dir, digits_run.manifest)
     assert "<img" not in text
     assert len(re.findall(r"figure not drawn: .*?pip install &#x27;edgekit\[report\]&#x27;", text)) == 3
+
+
+def test_a_malformed_sensitivity_file_is_named_in_the_page(digits_run, tmp_path: Path) -> None:
+    from edgekit import report_html
+
+    d = tmp_path / "copy"
+    shutil.copytree(digits_run.out_dir, d)
+    (d / "sensitivity.json").write_text(json.dumps({"layers": []}))
+    text = report_html.render(d, digits_run.manifest)
+    assert "sensitivity.json has an unexpected shape (KeyError" in text
 
 
 def test_report_on_a_non_artifact_is_a_usage_error(cli, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ slower on purpose (e.g. a runner that runs the model twice) through exactly this
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -38,6 +38,7 @@ class Side:
     label: str
     model: Path
     feeds: dict[str, np.ndarray]
+    runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # as the artifact is deployed
 
 
 def resolve(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) -> Side:
@@ -53,7 +54,7 @@ def resolve(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) ->
             raise UsageError(f"--artifact {name!r} is not in {spec}; allowed: {', '.join(arts)}")
         ref = np.load(spec / "reference.npz")
         feeds = {k: ref[f"input.{k}"][: v["shape"][0]] for k, v in manifest["inputs"].items()}
-        return Side(f"{spec.name}:{name}", spec / arts[name]["path"], feeds)
+        return Side(f"{spec.name}:{name}", spec / arts[name]["path"], feeds, arts[name].get("runtime_options", {}))
     if spec.suffix != ".onnx" or not spec.is_file():
         raise UsageError(f"--ab {spec}: not an artifact directory or an .onnx file")
     from edgekit.models.load import load_model
@@ -92,13 +93,15 @@ def check_ab(base: Side, candidate: Side, runtime: str, threads: int, s: AbSetti
 
     if s.rounds < MIN_ROUNDS:
         raise UsageError(f"--rounds {s.rounds}: the A/B comparison needs at least {MIN_ROUNDS}")
-    rb = open_runner(runtime, base.model, threads)
-    rc = open_runner(runtime, candidate.model, threads)
+    rb = open_runner(runtime, base.model, threads, **base.runtime_options.get(runtime, {}))
     try:
-        a, b = run_rounds(lambda: rb.run(base.feeds), lambda: rc.run(candidate.feeds), s, tick)
+        rc = open_runner(runtime, candidate.model, threads, **candidate.runtime_options.get(runtime, {}))
+        try:
+            a, b = run_rounds(lambda: rb.run(base.feeds), lambda: rc.run(candidate.feeds), s, tick)
+        finally:
+            rc.close()
     finally:
         rb.close()
-        rc.close()
     c = compare(a, b, s.min_effect, s.alpha, s.max_cv)
     return Check("ab", "median latency", f"{base.label} → {candidate.label} ({runtime})", c.status,
                  c.candidate_median_ms, c.base_median_ms * (1 + s.min_effect), "ms",

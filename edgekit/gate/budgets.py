@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from edgekit.errors import UsageError
 from edgekit.gate import Check
 from edgekit.profile.schema import Measurement, Profile
 
@@ -56,8 +57,6 @@ def subjects(keys: list[str], select: Optional[list[str]]) -> list[str]:
     keys = [k for k in keys if k.split("/")[0] != REFERENCE]
     if not select:
         return keys
-    from edgekit.errors import UsageError
-
     picked = [k for k in keys if k in select or k.split("/")[0] in select]
     unknown = [s for s in select if not any(k == s or k.split("/")[0] == s for k in keys)]
     if unknown:
@@ -67,8 +66,6 @@ def subjects(keys: list[str], select: Optional[list[str]]) -> list[str]:
 
 def check_budgets(gates: Any, manifest: Optional[dict[str, Any]], profile: Optional[Profile],
                   select: Optional[list[str]] = None) -> list[Check]:
-    from edgekit.errors import UsageError
-
     limits = {k: v for k, v in gates.model_dump().items() if k in PROFILE_BUDGETS or k in MANIFEST_BUDGETS}
     limits = {k: v for k, v in limits.items() if v is not None}
     checks: list[Check] = []

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Optional
 
-from edgekit.gate import Check, GateResult
+from edgekit.gate import GateResult
 
 ICON = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconclusive", "unavailable": "⛔ unavailable"}
 

@@ -8,6 +8,7 @@ ZOO = {
     "digits_cnn": "small CNN trained on scikit-learn digits (32x32, 10 classes)",
     "digits_vit": "small ViT (4x4 patches, 64+1 tokens, 4 blocks) trained on digits",
     "minilm": "all-MiniLM-L6-v2 sentence embedder (real weights, mean pooling; extra hf)",
+    "vit_small_shape": "ViT-Small/16 shape at 224 px (197 tokens, width 384, 12 blocks), random weights",
 }
 
 
@@ -45,3 +46,16 @@ def minilm(seq_len: int = 128) -> ModelBundle:
     from edgekit.models.hf import minilm_dir, load_hf
 
     return load_hf(str(minilm_dir()), seq_len=seq_len)
+
+
+def vit_small_shape(seed: int = 0) -> ModelBundle:
+    import numpy as np
+
+    from edgekit.models.vit import vit_small_shape as build
+
+    return ModelBundle(
+        module=build(seed),
+        example={"x": np.zeros((1, 3, 224, 224), np.float32)},
+        output_names=["logits"],
+        task="classification",
+    )

@@ -2,11 +2,11 @@
 
 onnxruntime's `extra_options={"SmoothQuant": True}` delegates to neural-compressor, which is not
 a dependency of edgekit (it pulls a large tree), so the transform is written here; it is small.
-For every MatMul with a constant weight W [in, out] fed by activation X [..., in]:
+For every MatMul/Gemm with a constant weight W [in, out] fed by activation X [..., in]:
 
     s_j = max|X_j|^alpha / max|W_j,:|^(1 - alpha)      X' = X / s      W' = diag(s) W
 
-so X' W' == X W exactly in float. MatMuls sharing one input (query/key/value) share one s (the
+so X' W' == X W exactly in float. Nodes sharing one input (query/key/value) share one s (the
 weight maxima are taken over all of them) and one inserted Mul. The Mul is not folded into the
 producer because in BERT-style blocks that producer (LayerNorm) also feeds the residual add."""
 
@@ -18,13 +18,23 @@ from typing import Any, Callable
 import numpy as np
 
 
+def _in_axis(node: Any) -> int | None:
+    """Axis of the weight that runs over input channels, or None when the node cannot be smoothed."""
+    attrs = {a.name: a.i for a in node.attribute}
+    if node.op_type == "MatMul":
+        return 0
+    if node.op_type == "Gemm" and not attrs.get("transA", 0):
+        return 1 if attrs.get("transB", 0) else 0
+    return None
+
+
 def smoothable(model: Any) -> dict[str, list[Any]]:
-    """Activation tensor -> the MatMul nodes with a constant 2-D weight that consume it."""
+    """Activation tensor -> the MatMul/Gemm nodes with a constant 2-D weight that consume it."""
     inits = {i.name: i for i in model.graph.initializer}
     groups: dict[str, list[Any]] = {}
     for n in model.graph.node:
-        if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2 \
-                and n.input[0] not in inits:
+        if n.op_type in ("MatMul", "Gemm") and _in_axis(n) is not None and n.input[1] in inits \
+                and len(inits[n.input[1]].dims) == 2 and n.input[0] not in inits:
             groups.setdefault(n.input[0], []).append(n)
     return groups
 
@@ -82,16 +92,19 @@ def apply(model_path: Path, out_path: Path, samples: list[dict[str, np.ndarray]]
     new_nodes = []
     done = []
     for t, nodes in groups.items():
+        axes = [_in_axis(n) for n in nodes]
         weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
-        if len({w.shape[0] for w in weights}) != 1 or weights[0].shape[0] != amax[t].shape[0]:
+        if any(w.shape[ax] != amax[t].shape[0] for w, ax in zip(weights, axes)):
             continue
-        s = smooth_scales(amax[t], np.max([np.abs(w).max(axis=1) for w in weights], axis=0), alpha)
+        w_amax = np.max([np.abs(w).max(axis=1 - ax) for w, ax in zip(weights, axes)], axis=0)
+        s = smooth_scales(amax[t], w_amax, alpha)
         scaled = f"{t}_smoothed"
         inv = onnx.helper.make_tensor(f"{t}_smooth_inv", onnx.TensorProto.FLOAT, [len(s)], (1.0 / s).tolist())
         model.graph.initializer.append(inv)
         new_nodes.append((nodes[0], onnx.helper.make_node("Mul", [t, inv.name], [scaled], name=f"{t}_smooth")))
-        for n, w in zip(nodes, weights):
-            inits[n.input[1]].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(w.dtype), n.input[1]))
+        for n, w, ax in zip(nodes, weights, axes):
+            scaled_w = w * (s[:, None] if ax == 0 else s[None, :])
+            inits[n.input[1]].CopyFrom(numpy_helper.from_array(scaled_w.astype(w.dtype), n.input[1]))
             n.input[0] = scaled
         done.append({"tensor": t, "matmuls": [n.name for n in nodes],
                      "scale_min": float(s.min()), "scale_max": float(s.max())})

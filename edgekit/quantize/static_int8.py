@@ -6,9 +6,11 @@ activations) with uint8 activations: on x86 ONNX Runtime runs U8S8 QDQ 2-3x fast
 S8S8 default, which is slower than fp32 here (../shared/FACTS.md).
 
 Presets exist because quantizing everything collapses transformers (MiniLM cosine 0.35 in
-FACTS.md): the `transformer` preset quantizes only MatMul/Gemm with a constant weight, so
-softmax, layer norm, residual adds, the attention-mask path and the activation x activation
-attention products stay float unless `op_types` asks for them."""
+FACTS.md): the `transformer` preset quantizes only the inputs of MatMul/Gemm with a constant
+weight and leaves their outputs float, so softmax, layer norm, residual adds, the attention-mask
+path, the activation x activation attention products and the residual stream (whose outlier
+channels a per-tensor scale cannot hold) stay float unless `op_types` asks for them. Measured on
+all-MiniLM-L6-v2: quantizing those outputs too gives cosine 0.95, leaving them float 0.993."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
 
 TRANSFORMER_OPS = ["MatMul", "Gemm"]
+WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 # op types whose presence marks a graph as a transformer for `preset: auto`
 TRANSFORMER_MARKERS = {"Softmax", "LayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization"}
 
@@ -57,6 +60,13 @@ class AccuracyAwareConfig(BaseModel):
     samples: int = Field(64, ge=1, description="evaluation samples used for per-node sensitivity")
 
 
+class SmoothQuantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    samples: int = Field(32, ge=1, description="calibration samples for the per-channel maxima")
+
+
 class StaticInt8Config(StageConfig):
     kind: Literal["quantize.int8"]
     name: str = Field("int8", pattern=r"^[A-Za-z0-9_-]+$")
@@ -67,6 +77,7 @@ class StaticInt8Config(StageConfig):
     exclude: list[str] = []
     op_types: Optional[list[str]] = Field(None, min_length=1)
     samples: Optional[int] = Field(None, ge=1)
+    smoothquant: SmoothQuantConfig = SmoothQuantConfig()
     sensitivity: bool = Field(False, description="write sensitivity.json (per-node SQNR) for this graph")
     accuracy_aware: AccuracyAwareConfig = AccuracyAwareConfig()
 
@@ -98,22 +109,20 @@ class Plan:
     cfg: StaticInt8Config
 
     def candidates(self) -> list[str]:
-        """Nodes this plan would quantize (by op type and, for transformers, constant weight)."""
+        """Nodes the sensitivity scan and the accuracy-aware search may move to float: with
+        explicit op_types, every node of those types; otherwise the ones holding a constant
+        weight (Conv, Gemm, MatMul...), since ops without weights only follow their inputs."""
         import onnx
 
-        reg = require("onnxruntime.quantization.registry", extra="onnx")
-        quantizable = set(reg.QDQRegistry) | set(reg.QLinearOpsRegistry)
         graph = onnx.load(str(self.prepared), load_external_data=False).graph
         inits = {i.name for i in graph.initializer}
+        explicit = self.cfg.op_types is not None
         out = []
         for n in graph.node:
             if self.op_types is not None and n.op_type not in self.op_types:
                 continue
-            if self.op_types is None and n.op_type not in quantizable:
-                continue
-            if self.extra.get("MatMulConstBOnly") and n.op_type == "MatMul" and n.input[1] not in inits:
-                continue
-            out.append(n.name)
+            if explicit or (n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in inits):
+                out.append(n.name)
         return out
 
     def quantize(self, out: Path, excluded: list[str]) -> None:
@@ -148,7 +157,19 @@ def plan(state: ModelState, cfg: StaticInt8Config, kind: str) -> tuple[Plan, dic
         raise DataError(f"{kind}: needs calibration data: set data.calibration in the recipe")
     samples = state.calibration.samples[: cfg.samples] if cfg.samples else state.calibration.samples
     prepared = state.workdir / f".{cfg.name}.pre.onnx"
-    q.quant_pre_process(str(state.onnx_path), str(prepared), skip_symbolic_shape=True)
+    source = state.onnx_path
+    info: dict[str, Any] = {}
+    if cfg.smoothquant.enabled:
+        from edgekit.quantize import smoothquant
+
+        # on the float graph before pre-processing, where query/key/value still share one input
+        source = state.workdir / f".{cfg.name}.smooth.onnx"
+        n = min(cfg.smoothquant.samples, len(samples))
+        info["smoothquant"] = smoothquant.apply(state.onnx_path, source, samples[:n], cfg.smoothquant.alpha,
+                                                threads=state.threads, tick=state.progress("smoothquant", n))
+    q.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    if source != state.onnx_path:
+        source.unlink()
     nodes = node_names(prepared)
     preset = resolve_preset(cfg.preset, nodes)
     op_types = cfg.op_types or (TRANSFORMER_OPS if preset == "transformer" else None)
@@ -158,20 +179,21 @@ def plan(state: ModelState, cfg: StaticInt8Config, kind: str) -> tuple[Plan, dic
     }
     if preset == "transformer" and cfg.op_types is None:
         extra["MatMulConstBOnly"] = True
+        extra["OpTypesToExcludeOutputQuantization"] = TRANSFORMER_OPS
     t0 = time.perf_counter()
     hists = calibrate.collect(prepared, samples, op_types, threads=state.threads,
                               tick=state.progress(f"calibrating {cfg.name}", len(samples)))
     rng = calibrate.ranges(hists, cfg.activations.calibration, cfg.activations.percentile)
     cache = state.workdir / f".{cfg.name}.ranges.json"
     calibrate.write_cache(rng, cache)
-    info = {
+    info.update({
         "preset": preset,
         "op_types": op_types,
         "calibration_method": cfg.activations.calibration,
         "calibration_samples": len(samples),
         "calibrated_tensors": len(rng),
         "calibration_s": round(time.perf_counter() - t0, 3),
-    }
+    })
     return Plan(prepared, cache, op_types, extra, cfg), info
 
 

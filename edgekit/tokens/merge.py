@@ -48,72 +48,85 @@ def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+def _split(t: torch.Tensor, halves: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B): even/odd tokens (ToMe), or with `halves` the tail half / head half, which puts
+    right-padding in A so that it is what gets merged away first."""
+    if halves:
+        nb = t.shape[1] // 2
+        return t[:, nb:], t[:, :nb]
+    return t[:, ::2], t[:, 1::2]
+
+
 def bipartite_soft_matching(
     metric: torch.Tensor, r: int, protected: int = 1, empty: Optional[torch.Tensor] = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick the r most similar (src in A, dst in B) pairs, A = even tokens, B = odd tokens.
 
-    Returns (keep_a, src_a, dst_b): indices into A of the unmerged A tokens in ascending
-    similarity (protected tokens first, so the class token stays at index 0), of the r merged A
-    tokens, and of their destinations in B. `protected` leading tokens are never merged away
-    nor merged into. `empty` (B, N) float, 1 for tokens of size 0 (BERT padding), makes every
-    pair that involves one of them rank first: such a merge adds zero weight to its partner, so
-    padding is consumed before any two real tokens are averaged.
+    Returns (src_a, node_idx): indices into A of the r merged tokens, and for every A token its
+    most similar B token (its destination if merged). `protected` leading tokens are never
+    merged away nor merged into. `empty` (B, N) float, 1 for tokens of size 0 (right-padding),
+    switches to the halves split and ranks every empty A token first: merging it adds zero
+    weight to its destination, so padding is consumed before two real tokens are averaged.
 
-    TopK replaces ToMe's full argsort: only the r best edges and the kept set are needed."""
+    One TopK of r replaces ToMe's full argsort, and the kept set is its complement (a mask, see
+    `merge`), so ties between scores can never put a token in both sets."""
     metric = metric / metric.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-    a, b = metric[:, ::2], metric[:, 1::2]
+    halves = empty is not None
+    a, b = _split(metric, halves)
     scores = a @ b.transpose(-1, -2)  # (B, Na, Nb)
     na, nb = scores.shape[-2], scores.shape[-1]
-    if empty is not None:
-        ea, eb = empty[:, ::2], empty[:, 1::2]
-        either = 1 - (1 - ea).unsqueeze(-1) * (1 - eb).unsqueeze(-2)
-        scores = scores + 3.0 * either  # cosine <= 1, so these outrank every real-real pair
+    if halves:
+        scores = scores + 3.0 * _split(empty, True)[0].unsqueeze(-1)  # cosine <= 1: outranks real pairs
     if protected:
-        pa, pb = (protected + 1) // 2, protected // 2
+        pa, pb = (0, protected) if halves else ((protected + 1) // 2, protected // 2)
         rows = torch.arange(na, device=metric.device) < pa
         cols = torch.arange(nb, device=metric.device) < pb
         scores = scores.masked_fill(rows[None, :, None], 2 * NEG).masked_fill(cols[None, None, :], 2 * NEG)
     node_max, node_idx = scores.max(dim=-1)  # (B, Na)
-    src_a = node_max.topk(r, dim=-1).indices
-    keep_a = node_max.topk(na - r, dim=-1, largest=False).indices
-    dst_b = node_idx.gather(1, src_a)
-    return keep_a, src_a, dst_b
+    return node_max.topk(r, dim=-1).indices, node_idx
 
 
-def merge(tokens: Tokens, keep_a: torch.Tensor, src_a: torch.Tensor, dst_b: torch.Tensor) -> Tokens:
+def merge(tokens: Tokens, src_a: torch.Tensor, node_idx: torch.Tensor, halves: bool = False) -> Tokens:
     """Size-weighted average of each merged A token into its B destination.
 
-    Output order: kept A tokens, then all B tokens (index 0 stays the class token)."""
+    Output order: the unmerged A tokens in their original order (so the class token stays
+    first), then all B tokens; with `halves`, B (the head half) then the unmerged A tokens, so
+    padding stays at the tail. The unmerged tokens are packed by a running count of the keep
+    mask and a scatter_add (merged ones all land in one spare slot that is cut off), which
+    needs no sort."""
     x, size = tokens.x, tokens.size
-    c = x.shape[-1]
+    bsz, n, c = x.shape
+    r = src_a.shape[1]
     xs = x * size
-    xa, xb = xs[:, ::2], xs[:, 1::2]
-    sa, sb = size[:, ::2], size[:, 1::2]
-    dst = dst_b.unsqueeze(-1)
+    xa, xb = _split(xs, halves)
+    sa, sb = _split(size, halves)
+    na, nb = xa.shape[1], xb.shape[1]
+    kept = na - r
+    dst = node_idx.gather(1, src_a).unsqueeze(-1)
     xb = xb.scatter_add(1, dst.expand(-1, -1, c), _gather_rows(xa, src_a))
     sb = sb.scatter_add(1, dst, _gather_rows(sa, src_a))
-    new_size = torch.cat([_gather_rows(sa, keep_a), sb], dim=1)
+    keep = torch.ones_like(node_idx).scatter(1, src_a, torch.zeros_like(src_a))  # (B, Na) 1 = kept
+    slot = torch.where(keep > 0, keep.cumsum(1) - 1, torch.full_like(keep, kept))
+    both = torch.cat([xa, sa], dim=-1)
+    packed = torch.zeros(bsz, kept + 1, c + 1, dtype=x.dtype, device=x.device)
+    packed = packed.scatter_add(1, slot.unsqueeze(-1).expand(-1, -1, c + 1), both)[:, :kept]
+    first = (xb, sb) if halves else (packed[..., :c], packed[..., c:])
+    second = (packed[..., :c], packed[..., c:]) if halves else (xb, sb)
+    new_size = torch.cat([first[1], second[1]], dim=1)
     # size-0 tokens (padding) stay zero instead of 0/0; real tokens have size >= 1
-    new_x = torch.cat([_gather_rows(xa, keep_a), xb], dim=1) / new_size.clamp(min=1e-6)
+    new_x = torch.cat([first[0], second[0]], dim=1) / new_size.clamp(min=1e-6)
     source = None
     if tokens.source is not None:
-        source = _move_source(tokens.source, keep_a, src_a, dst_b, x.shape[1])
+        # where each current token lands, then where each original token lands
+        steps = torch.arange(nb, device=x.device).unsqueeze(0).expand(bsz, -1)
+        if halves:
+            pos = torch.cat([steps, torch.where(keep > 0, nb + slot, node_idx)], dim=1)
+        else:
+            pos_a = torch.where(keep > 0, slot, kept + node_idx)
+            order = torch.argsort(torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])).to(x.device)
+            pos = torch.cat([pos_a, kept + steps], dim=1)[:, order]
+        source = pos.gather(1, tokens.source)
     return Tokens(new_x, new_size, source)
-
-
-def _move_source(source: torch.Tensor, keep_a: torch.Tensor, src_a: torch.Tensor, dst_b: torch.Tensor,
-                 n: int) -> torch.Tensor:
-    """Compose the merge map: where each current token lands, then where each original lands."""
-    bsz, kept = keep_a.shape
-    na, nb = (n + 1) // 2, n // 2
-    pos_a = torch.zeros(bsz, na, dtype=torch.long, device=source.device)
-    pos_a = pos_a.scatter(1, keep_a, torch.arange(kept, device=source.device).unsqueeze(0).expand(bsz, -1))
-    pos_a = pos_a.scatter(1, src_a, kept + dst_b)
-    pos_b = (kept + torch.arange(nb, device=source.device)).unsqueeze(0).expand(bsz, -1)
-    order = torch.argsort(torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)]))
-    pos = torch.cat([pos_a, pos_b], dim=1)[:, order.to(source.device)]
-    return pos.gather(1, source)
 
 
 def restore(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -125,11 +138,11 @@ def restore(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
 def merge_step(tokens: Tokens, metric: torch.Tensor, r: int, protected: int = 1,
                mask_aware: bool = False) -> Tokens:
     """One ToMe step on `tokens` matched by `metric` (usually the attention keys);
-    `mask_aware` ranks merges that involve size-0 (padding) tokens first."""
+    `mask_aware` (right-padded text) merges size-0 padding tokens away first."""
     if r <= 0:
         return tokens
     empty = (tokens.size.squeeze(-1) <= 0).to(metric.dtype) if mask_aware else None
-    return merge(tokens, *bipartite_soft_matching(metric, r, protected, empty))
+    return merge(tokens, *bipartite_soft_matching(metric, r, protected, empty), halves=mask_aware)
 
 
 def max_r(n: int, protected: int) -> int:

@@ -1,0 +1,165 @@
+"""Token reduction, measured: exported ONNX graphs of reduced vs unreduced models, timed on ONNX
+Runtime and OpenVINO in the same run (batch 1, 2 threads, interleaved rounds), with parity to
+PyTorch and the task metric on real data.
+
+    .venv/bin/python benchmarks/tokens.py [--only vit_small,digits,minilm,int8] [--seconds 1.0]
+
+Prints one table per section and writes benchmarks/results/tokens.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig  # noqa: E402
+from edgekit.profile.latency import measure  # noqa: E402
+from edgekit.runners import open_runner  # noqa: E402
+from edgekit.state import Dataset, ModelState  # noqa: E402
+
+THREADS = 2
+
+
+def export(model: Any, example: dict[str, np.ndarray], extra: list[dict[str, np.ndarray]], workdir: Path,
+           name: str) -> tuple[Path, float]:
+    """Through edgekit's own export stage: TorchScript exporter, opset 17, onnxslim, and its
+    parity check against PyTorch (relative max error, raises past 1e-4)."""
+    state = ModelState(torch_model=model, input_names=list(example), output_names=["output"], example=example,
+                       workdir=workdir, calibration=Dataset("bench", extra))
+    state, record = ExportOnnx().run(state, ExportOnnxConfig(kind="export.onnx", name=name))
+    return state.onnx_path, record.measured["parity_max_rel_err"]
+
+
+def time_all(paths: dict[str, Path], runtime: str, feeds: dict[str, np.ndarray], seconds: float,
+             rounds: int = 3) -> dict[str, float]:
+    """Median ms per variant; variants are interleaved over `rounds` so that load from other
+    processes on the shared machine falls on all of them alike."""
+    runners = {k: open_runner(runtime, p, THREADS) for k, p in paths.items()}
+    samples: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(rounds):
+        for k, runner in runners.items():
+            stats = measure(lambda: runner.run(feeds), 0.2, seconds, 10, 4 * seconds)
+            samples[k] += stats["samples_ms"]
+    for r in runners.values():
+        r.close()
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
+
+
+def flops_ratio(n0: int, removed: list[int], dim: int, hidden: int) -> float:
+    from edgekit.tokens.plan import layer_report
+
+    rows = layer_report(n0, removed, dim, hidden)
+    return sum(r["flops_before"] for r in rows) / sum(r["flops_after"] for r in rows)
+
+
+# ------------------------------------------------------------------------------------------
+
+
+VIT_S_VARIANTS = {
+    # name: (method, removed per block)
+    "none": ("merge", [0] * 12),
+    "tome r=16 every block": ("merge", [16] * 11 + [10]),  # 197 -> 11 tokens, as in FACTS.md
+    "merge at 3 blocks (64/48/32)": ("merge", [0, 64, 0, 0, 48, 0, 0, 32, 0, 0, 0, 0]),
+    "prune at 3 blocks (64/48/32)": ("prune", [0, 64, 0, 0, 48, 0, 0, 32, 0, 0, 0, 0]),
+}
+
+
+def vit_small(tmp: Path, seconds: float) -> dict[str, Any]:
+    import torch
+
+    from edgekit.models.vit import vit_small_shape
+    from edgekit.tokens.vit import ReducedViT
+
+    base = vit_small_shape()
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(3)]
+    paths, info = {}, {}
+    for name, (method, removed) in VIT_S_VARIANTS.items():
+        model = base if not any(removed) else ReducedViT(base, removed, method)
+        path, parity = export(model, feeds[0], feeds[1:], tmp, f"vits{len(paths)}")
+        with torch.no_grad():
+            ref = base(torch.from_numpy(feeds[0]["x"])).numpy()
+            got = model(torch.from_numpy(feeds[0]["x"])).numpy()
+        cos = float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got))
+        paths[name] = path
+        info[name] = {"method": method, "removed": removed, "parity_rel": parity,
+                      "final_tokens": 197 - sum(removed), "flops_ratio": flops_ratio(197, removed, 384, 1536),
+                      "cosine_vs_unreduced_random_weights": cos}
+    for rt in ("onnxruntime", "openvino"):
+        ms = time_all(paths, rt, feeds[0], seconds)
+        for name in paths:
+            info[name][f"{rt}_ms"] = ms[name]
+            info[name][f"{rt}_speedup"] = ms["none"] / ms[name]
+    print_table("ViT-S shape (197 tokens, 384 wide, 12 blocks, 6 heads), batch 1, 2 threads",
+                ["variant", "final tokens", "block FLOPs ratio", "ORT ms", "ORT speedup", "OV ms", "OV speedup",
+                 "ONNX vs torch rel err"],
+                [[k, v["final_tokens"], v["flops_ratio"], v["onnxruntime_ms"], v["onnxruntime_speedup"],
+                  v["openvino_ms"], v["openvino_speedup"], v["parity_rel"]] for k, v in info.items()])
+    return info
+
+
+def digits(tmp: Path, seconds: float) -> dict[str, Any]:
+    import torch
+
+    from edgekit.data.digits import split
+    from edgekit.models.zoo import digits_vit
+    from edgekit.tokens.vit import ReducedViT
+
+    base = digits_vit().module
+    x, y, _ = split()["test"]
+    xt = torch.from_numpy(x)
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        ref_top1 = float((base(xt).argmax(1).numpy() == y).mean())
+        for name, method, removed in [("merge r=9 per block", "merge", [9] * 4),
+                                      ("prune r=9 per block", "prune", [9] * 4)]:
+            model = ReducedViT(base, removed, method)
+            top1 = float((model(xt).argmax(1).numpy() == y).mean())
+            out[name] = {"top1": top1, "reference_top1": ref_top1, "drop_points": 100 * (ref_top1 - top1),
+                         "tokens": [65 - sum(removed[: i + 1]) for i in range(4)],
+                         "removed_by_last_layer": sum(removed) / 65, "finetune": False,
+                         "flops_ratio": flops_ratio(65, removed, 64, 128)}
+    print_table(f"digits ViT (65 tokens, 4 blocks), test split n={len(y)}, no finetune",
+                ["variant", "tokens after each block", "removed", "top-1", "reference", "drop (points)"],
+                [[k, v["tokens"], f"{v['removed_by_last_layer']:.0%}", v["top1"], v["reference_top1"],
+                  v["drop_points"]] for k, v in out.items()])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="vit_small,digits,minilm,int8")
+    ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per variant per round")
+    args = ap.parse_args()
+    sections = {"vit_small": vit_small, "digits": digits}
+    results: dict[str, Any] = {"threads": THREADS, "batch": 1}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only.split(","):
+            if name in sections:
+                results[name] = sections[name](Path(tmp), args.seconds)
+    out = ROOT / "benchmarks" / "results" / "tokens.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
