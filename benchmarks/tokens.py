@@ -20,7 +20,9 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# run as a script, Python puts benchmarks/ first on the path, where benchmarks/profile.py would
+# shadow the stdlib `profile` that transformers imports: put the repository root there instead
+sys.path[0] = str(ROOT)
 
 from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig  # noqa: E402
 from edgekit.profile.latency import measure  # noqa: E402
@@ -144,12 +146,122 @@ def digits(tmp: Path, seconds: float) -> dict[str, Any]:
     return out
 
 
+MINILM_MERGE = [48, 32, 16, 0, 0, 0]  # 128 -> 80 -> 48 -> 32 tokens; padding goes first
+BUCKETS = [32, 64, 128]
+
+
+def minilm(tmp: Path, seconds: float) -> dict[str, Any]:
+    import torch
+
+    from edgekit.data.sentences import split
+    from edgekit.metrics import cosine_per_sample
+    from edgekit.models.hf import minilm_dir, tokenizer_for
+    from edgekit.models.zoo import minilm as load
+    from edgekit.tokens.bert import ReducedBert, bucket_for, to_bucket
+
+    base = load(128).module
+    tok = tokenizer_for(minilm_dir())
+    feeds = [{k: v.astype(np.int64) for k, v in tok(t, padding="max_length", truncation=True, max_length=128,
+                                                      return_tensors="np").items() if k in ("input_ids", "attention_mask")}
+             for t in split("test")]
+    lengths = np.array([int(f["attention_mask"].sum()) for f in feeds])
+    with torch.no_grad():
+        ref = np.concatenate([base(*[torch.from_numpy(v) for v in f.values()]).numpy() for f in feeds])
+    merged = ReducedBert(base, MINILM_MERGE, "merge")
+    paths: dict[str, Path] = {}
+    paths["seq 128"], _ = export(base, feeds[0], feeds[1:3], tmp, "mini0")
+    paths["merge 48/32/16"], parity = export(merged, feeds[0], feeds[1:3], tmp, "mini1")
+    for b in BUCKETS[:-1]:
+        bucketed = [to_bucket(f, b) for f in feeds if int(f["attention_mask"].sum()) <= b]
+        paths[f"bucket {b}"], _ = export(base, bucketed[0], bucketed[1:3], tmp, f"mini_b{b}")
+    ort_outs = {}
+    for name in ("seq 128", "merge 48/32/16"):
+        runner = open_runner("onnxruntime", paths[name], THREADS)
+        ort_outs[name] = np.concatenate([runner.run(f)[0] for f in feeds])
+        runner.close()
+    ms = time_all(paths, "onnxruntime", feeds[0], seconds)
+    ov_ms = time_all({k: paths[k] for k in ("seq 128", "merge 48/32/16")}, "openvino", feeds[0], seconds)
+    # bucketing: each sentence runs on the shortest bucket that holds it; the mean latency over
+    # the test set weights each bucket's measured time by how many sentences land in it
+    chosen = bucket_for(lengths, BUCKETS)
+    bucket_ms = {128: ms["seq 128"], **{b: ms[f"bucket {b}"] for b in BUCKETS[:-1]}}
+    mean_bucket_ms = float(np.mean([bucket_ms[int(b)] for b in chosen]))
+    runners = {b: open_runner("onnxruntime", paths[f"bucket {b}"], THREADS) for b in BUCKETS[:-1]}
+    bucket_out = np.concatenate([
+        (runners[int(b)].run(to_bucket(f, int(b)))[0] if int(b) in runners else ort_outs["seq 128"][i:i + 1])
+        for i, (f, b) in enumerate(zip(feeds, chosen))])
+    info = {
+        "sentences": len(feeds), "length_median": float(np.median(lengths)), "length_max": int(lengths.max()),
+        "seq 128": {"ms": ms["seq 128"], "speedup": 1.0,
+                    "fidelity": float(cosine_per_sample(ref, ort_outs["seq 128"]).mean())},
+        "merge 48/32/16": {"ms": ms["merge 48/32/16"], "speedup": ms["seq 128"] / ms["merge 48/32/16"],
+                           "fidelity": float(cosine_per_sample(ref, ort_outs["merge 48/32/16"]).mean()),
+                           "fidelity_worst": float(cosine_per_sample(ref, ort_outs["merge 48/32/16"]).min()),
+                           "parity_rel": parity, "removed": MINILM_MERGE,
+                           "openvino_ms": ov_ms["merge 48/32/16"], "openvino_seq128_ms": ov_ms["seq 128"],
+                           "openvino_speedup": ov_ms["seq 128"] / ov_ms["merge 48/32/16"]},
+        "length buckets 32/64/128": {"ms": mean_bucket_ms, "speedup": ms["seq 128"] / mean_bucket_ms,
+                                     "fidelity": float(cosine_per_sample(ref, bucket_out).mean()),
+                                     "bucket_counts": {int(b): int((chosen == b).sum()) for b in BUCKETS},
+                                     "bucket_ms": bucket_ms},
+    }
+    print_table(f"all-MiniLM-L6-v2 at sequence 128, {len(feeds)} test sentences (median {np.median(lengths):.0f} "
+                "tokens), ONNX Runtime, batch 1, 2 threads; fidelity = mean cosine to PyTorch fp32",
+                ["variant", "ms (mean per sentence)", "speedup", "fidelity"],
+                [[k, v["ms"], v["speedup"], v["fidelity"]] for k, v in info.items() if isinstance(v, dict)])
+    m = info["merge 48/32/16"]
+    print(f"\nOpenVINO: seq 128 {m['openvino_seq128_ms']:.4g} ms, merge 48/32/16 {m['openvino_ms']:.4g} ms "
+          f"({m['openvino_speedup']:.3g}x)")
+    return info
+
+
+def int8(tmp: Path, seconds: float) -> dict[str, Any]:
+    import torch
+
+    from edgekit.models.vit import vit_small_shape
+    from edgekit.metrics import cosine_per_sample
+    from edgekit.quantize.static_int8 import StaticInt8, StaticInt8Config
+    from edgekit.tokens.vit import ReducedViT
+
+    base = vit_small_shape()
+    removed = VIT_S_VARIANTS["merge at 3 blocks (64/48/32)"][1]
+    rng = np.random.default_rng(1)
+    calib = [{"x": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(16)]
+    held = [{"x": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(8)]
+    with torch.no_grad():
+        ref = np.concatenate([base(torch.from_numpy(f["x"])).numpy() for f in held])
+    paths: dict[str, Path] = {}
+    for tag, model in (("fp32", base), ("fp32 + merge", ReducedViT(base, removed, "merge"))):
+        path, _ = export(model, held[0], held[1:2], tmp, f"q{len(paths)}")
+        paths[tag] = path
+        state = ModelState(torch_model=None, input_names=["x"], output_names=["output"], example=held[0],
+                           workdir=tmp, onnx_path=path, calibration=Dataset("random normal", calib))
+        name = tag.replace("fp32", "int8").replace(" + ", "_")
+        state, _ = StaticInt8().run(state, StaticInt8Config(kind="quantize.int8", name=name,
+                                                             op_types=["MatMul", "Gemm"]))
+        paths[tag.replace("fp32", "int8")] = state.artifacts[-1].path
+    info: dict[str, Any] = {}
+    for name, path in paths.items():
+        runner = open_runner("onnxruntime", path, THREADS)
+        out = np.concatenate([runner.run(f)[0] for f in held])
+        runner.close()
+        info[name] = {"cosine_vs_torch_fp32": float(cosine_per_sample(ref, out).mean())}
+    ms = time_all(paths, "onnxruntime", held[0], seconds)
+    for name in paths:
+        info[name].update(ms=ms[name], speedup=ms["fp32"] / ms[name])
+    print_table("ToMe + INT8 on the ViT-S shape, ONNX Runtime, static INT8 U8S8 QDQ on MatMul/Gemm only, "
+                "calibrated on 16 random-normal images; cosine vs PyTorch fp32 (unreduced) on 8 others",
+                ["variant", "ms", "speedup", "cosine"],
+                [[k, v["ms"], v["speedup"], v["cosine_vs_torch_fp32"]] for k, v in info.items()])
+    return info
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="vit_small,digits,minilm,int8")
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per variant per round")
     args = ap.parse_args()
-    sections = {"vit_small": vit_small, "digits": digits}
+    sections = {"vit_small": vit_small, "digits": digits, "minilm": minilm, "int8": int8}
     results: dict[str, Any] = {"threads": THREADS, "batch": 1}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):

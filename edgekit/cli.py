@@ -206,7 +206,7 @@ def gate(
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="profile.json measured earlier, same model/runtime/device"),
     ab: Optional[tuple[Path, Path]] = typer.Option(None, "--ab", help="BASE CANDIDATE: .onnx files or artifact dirs, timed interleaved"),
     artifact: Optional[list[str]] = typer.Option(None, "--artifact", help="gate only this artifact or <artifact>/<runtime> (repeatable)"),
-    min_effect: Optional[float] = typer.Option(None, "--min-effect", min=0.0, help="relative slowdown that fails (default: gates.regression_max, 0.10)"),
+    min_effect: Optional[float] = typer.Option(None, "--min-effect", help="relative slowdown that fails (default: gates.regression_max, 0.10)"),
     backend: Optional[str] = typer.Option(None, "--backend", help="runtime for --ab (default: the recipe's first target)"),
     rounds: int = typer.Option(20, "--rounds", min=1, help="--ab: interleaved rounds"),
     block_s: float = typer.Option(0.1, "--block-s", min=0.0, help="--ab: seconds per timed block"),
@@ -229,9 +229,11 @@ def gate(
     for col in ("check", "subject", "status", "measured", "limit", "detail"):
         table.add_column(col, justify="right" if col in ("measured", "limit") else "left")
     colors = {"pass": "green", "fail": "red", "inconclusive": "yellow", "unavailable": "magenta"}
-    for c in result.checks:
-        table.add_row(f"{c.kind}: {c.name}", c.subject, f"[{colors[c.status]}]{c.status}[/]",
-                      ci.fmt_value(c.measured, c.unit), ci.fmt_value(c.limit, c.unit), c.detail)
+    from rich.markup import escape
+
+    for c in result.checks:  # subjects and details are data, not rich markup ("edgekit[report]")
+        table.add_row(f"{c.kind}: {c.name}", escape(c.subject), f"[{colors[c.status]}]{c.status}[/]",
+                      ci.fmt_value(c.measured, c.unit), ci.fmt_value(c.limit, c.unit), escape(c.detail))
     out.print(table)
     for note in result.notes:
         out.print(f"note: {note}", markup=False, highlight=False)

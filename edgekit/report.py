@@ -72,9 +72,31 @@ def markdown(manifest: dict[str, Any]) -> str:
     lines += ["", "## Stages", ""]
     for s in manifest["stages"]:
         lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")
+    lines += sensitivity_lines(manifest)
     env = manifest["environment"]
     lines += ["", "## Environment", "",
               f"- CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores)",
               f"- Python {env['python']}; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
               f"- profile threads: {manifest['recipe']['profile']['threads']}", ""]
     return "\n".join(lines)
+
+
+def sensitivity_lines(manifest: dict[str, Any], top: int = 10) -> list[str]:
+    """The most sensitive nodes of each stage that scanned them (full list in sensitivity.json),
+    and the accuracy-aware search's trials."""
+    lines: list[str] = []
+    for s in manifest["stages"]:
+        sens = s.get("measured", {}).get("sensitivity")
+        if not sens:
+            continue
+        lines += ["", f"## Quantization sensitivity (`{s['kind']}`, {sens['samples']} samples, "
+                      f"{len(sens['nodes'])} nodes; most sensitive first)", "",
+                  "| node | SQNR dB | metric, only this node quantized |", "|---|---|---|"]
+        for r in sens["nodes"][:top]:
+            lines.append(f"| `{r['node']}` | {fmt(r['sqnr_db'], 1)} | {fmt(r.get('metric'))} |")
+        aa = s["measured"].get("accuracy_aware")
+        if aa:
+            lines += ["", f"Accuracy-aware: {len(aa['trials'])} trials, final {aa['metric']} {fmt(aa['final_metric'])} "
+                          f"(drop {fmt(aa['final_drop'])}, budget {aa['max_drop']}); float nodes: "
+                          + (", ".join(f"`{n}`" for n in aa["trials"][-1]["float_nodes"]) or "none")]
+    return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -142,20 +143,32 @@ def _energy(profile: Any) -> str:
 
 
 def _sensitivity(artifact_dir: Path, top: int = 25) -> str:
+    """sensitivity.json as `edgekit.quantize.sensitivity.document` writes it."""
     from edgekit.report_plots import bars
 
     p = artifact_dir / "sensitivity.json"
     if not p.is_file():
         return _note("no sensitivity.json (enable sensitivity: true on a quantize stage to measure it)")
     try:
-        nodes = json.loads(p.read_text(encoding="utf-8"))["nodes"]
-        values = {n["name"]: float(n["sqnr_db"]) for n in sorted(nodes, key=lambda n: n["sqnr_db"])[:top]}
+        data = json.loads(p.read_text(encoding="utf-8"))
+        nodes = data["nodes"]
+        finite = sorted((n for n in nodes if math.isfinite(n["sqnr_db"])), key=lambda n: n["sqnr_db"])[:top]
+        values = {n["node"]: float(n["sqnr_db"]) for n in finite}
     except (ValueError, KeyError, TypeError) as exc:
-        return f'<p class="warn">sensitivity.json has an unexpected shape ({_e(type(exc).__name__)}: {_e(exc)}); ' \
-               'expected {"nodes": [{"name": ..., "sqnr_db": ...}]}</p>'
-    return _img("sensitivity", bars, values,
-                "SQNR of the model output when only this node is quantized (dB, lower = more sensitive)",
-                f"Per-node quantization sensitivity ({len(values)} most sensitive of {len(nodes)})")
+        return (f'<p class="warn">sensitivity.json has an unexpected shape ({_e(type(exc).__name__)}: {_e(exc)}); '
+                'expected {"nodes": [{"node": ..., "sqnr_db": ...}]}</p>')
+    lossless = sum(1 for n in nodes if not math.isfinite(n["sqnr_db"]))
+    parts = [_note(f"{data.get('method', '')}; {data.get('samples', '?')} samples; {len(nodes)} nodes"
+                   + (f", {lossless} unchanged when quantized alone (SQNR +inf, not drawn)" if lossless else ""))]
+    if values:
+        parts.append(_img("sensitivity", bars, values,
+                          "SQNR of the model output when only this node is quantized (dB, lower = more sensitive)",
+                          f"Per-node quantization sensitivity ({len(values)} most sensitive of {len(nodes)})"))
+    metric = data.get("metric")
+    if metric and any("metric" in n for n in finite):
+        parts.append(_table(["node", "SQNR dB", f"{metric} with only it quantized"],
+                            [[n["node"], fmt(n["sqnr_db"], 2), fmt(n.get("metric"))] for n in finite]))
+    return "".join(parts)
 
 
 def _sparsity(manifest: dict[str, Any]) -> str:
@@ -197,7 +210,7 @@ def render(artifact_dir: Path, manifest: dict[str, Any]) -> str:
         ("Quantization sensitivity", _sensitivity(artifact_dir)),
         ("Sparsity", _sparsity(manifest)),
         ("Stages", stages),
-        ("Environment", _table(["", ""], env_rows)),
+        ("Environment", _table(["component", "version"], env_rows)),
     ]
     body = "".join(f'<section id="{_e(t.lower().replace(" ", "-"))}"><h2>{_e(t)}</h2>{c}</section>'
                    for t, c in sections)

@@ -82,9 +82,34 @@ REGISTRY: dict[str, StageInfo] = {
             "edgekit.quantize.static_int8:StaticInt8",
             ("onnx",),
             "onnx",
-            "Static post-training INT8 (QDQ) of the ONNX graph with calibration "
-            "(per-channel/per-tensor weights, minmax/percentile/entropy).",
+            "Static post-training INT8 (QDQ) with streaming calibration (minmax/percentile/entropy/"
+            "mse), cnn/transformer presets, SmoothQuant, sensitivity scan, accuracy-aware fallback.",
             ("onnxruntime", "openvino"),
+        ),
+        StageInfo(
+            "quantize.dynamic",
+            "edgekit.quantize.dynamic_int8:DynamicInt8",
+            ("onnx",),
+            "onnx",
+            "Dynamic INT8 (weights int8, activation ranges at run time; MatMul/Gemm by default).",
+            ("onnxruntime",),
+        ),
+        StageInfo(
+            "quantize.fp16",
+            "edgekit.quantize.fp16:Fp16",
+            ("onnx",),
+            "onnx",
+            "Cast the float graph to fp16 (float32 inputs/outputs, unsafe ops kept float32).",
+            ("onnxruntime", "openvino"),
+        ),
+        StageInfo(
+            "quantize.int4",
+            "edgekit.quantize.int4:Int4",
+            ("onnx",),
+            "onnx",
+            "Weight-only INT4 of MatMul weights as MatMulNBits (rtn/gptq/hqq, group size); "
+            "ONNX Runtime only (OpenVINO INT4: target.openvino).",
+            ("onnxruntime",),
         ),
         StageInfo(
             "target.openvino",

@@ -68,7 +68,19 @@ def test_ab_rejects_what_it_cannot_time(cli, models: dict[str, Path], tmp_path: 
     assert r.exit_code == 2
     assert "not an artifact directory or an .onnx file" in r.output
     r = cli("gate", "--ab", models["base"], models["base"], "--rounds", "2")
-    assert r.exit_code == 2 and "needs at least 4" in r.output
+    assert r.exit_code == 2 and "needs at least 6" in r.output
+    r = cli("gate", "--ab", models["base"], models["base"], "--min-effect", "0")
+    assert r.exit_code == 2 and "--min-effect 0.0: must be above 0" in r.output
+
+
+def test_ab_on_a_runtime_that_is_not_installed_exits_4(cli, models: dict[str, Path]) -> None:
+    from edgekit.backends import is_available
+
+    if is_available("tensorrt"):
+        pytest.skip("tensorrt is installed here")
+    r = cli("gate", "--ab", models["base"], models["base"], "--backend", "tensorrt")
+    assert r.exit_code == 4
+    assert "pip install 'edgekit[tensorrt]'" in r.output
 
 
 def _profile(cli, model: Path, out: Path) -> Path:

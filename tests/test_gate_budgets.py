@@ -103,6 +103,6 @@ def test_too_few_samples_for_the_p90_bound_is_inconclusive(cli, digits_run, tmp_
 def test_ab_on_an_artifact_dir_times_the_chosen_artifact_with_its_reference_input(cli, digits_run) -> None:
     pytest.importorskip("onnxruntime")
     r = cli("gate", "--ab", digits_run.out_dir, digits_run.out_dir, "--artifact", "int8", "--backend", "onnxruntime",
-            "--rounds", "4", "--block-s", "0.02")
+            "--rounds", "6", "--block-s", "0.02")
     assert r.exit_code in (0, 3), r.output
-    assert r.output.count(f"{digits_run.out_dir.name}:int8") == 2, r.output
+    assert f"{digits_run.out_dir.name}:int8" in r.output and "(onnxruntime)" in r.output, r.output

@@ -64,8 +64,8 @@ def test_small_effect_on_a_quiet_machine_passes() -> None:
 
 
 def test_too_few_rounds_is_an_error() -> None:
-    with pytest.raises(ValueError, match="at least 4 rounds"):
-        compare(rounds(0, 3, 5), rounds(1, 3, 5))
+    with pytest.raises(ValueError, match=f"at least {MIN_ROUNDS} rounds"):
+        compare(rounds(0, MIN_ROUNDS - 1, 5), rounds(1, MIN_ROUNDS - 1, 5))
 
 
 @given(n=st.integers(1, 500), k=st.integers(1, 50))

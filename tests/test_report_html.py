@@ -76,12 +76,16 @@ def test_report_command_rebuilds_and_keeps_the_manifest_true(cli, digits_run, tm
     d = tmp_path / "copy"
     shutil.copytree(digits_run.out_dir, d)
     (d / "report.html").unlink()
-    sens = {"nodes": [{"name": f"/conv{i}/Conv", "sqnr_db": 30.0 + i} for i in range(3)]}
+    sens = {"method": "one node quantized at a time", "samples": 8, "metric": "top1",
+            "nodes": [{"node": f"/conv{i}/Conv", "sqnr_db": 30.0 + i, "metric": 0.9} for i in range(3)]
+            + [{"node": "/fc/Gemm", "sqnr_db": float("inf")}]}
     (d / "sensitivity.json").write_text(json.dumps(sens))
     r = cli("report", d)
     assert r.exit_code == 0, r.output
     page = parse(d / "report.html")
     assert "sensitivity" in [i["alt"] for i in page.images]
+    text = (d / "report.html").read_text()
+    assert "4 nodes, 1 unchanged when quantized alone" in text and "top1 with only it quantized" in text
     manifest = json.loads((d / "manifest.json").read_text())
     for f in manifest["files"]:
         if f["path"].startswith("report."):
@@ -110,6 +114,22 @@ def test_a_malformed_sensitivity_file_is_named_in_the_page(digits_run, tmp_path:
     (d / "sensitivity.json").write_text(json.dumps({"layers": []}))
     text = report_html.render(d, digits_run.manifest)
     assert "sensitivity.json has an unexpected shape (KeyError" in text
+
+
+def test_sparsity_recorded_by_a_stage_is_drawn(digits_run) -> None:
+    """No pruning stage exists yet: the contract (`measured.sparsity = {layer: fraction}`) is
+    exercised on a copy of the real manifest."""
+    pytest.importorskip("matplotlib")
+    import copy
+
+    from edgekit import report_html
+
+    m = copy.deepcopy(digits_run.manifest)
+    m["stages"].append({"kind": "prune.magnitude", "seconds": 0.1, "outputs": [],
+                        "measured": {"sparsity": {"features.0": 0.5, "features.4": 0.25}}})
+    page = Page()
+    page.feed(report_html.render(digits_run.out_dir, m))
+    assert "sparsity prune.magnitude" in [i["alt"] for i in page.images]
 
 
 def test_report_on_a_non_artifact_is_a_usage_error(cli, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ def tiny_vit() -> DigitsViT:
 
 def _ort_matches(model: torch.nn.Module, feeds: dict[str, np.ndarray], tmp_path) -> float:
     ort = pytest.importorskip("onnxruntime")
+    model.eval()
     path = tmp_path / "m.onnx"
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     torch.onnx.export(model, args, str(path), opset_version=17, dynamo=False, input_names=list(feeds))

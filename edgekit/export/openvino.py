@@ -103,10 +103,13 @@ def _convert(state: ModelState, cfg: OpenVINOConfig, ov: Any) -> Any:
     if cfg.source == "torch":
         if state.torch_model is None:
             raise RecipeError("source: 'torch' needs a torch model; this model is ONNX (use source: onnx)")
+        import copy
+
         import torch
 
         example = tuple(torch.from_numpy(state.example[n]) for n in state.input_names)
-        return ov.convert_model(state.torch_model, example_input=example)
+        # tracing may patch the module (Hugging Face models); the pipeline still needs it as the reference
+        return ov.convert_model(copy.deepcopy(state.torch_model), example_input=example)
     if state.onnx_path is None:
         raise RecipeError("source: 'onnx' needs the float ONNX graph: put export.onnx before target.openvino")
     return ov.convert_model(str(state.onnx_path))

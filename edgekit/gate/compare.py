@@ -6,8 +6,8 @@ would call any drift significant. The rule, in the manner of Google Benchmark's 
 plus a noise floor:
 
 - effect  = median(candidate) / median(base) - 1, over all samples;
-- noise   = the A/A effect: the same ratio between the even and the odd rounds of each side,
-            the larger of the two (what the machine does to one model between rounds);
+- noise   = the A/A effect: the same ratio between two halves of one side's rounds (even vs odd,
+            first vs second half), the largest (what the machine does to one model by itself);
 - p       = one-sided Mann-Whitney U over the per-round medians (candidate greater);
 - cv      = coefficient of variation of the per-round medians, the larger side.
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from edgekit.gate import Status
 
-MIN_ROUNDS = 4  # even/odd halves of at least two rounds; smallest one-sided MWU p is 1/70
+MIN_ROUNDS = 6  # A/A halves of three rounds; smallest one-sided MWU p is then 1/924
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,12 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _aa_noise(rounds: Sequence[np.ndarray]) -> float:
-    even = np.concatenate(rounds[0::2])
-    odd = np.concatenate(rounds[1::2])
-    return abs(_ratio(even, odd))
+    """Two A/A splits of one model's rounds: even vs odd (noise between neighbouring rounds) and
+    first vs second half (drift, or a burst spanning adjacent blocks, which the alternating
+    order puts in one even and one odd round of the same side)."""
+    half = len(rounds) // 2
+    splits = [(rounds[0::2], rounds[1::2]), (rounds[:half], rounds[half:])]
+    return max(abs(_ratio(np.concatenate(a), np.concatenate(b))) for a, b in splits)
 
 
 def _cv(medians: np.ndarray) -> float:

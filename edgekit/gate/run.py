@@ -49,6 +49,8 @@ def run_gate(req: GateRequest, tick: Callable[[int], None] = lambda n: None) -> 
     if profile_path is None and artifact_dir is not None and (artifact_dir / "profile.json").is_file():
         profile_path = artifact_dir / "profile.json"
     profile = load_profile(profile_path) if profile_path is not None else None
+    if req.min_effect is not None and req.min_effect <= 0:
+        raise UsageError(f"--min-effect {req.min_effect}: must be above 0 (a fraction of the median, e.g. 0.10)")
     min_effect = req.min_effect if req.min_effect is not None else gates.regression_max
 
     result = GateResult(checks=[], notes=notes)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgekit.backends import require
-from edgekit.errors import BackendUnavailable
+from edgekit.errors import BackendUnavailable, ModelLoadError
 from edgekit.profile.standalone import OpenVINOModel, OrtModel
 
 RUNTIMES = ("pytorch", "onnxruntime", "openvino", "tensorrt")
@@ -49,7 +49,12 @@ class TorchRunner(Runner):
 
 class OrtRunner(OrtModel, Runner):
     def __init__(self, path: Path, threads: int, providers: Optional[list[str]] = None) -> None:
-        OrtModel.__init__(self, require("onnxruntime", extra="onnx"), str(path), threads, providers)
+        ort = require("onnxruntime", extra="onnx")
+        try:
+            OrtModel.__init__(self, ort, str(path), threads, providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelLoadError(f"onnxruntime: cannot load {path}: {first}") from exc
 
 
 class OpenVINORunner(OpenVINOModel, Runner):

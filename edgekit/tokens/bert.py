@@ -72,6 +72,7 @@ class ReducedBert(nn.Module):
         self.proportional = proportional
         self.protected = protected
         self.family = f"hf-{getattr(bert.config, 'model_type', 'bert')}"
+        self.train(model.training)  # a new Module starts in training mode; mirror the model's
 
     def widths(self) -> tuple[int, int]:
         cfg = self.bert.config

@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from edgekit.tokens.merge import Tokens, merge_step
+from edgekit.tokens.merge import Tokens, merge_step, token_counts
 from edgekit.tokens.prune import cls_attention, prune_step
 
 Method = Literal["merge", "prune"]
@@ -36,11 +36,8 @@ def block_flops(n_attn: int, n_mlp: int, dim: int, hidden: int) -> int:
 
 def layer_report(n0: int, removed: list[int], dim: int, hidden: int) -> list[dict[str, int]]:
     """Per layer: tokens in, tokens kept (after the step), FLOPs before and after reduction."""
-    rows, n = [], n0
-    for i, r in enumerate(removed):
-        kept = n - r
-        rows.append({"layer": i, "tokens_in": n, "tokens_kept": kept,
-                     "flops_before": block_flops(n0, n0, dim, hidden),
-                     "flops_after": block_flops(n, kept, dim, hidden)})
-        n = kept
-    return rows
+    kept = token_counts(n0, removed)
+    entering = [n0] + kept[:-1]
+    return [{"layer": i, "tokens_in": n, "tokens_kept": k,
+             "flops_before": block_flops(n0, n0, dim, hidden), "flops_after": block_flops(n, k, dim, hidden)}
+            for i, (n, k) in enumerate(zip(entering, kept))]

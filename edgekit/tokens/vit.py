@@ -123,6 +123,7 @@ class ReducedViT(nn.Module):
         self.proportional = proportional
         self.protected = protected or self.layout.protected
         self.family = self.layout.family
+        self.train(model.training)  # a new Module starts in training mode; mirror the model's
 
     def widths(self) -> tuple[int, int]:
         """(model width, MLP hidden width) for FLOPs accounting."""

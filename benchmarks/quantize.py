@@ -1,0 +1,299 @@
+"""Quantization, measured against the peers in one run: all-MiniLM-L6-v2 (real weights, seq 128,
+batch 1, 2 threads) as PyTorch fp32, ONNX Runtime fp32 / quantize_dynamic / quantize_static
+defaults, OpenVINO fp32 (f32 hint) and default (bf16 on AMX), OpenVINO + NNCF INT8 done the way
+an NNCF user does it, and edgekit's artifacts built by the stages of the recipes
+recipes/minilm_int8_openvino.yaml, recipes/minilm_int4.yaml (and recipes/minilm_int8.yaml when it
+exists). Fidelity = mean cosine vs PyTorch fp32 on the test split of edgekit's sentence corpus.
+Latency: edgekit.profile.latency.measure, rounds interleaved over all variants, median of the
+per-round medians. Then the digits CNN / ViT INT8 top-1 drops.
+
+    .venv/bin/python benchmarks/quantize.py [--quick] [--skip-digits]
+
+Prints the tables and writes benchmarks/results/quantize.json."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/profile.py would shadow the stdlib `profile` that cProfile (hence transformers) imports
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+
+from edgekit import metrics  # noqa: E402
+from edgekit.data.load import load_data  # noqa: E402
+from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig  # noqa: E402
+from edgekit.profile.latency import measure  # noqa: E402
+from edgekit.recipe import DataSpec, load_recipe  # noqa: E402
+from edgekit.runners import TorchRunner, open_runner  # noqa: E402
+from edgekit.stage import REGISTRY  # noqa: E402
+from edgekit.state import Artifact, Dataset, ModelState  # noqa: E402
+
+THREADS = 2
+MINILM_RECIPES = ("minilm_int8_openvino.yaml", "minilm_int4.yaml", "minilm_int8.yaml")
+DIGITS_RECIPE = "int8_pc.yaml"
+
+
+def quiet() -> contextlib.AbstractContextManager:
+    """The peers' calibrators print progress bars on stdout; keep stdout for the tables."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def data(spec: dict, example: dict[str, np.ndarray], info: dict) -> Dataset:
+    return load_data(DataSpec(**spec), example, "bench", ROOT, info)
+
+
+def exported(bundle: Any, calib: Dataset, workdir: Path) -> ModelState:
+    """The float ONNX through edgekit's own export stage (TorchScript exporter, opset 17,
+    onnxslim, parity-checked against PyTorch): the graph every ONNX-side variant starts from."""
+    state = ModelState(torch_model=bundle.module, input_names=list(bundle.example), output_names=bundle.output_names,
+                       example=bundle.example, workdir=workdir, calibration=calib, threads=THREADS)
+    state, _ = ExportOnnx().run(state, ExportOnnxConfig(kind="export.onnx"))
+    return state
+
+
+def edgekit_artifacts(state: ModelState, recipes: tuple[str, ...], evaluation: Dataset) -> tuple[list[Artifact], dict]:
+    """Run the recipes' post-export stages on the shared exported state, exactly as
+    edgekit.pipeline does (same stage classes, same configs)."""
+    seconds: dict[str, float] = {}
+    for name in recipes:
+        path = ROOT / "recipes" / name
+        if not path.is_file():
+            print(f"  ({name} not found: its artifacts are not in this run)")
+            continue
+        loaded = load_recipe(path)
+        state.recipe, state.evaluation = loaded.recipe, evaluation
+        for cfg in loaded.recipe.stages:
+            if cfg.kind == "export.onnx":
+                continue
+            with quiet():
+                state, record = REGISTRY[cfg.kind].load()().run(state, cfg)
+            for out in record.outputs:
+                seconds[out] = record.seconds
+    return [a for a in state.artifacts if a.produced_by != "export.onnx"], seconds
+
+
+def ort_dynamic(fp32: Path, out: Path) -> Path:
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(out))
+    return out
+
+
+class _Reader:
+    def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
+        self.it = iter(samples)
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        return next(self.it, None)
+
+
+def ort_static(fp32: Path, out: Path, calib: Dataset) -> Path:
+    """quantize_static with every default (QDQ, S8S8, MinMax, per-tensor, all ops)."""
+    from onnxruntime.quantization import quantize_static
+
+    with quiet():
+        quantize_static(str(fp32), str(out), _Reader(calib.samples))
+    return out
+
+
+def nncf_peer(module: Any, example: dict[str, np.ndarray], calib: Dataset, out: Path, transformer: bool) -> Path:
+    """What the NNCF documentation shows: convert the torch model, nncf.quantize with the
+    calibration feeds (model_type=TRANSFORMER for attention models), save the IR."""
+    import nncf
+    import openvino as ov
+    import torch
+
+    nncf.set_log_level(logging.ERROR)
+    model = ov.convert_model(copy.deepcopy(module), example_input=tuple(torch.from_numpy(v) for v in example.values()))
+    with quiet():
+        q = nncf.quantize(model, nncf.Dataset([list(s.values()) for s in calib.samples]),
+                          subset_size=len(calib), model_type=nncf.ModelType.TRANSFORMER if transformer else None)
+    ov.save_model(q, str(out))
+    return out
+
+
+def size_mb(path: Path) -> float:
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def outputs(run: Callable, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
+    return np.concatenate([np.asarray(run(s)[0]) for s in samples])
+
+
+# ------------------------------------------------------------------------------------------
+# MiniLM
+
+
+def minilm_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    from edgekit.models.zoo import minilm
+
+    bundle = minilm(seq_len=128)
+    info = bundle.info
+    calib = data({"builtin": "sentences", "split": "train", "samples": 64}, bundle.example, info)
+    test = data({"builtin": "sentences", "split": "test", **({"samples": 24} if args.quick else {})},
+                bundle.example, info)
+    print(f"MiniLM: {len(calib)} calibration / {len(test)} test sentences; building variants ...", flush=True)
+    t0 = time.perf_counter()
+    state = exported(bundle, calib, tmp)
+    fp32 = state.onnx_path
+    built: dict[str, float] = {"ORT fp32": time.perf_counter() - t0}
+    ours, seconds = edgekit_artifacts(state, MINILM_RECIPES, test)
+    t0 = time.perf_counter()
+    dyn = ort_dynamic(fp32, tmp / "ort_dynamic.onnx")
+    built["ORT quantize_dynamic (default)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sta = ort_static(fp32, tmp / "ort_static.onnx", calib)
+    built["ORT quantize_static (default)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    peer = nncf_peer(bundle.module, bundle.example, calib, tmp / "nncf_int8.xml", transformer=True)
+    built["OpenVINO + NNCF INT8 (peer)"] = time.perf_counter() - t0
+
+    variants: list[tuple[str, str, Any, Optional[Path]]] = [
+        ("PyTorch fp32", "peer", TorchRunner(bundle.module, THREADS), None),
+        ("ORT fp32", "peer", open_runner("onnxruntime", fp32, THREADS), fp32),
+        ("ORT quantize_dynamic (default)", "peer", open_runner("onnxruntime", dyn, THREADS), dyn),
+        ("ORT quantize_static (default)", "peer", open_runner("onnxruntime", sta, THREADS), sta),
+        ("OpenVINO fp32 (f32 hint)", "peer", open_runner("openvino", fp32, THREADS, precision="f32"), fp32),
+        ("OpenVINO default (bf16)", "peer", open_runner("openvino", fp32, THREADS), fp32),
+        ("OpenVINO + NNCF INT8 (peer)", "peer", open_runner("openvino", peer, THREADS), peer),
+    ]
+    for art in ours:
+        for rt in art.runs_on[:1]:
+            label = f"edgekit {art.name} ({rt}, {art.precision})"
+            variants.append((label, "edgekit", open_runner(rt, art.path, THREADS, **art.options.get(rt, {})), art.path))
+            built[label] = seconds.get(art.name, float("nan"))
+
+    ref = outputs(variants[0][2].run, test.samples)
+    feeds = test.samples[0]
+    rounds = 1 if args.quick else 3
+    per_round: dict[str, list[float]] = {v[0]: [] for v in variants}
+    for r in range(rounds):
+        # interleaved: every variant once per round, so drifting load hits them all alike
+        for label, _, runner, _ in variants:
+            stats = measure(lambda: runner.run(feeds), 0.3, args.seconds, 8, 4 * args.seconds + 5)
+            per_round[label].append(stats["median_ms"])
+        print(f"  latency round {r + 1}/{rounds} done", flush=True)
+    med = {k: float(np.median(v)) for k, v in per_round.items()}
+    fp32_mb = size_mb(fp32)
+    rows = []
+    for label, who, runner, path in variants:
+        out = outputs(runner.run, test.samples)
+        rows.append({
+            "model": "minilm", "variant": label, "by": who, "median_ms": med[label],
+            "round_medians_ms": per_round[label],
+            "speed_vs_ort_fp32": med["ORT fp32"] / med[label], "speed_vs_pytorch": med["PyTorch fp32"] / med[label],
+            "fidelity": float(metrics.cosine_per_sample(ref, out).mean()),
+            "fidelity_worst": float(metrics.cosine_per_sample(ref, out).min()),
+            "size_mb": size_mb(path) if path else None,
+            "size_vs_fp32_onnx": size_mb(path) / fp32_mb if path else None,
+            "build_s": built.get(label), "runner": runner.details,
+        })
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# digits CNN / ViT: top-1 drops
+
+
+def digits_rows(tmp: Path) -> list[dict[str, Any]]:
+    from edgekit.models import zoo
+
+    rows = []
+    for name in ("digits_cnn", "digits_vit"):
+        bundle = getattr(zoo, name)()
+        calib = data({"builtin": "digits", "split": "train", "samples": 128}, bundle.example, {})
+        test = data({"builtin": "digits", "split": "test"}, bundle.example, {})
+        work = tmp / name
+        work.mkdir()
+        state = exported(bundle, calib, work)
+        fp32 = state.onnx_path
+        loaded = load_recipe(ROOT / "recipes" / DIGITS_RECIPE)
+        cfgs = [c for c in loaded.recipe.stages if c.kind == "quantize.int8"]
+        from edgekit.export.openvino import OpenVINOConfig
+
+        cfgs.append(OpenVINOConfig(kind="target.openvino", precision="int8", subset_size=len(calib)))
+        for cfg in cfgs:
+            with quiet():
+                state, _ = REGISTRY[cfg.kind].load()().run(state, cfg)
+        ours = [a for a in state.artifacts if a.produced_by != "export.onnx"]
+        variants: list[tuple[str, Callable[[], Any]]] = [
+            ("PyTorch fp32", lambda: TorchRunner(bundle.module, THREADS)),
+            ("ORT quantize_dynamic (default)",
+             lambda: open_runner("onnxruntime", ort_dynamic(fp32, work / "dyn.onnx"), THREADS)),
+            ("ORT quantize_static (default)",
+             lambda: open_runner("onnxruntime", ort_static(fp32, work / "static.onnx", calib), THREADS)),
+            ("OpenVINO + NNCF INT8 (peer)", lambda: open_runner("openvino", nncf_peer(
+                bundle.module, bundle.example, calib, work / "nncf.xml", transformer=name == "digits_vit"), THREADS)),
+        ]
+        variants += [(f"edgekit {a.name} ({a.runs_on[0]})",
+                      lambda a=a: open_runner(a.runs_on[0], a.path, THREADS, **a.options.get(a.runs_on[0], {})))
+                     for a in ours]
+        base = None
+        for label, make in variants:
+            try:
+                top1 = metrics.top1(outputs(make().run, test.samples), test.labels)
+            except Exception as exc:  # a peer that cannot build or compile is a result, not a crash
+                rows.append({"model": name, "variant": label, "error": str(exc).strip().splitlines()[0][:160]})
+                continue
+            base = top1 if base is None else base
+            rows.append({"model": name, "variant": label, "top1": top1, "drop_points": 100 * (base - top1)})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="24 test sentences, 1 latency round of 0.5 s")
+    ap.add_argument("--seconds", type=float, default=None, help="timed seconds per variant per round")
+    ap.add_argument("--skip-digits", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quantize.json")
+    args = ap.parse_args()
+    args.seconds = args.seconds or (0.5 if args.quick else 1.5)
+    import torch
+
+    torch.set_num_threads(THREADS)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        rows = minilm_rows(args, tmp)
+        print(f"\nall-MiniLM-L6-v2, seq 128, batch 1, {THREADS} threads "
+              f"(speed = time ratio, median of interleaved rounds)")
+        print(f"{'variant':44} {'ms':>7} {'vs ORT fp32':>11} {'vs PyTorch':>10} {'fidelity':>9} {'size MB':>8} {'x fp32':>7}")
+        for r in rows:
+            size = f"{r['size_mb']:8.1f} {r['size_vs_fp32_onnx']:7.2f}" if r["size_mb"] else f"{'':8} {'':7}"
+            print(f"{r['variant']:44} {r['median_ms']:7.2f} {r['speed_vs_ort_fp32']:11.2f} "
+                  f"{r['speed_vs_pytorch']:10.2f} {r['fidelity']:9.4f} {size}")
+        drows = [] if args.skip_digits else digits_rows(tmp)
+        if drows:
+            print(f"\ndigits: top-1 on the test split, drop in points vs PyTorch fp32")
+            print(f"{'model':11} {'variant':44} {'top-1':>7} {'drop':>6}")
+            for r in drows:
+                shown = f"{100 * r['top1']:7.2f} {r['drop_points']:6.2f}" if "top1" in r else f"failed: {r['error']}"
+                print(f"{r['model']:11} {r['variant']:44} {shown}")
+    from edgekit.environment import fingerprint
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "command": " ".join(sys.argv), "quick": args.quick, "seconds_per_round": args.seconds,
+        "minilm": rows, "digits": drows, "total_s": time.perf_counter() - t0, "environment": fingerprint(),
+    }, indent=2, default=str) + "\n")
+    print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "
+          f"({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

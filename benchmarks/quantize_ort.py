@@ -1,0 +1,141 @@
+"""ONNX Runtime quantization: edgekit's modes against onnxruntime's own quantize_dynamic /
+quantize_static defaults, all measured in this one run.
+
+MiniLM (all-MiniLM-L6-v2, seq 128, batch 1, 2 threads): fidelity = mean cosine of the sentence
+embedding vs PyTorch fp32 on held-out real sentences; speed = ORT fp32 median / median. Digits
+CNN and ViT: top-1 drop of edgekit's INT8 vs the PyTorch reference. Every edgekit artifact comes
+from `edgekit.pipeline.run` (the one execution path); peers are built from the same fp32.onnx.
+
+    .venv/bin/python benchmarks/quantize_ort.py [--quick]
+
+prints a table and writes benchmarks/results/quantize_ort.json."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime import quantization as q
+
+from edgekit import metrics
+from edgekit.profile.latency import measure
+from edgekit.recipe import LoadedRecipe, parse_recipe
+from edgekit.runners import open_runner
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _run(data: dict[str, Any], out: Path):
+    from edgekit.pipeline import run
+
+    recipe = parse_recipe(data, data["name"])
+    loaded = LoadedRecipe(recipe=recipe, path=Path(f"{data['name']}.yaml").resolve(), base_dir=Path.cwd(),
+                          sha256="-", text=json.dumps(data))
+    return run(loaded, out, force=True)
+
+
+class _Reader:
+    def __init__(self, samples):
+        self._it = iter(samples)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def minilm(tmp: Path, quick: bool) -> list[dict[str, Any]]:
+    n_eval = 32 if quick else 96
+    data = {
+        "edgekit": 1, "name": "bench-minilm-ort", "model": {"python": "edgekit.models.zoo:minilm"},
+        "data": {"calibration": {"builtin": "sentences", "split": "train", "samples": 64},
+                 "evaluation": {"builtin": "sentences", "split": "test", "samples": n_eval}},
+        "stages": [{"kind": "export.onnx", "opset": 17},
+                   {"kind": "quantize.int8", "preset": "transformer"},
+                   {"kind": "quantize.dynamic"},
+                   {"kind": "quantize.int4", "name": "int4_rtn", "method": "rtn", "group_size": 32,
+                    "accuracy_level": 4},
+                   {"kind": "quantize.int4", "name": "int4_gptq", "method": "gptq", "group_size": 32,
+                    "accuracy_level": 4, "samples": 16}],
+        "targets": ["onnxruntime"], "verify": {"cosine_min": 0.01, "samples": n_eval},
+        "profile": {"enabled": False},
+    }
+    res = _run(data, tmp)
+    models = res.out_dir / "models"
+    ref = np.load(res.out_dir / "reference.npz")
+    feeds = [{"input_ids": ref["input.input_ids"][i:i + 1], "attention_mask": ref["input.attention_mask"][i:i + 1]}
+             for i in range(len(ref["output"]))]
+    fp32 = models / "fp32.onnx"
+    from edgekit.data.load import load_data
+    from edgekit.recipe import DataSpec
+
+    cal = load_data(DataSpec(builtin="sentences", split="train", samples=64), feeds[0], "calibration",
+                    Path.cwd(), {})
+    peers = {}
+    peers["ort quantize_dynamic (default)"] = tmp / "peer_dynamic.onnx"
+    q.quantize_dynamic(str(fp32), str(peers["ort quantize_dynamic (default)"]),
+                       extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    peers["ort quantize_static (default, all ops)"] = tmp / "peer_static.onnx"
+    pre = tmp / "pre.onnx"
+    q.quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        q.quantize_static(str(pre), str(peers["ort quantize_static (default, all ops)"]), _Reader(cal.samples))
+    rows = [("ort fp32", fp32), *peers.items(),
+            ("edgekit quantize.int8 (transformer preset)", models / "int8.onnx"),
+            ("edgekit quantize.dynamic", models / "dynamic_int8.onnx"),
+            ("edgekit quantize.int4 rtn g32", models / "int4_rtn.onnx"),
+            ("edgekit quantize.int4 gptq g32", models / "int4_gptq.onnx")]
+    out = []
+    base_ms = None
+    for label, path in rows:
+        runner = open_runner("onnxruntime", path, 2)
+        got = np.concatenate([runner.run(f)[0] for f in feeds])
+        stats = measure(lambda: runner.run(feeds[0]), 1.0, 2.0 if quick else 5.0, 30, 30.0)
+        base_ms = base_ms or stats["median_ms"]
+        out.append({"model": "minilm", "variant": label, "fidelity": float(metrics.cosine_per_sample(ref["output"], got).mean()),
+                    "median_ms": stats["median_ms"], "speed_vs_ort_fp32": base_ms / stats["median_ms"],
+                    "size_mb": path.stat().st_size / 1e6, "size_vs_fp32": path.stat().st_size / fp32.stat().st_size})
+        runner.close()
+    return out
+
+
+def digits(tmp: Path, model: str, preset: str) -> list[dict[str, Any]]:
+    data = {
+        "edgekit": 1, "name": f"bench-{model}-int8", "model": {"python": f"edgekit.models.zoo:{model}"},
+        "inputs": [{"name": "x", "shape": [1, 1, 32, 32], "dtype": "float32"}],
+        "data": {"calibration": {"builtin": "digits", "split": "train", "samples": 256},
+                 "evaluation": {"builtin": "digits", "split": "test"}},
+        "stages": [{"kind": "export.onnx", "opset": 17},
+                   {"kind": "quantize.int8", "preset": preset,
+                    "activations": {"calibration": "percentile", "percentile": 99.999}}],
+        "targets": ["onnxruntime"], "verify": {"cosine_min": 0.5}, "accuracy": {"metric": "top1"},
+        "profile": {"enabled": False},
+    }
+    m = _run(data, tmp).manifest["metrics"]
+    return [{"model": model, "variant": f"edgekit quantize.int8 ({preset})", "reference_top1": m["reference"]["value"],
+             "top1": m["int8"]["onnxruntime"]["value"], "drop_points": 100 * m["int8"]["onnxruntime"]["drop"]}]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer evaluation sentences, shorter timing")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+        rows = digits(Path(tmp), "digits_cnn", "cnn") + digits(Path(tmp), "digits_vit", "transformer")
+        rows += minilm(Path(tmp), args.quick)
+    print(f"{'model':<11}{'variant':<45}{'fidelity':>9}{'speed':>7}{'size':>7}{'top1 drop':>10}")
+    for r in rows:
+        print(f"{r['model']:<11}{r['variant']:<45}{r.get('fidelity', float('nan')):>9.4f}"
+              f"{r.get('speed_vs_ort_fp32', float('nan')):>6.2f}x{r.get('size_vs_fp32', float('nan')):>6.2f}x"
+              f"{r.get('drop_points', float('nan')):>9.2f}p")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "quantize_ort.json").write_text(json.dumps({"schema": 1, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
