@@ -6,7 +6,8 @@ embedding vs PyTorch fp32 on held-out real sentences; speed = ORT fp32 median / 
 CNN and ViT: top-1 drop of edgekit's INT8 vs the PyTorch reference. Every edgekit artifact comes
 from `edgekit.pipeline.run` (the one execution path); peers are built from the same fp32.onnx.
 
-    .venv/bin/python benchmarks/quantize_ort.py [--quick]
+    .venv/bin/python -m benchmarks.quantize_ort [--quick]   (-m: benchmarks/profile.py would shadow
+    the stdlib profile module that transformers imports)
 
 prints a table and writes benchmarks/results/quantize_ort.json."""
 

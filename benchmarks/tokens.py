@@ -43,14 +43,16 @@ def export(model: Any, example: dict[str, np.ndarray], extra: list[dict[str, np.
 
 
 def time_all(paths: dict[str, Path], runtime: str, feeds: dict[str, np.ndarray], seconds: float,
-             rounds: int = 3) -> dict[str, float]:
+             rounds: int = 3, feeds_for: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, float]:
     """Median ms per variant; variants are interleaved over `rounds` so that load from other
     processes on the shared machine falls on all of them alike."""
+    feeds_for = feeds_for or {}
     runners = {k: open_runner(runtime, p, THREADS) for k, p in paths.items()}
     samples: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(rounds):
         for k, runner in runners.items():
-            stats = measure(lambda: runner.run(feeds), 0.2, seconds, 10, 4 * seconds)
+            f = feeds_for.get(k, feeds)
+            stats = measure(lambda: runner.run(f), 0.2, seconds, 10, 4 * seconds)
             samples[k] += stats["samples_ms"]
     for r in runners.values():
         r.close()
@@ -171,15 +173,17 @@ def minilm(tmp: Path, seconds: float) -> dict[str, Any]:
     paths: dict[str, Path] = {}
     paths["seq 128"], _ = export(base, feeds[0], feeds[1:3], tmp, "mini0")
     paths["merge 48/32/16"], parity = export(merged, feeds[0], feeds[1:3], tmp, "mini1")
+    bucket_feeds = {}
     for b in BUCKETS[:-1]:
         bucketed = [to_bucket(f, b) for f in feeds if int(f["attention_mask"].sum()) <= b]
         paths[f"bucket {b}"], _ = export(base, bucketed[0], bucketed[1:3], tmp, f"mini_b{b}")
+        bucket_feeds[f"bucket {b}"] = bucketed[0]
     ort_outs = {}
     for name in ("seq 128", "merge 48/32/16"):
         runner = open_runner("onnxruntime", paths[name], THREADS)
         ort_outs[name] = np.concatenate([runner.run(f)[0] for f in feeds])
         runner.close()
-    ms = time_all(paths, "onnxruntime", feeds[0], seconds)
+    ms = time_all(paths, "onnxruntime", feeds[0], seconds, feeds_for=bucket_feeds)
     ov_ms = time_all({k: paths[k] for k in ("seq 128", "merge 48/32/16")}, "openvino", feeds[0], seconds)
     # bucketing: each sentence runs on the shortest bucket that holds it; the mean latency over
     # the test set weights each bucket's measured time by how many sentences land in it
@@ -262,12 +266,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per variant per round")
     args = ap.parse_args()
     sections = {"vit_small": vit_small, "digits": digits, "minilm": minilm, "int8": int8}
-    results: dict[str, Any] = {"threads": THREADS, "batch": 1}
+    out = ROOT / "benchmarks" / "results" / "tokens.json"
+    # sections run with --only update their entry and keep the others' last results
+    results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    results.update(threads=THREADS, batch=1)
+    unknown = [n for n in args.only.split(",") if n not in sections]
+    if unknown:
+        raise SystemExit(f"--only: unknown section(s) {unknown}; allowed: {', '.join(sections)}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
-            if name in sections:
-                results[name] = sections[name](Path(tmp), args.seconds)
-    out = ROOT / "benchmarks" / "results" / "tokens.json"
+            results[name] = sections[name](Path(tmp), args.seconds)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {out}")
