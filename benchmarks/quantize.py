@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--skip-digits", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quantize.json")
     args = ap.parse_args()
-    args.seconds = args.seconds or (0.5 if args.quick else 1.5)
+    args.seconds = args.seconds or (0.5 if args.quick else 1.0)
     import torch
 
     torch.set_num_threads(THREADS)

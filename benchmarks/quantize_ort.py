@@ -59,10 +59,10 @@ def minilm(tmp: Path, quick: bool) -> list[dict[str, Any]]:
         "stages": [{"kind": "export.onnx", "opset": 17},
                    {"kind": "quantize.int8", "preset": "transformer"},
                    {"kind": "quantize.dynamic"},
-                   {"kind": "quantize.int4", "name": "int4_rtn", "method": "rtn", "group_size": 32,
-                    "accuracy_level": 4},
+                   {"kind": "quantize.int4", "name": "int4_rtn", "method": "rtn", "group_size": 16,
+                    "embeddings": True},
                    {"kind": "quantize.int4", "name": "int4_gptq", "method": "gptq", "group_size": 32,
-                    "accuracy_level": 4, "samples": 16}],
+                    "samples": 16}],
         "targets": ["onnxruntime"], "verify": {"cosine_min": 0.01, "samples": n_eval},
         "profile": {"enabled": False},
     }
@@ -89,7 +89,7 @@ def minilm(tmp: Path, quick: bool) -> list[dict[str, Any]]:
     rows = [("ort fp32", fp32), *peers.items(),
             ("edgekit quantize.int8 (transformer preset)", models / "int8.onnx"),
             ("edgekit quantize.dynamic", models / "dynamic_int8.onnx"),
-            ("edgekit quantize.int4 rtn g32", models / "int4_rtn.onnx"),
+            ("edgekit quantize.int4 rtn g16 +embeddings", models / "int4_rtn.onnx"),
             ("edgekit quantize.int4 gptq g32", models / "int4_gptq.onnx")]
     out = []
     base_ms = None

@@ -207,3 +207,15 @@ def test_pipeline_verifies_the_ir_on_openvino(tiny, tmp_path):
         in man["skipped"]
     assert {f["path"] for f in man["files"]} >= {"models/ov_int8.xml", "models/ov_int8.bin"}
     assert yaml.safe_load((result.out_dir / "recipe.yaml").read_text())["stages"][0]["kind"] == "target.openvino"
+
+
+@pytest.mark.parametrize("name", ["minilm_int8_openvino.yaml", "minilm_int4.yaml"])
+def test_openvino_recipes_validate(name):
+    from conftest import RECIPES
+
+    from edgekit.recipe import load_recipe
+
+    recipe = load_recipe(RECIPES / name).recipe
+    stages = [s for s in recipe.stages if s.kind == "target.openvino"]
+    assert stages and "openvino" in recipe.targets and recipe.data.calibration is not None
+    assert {s.precision for s in stages} <= {"int8", "int8_weights", "int4"}

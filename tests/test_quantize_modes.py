@@ -124,6 +124,11 @@ def test_int4_weight_only_packs_matmuls(tmp_path, method):
     assert _cosine(state, art.path) > 0.97
 
 
+def test_int4_embeddings_need_rtn():
+    with pytest.raises(RecipeError, match=r"embeddings: true needs method rtn .*got method 'gptq'"):
+        _recipe(stages=[{"kind": "quantize.int4", "method": "gptq", "embeddings": True}])
+
+
 def test_int4_rewrites_gemm_so_linear_layers_are_packed(tmp_path):
     from edgekit.quantize.int4 import gemm_to_matmul
 

@@ -22,7 +22,6 @@ from edgekit.recipe import check_patterns
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
 
-PRECISIONS = ("fp32", "int8", "int8_weights", "int4")
 # settings that only one kind of compression reads; setting them for another precision is an error
 ONLY_FOR = {
     "preset": ("int8",),

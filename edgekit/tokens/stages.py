@@ -123,7 +123,7 @@ def finetune(reduced: Any, samples: list[dict[str, Any]], cfg: FinetuneConfig, t
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(j)
+            total += float(loss.detach()) * len(j)
         history.append(round(total / len(teacher), 6))
     reduced.eval()
     return history
