@@ -30,17 +30,15 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-# benchmarks/profile.py would shadow the stdlib `profile` that cProfile (hence transformers) imports
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
-from edgekit import metrics  # noqa: E402
-from edgekit.data.load import load_data  # noqa: E402
-from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig  # noqa: E402
-from edgekit.profile.latency import measure  # noqa: E402
-from edgekit.recipe import DataSpec, load_recipe  # noqa: E402
-from edgekit.runners import TorchRunner, open_runner  # noqa: E402
-from edgekit.stage import REGISTRY  # noqa: E402
-from edgekit.state import Artifact, Dataset, ModelState  # noqa: E402
+from edgekit import metrics
+from edgekit.data.load import load_data
+from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig
+from edgekit.profile.latency import measure
+from edgekit.recipe import DataSpec, load_recipe
+from edgekit.runners import TorchRunner, open_runner
+from edgekit.stage import REGISTRY
+from edgekit.state import Artifact, Dataset, ModelState
 
 THREADS = 2
 MINILM_RECIPES = ("minilm_int8_openvino.yaml", "minilm_int4.yaml", "minilm_int8.yaml")

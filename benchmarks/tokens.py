@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,11 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-# run as a script, Python puts benchmarks/ first on the path, where benchmarks/profile.py would
-# shadow the stdlib `profile` that transformers imports: put the repository root there instead
-sys.path[0] = str(ROOT)
 
-from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig  # noqa: E402
-from edgekit.profile.latency import measure  # noqa: E402
-from edgekit.runners import open_runner  # noqa: E402
-from edgekit.state import Dataset, ModelState  # noqa: E402
+from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig
+from edgekit.profile.latency import measure
+from edgekit.runners import open_runner
+from edgekit.state import Dataset, ModelState
 
 THREADS = 2
 

@@ -12,6 +12,8 @@ import numpy as np
 SIDE = 32
 TEST_FRACTION = 0.3
 SPLIT_SEED = 0
+INK = 4  # of 16: an 8x8 pixel at least this dark is ink, anything lighter is background
+BACKGROUND = 10  # the per-patch class of background, after the ten digit classes
 
 
 def preprocess(images8: np.ndarray) -> np.ndarray:
@@ -39,3 +41,17 @@ def split() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         "test": (x[te], y[te], te),
         "all": (x, y, idx),
     }
+
+
+def token_labels(sample_ids: np.ndarray) -> np.ndarray:
+    """Per-patch targets for a dense (segmentation-style) head: (n,) sample indices -> (n, 64).
+
+    A 4x4 patch of the 32x32 image is exactly one 8x8 pixel, so each patch is labelled with the
+    digit where that pixel is ink and BACKGROUND elsewhere: the ink mask is local, the class
+    needs the whole image, which is what token merging can lose and restoring must keep."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    pix = d.images[sample_ids].reshape(len(sample_ids), -1)
+    digit = d.target[sample_ids].astype(np.int64)[:, None]
+    return np.where(pix >= INK, digit, BACKGROUND).astype(np.int64)

@@ -18,5 +18,5 @@ class ModelBundle:
     module: Any
     example: Optional[dict[str, np.ndarray]] = None
     output_names: list[str] = field(default_factory=lambda: ["output"])
-    task: Literal["classification", "embedding", "other"] = "other"
+    task: Literal["classification", "segmentation", "embedding", "other"] = "other"
     info: dict[str, Any] = field(default_factory=dict)

@@ -79,8 +79,25 @@ class DigitsViT(nn.Module):
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         return torch.cat([cls, x], dim=1) + self.pos_embed
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = self.tokens(x)
         for blk in self.blocks:
             x = blk(x)
-        return self.head(self.norm(x)[:, 0])
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x)[:, 0])
+
+
+class DigitsSegViT(DigitsViT):
+    """The same ViT with a per-patch head (segmentation-style): (B, 64, classes), one prediction
+    per 4x4 patch, no class-token readout. `dense` tells token-reduction adapters that every
+    patch token must reach the head, so merged tokens have to be restored first."""
+
+    dense = True
+
+    def __init__(self, classes: int = 11, **kwargs: int) -> None:
+        super().__init__(classes=classes, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x)[:, 1:])

@@ -27,14 +27,20 @@ def cache_dir() -> Path:
 
 def train_digits(
     name: str, make: Callable[[], "object"], epochs: int, lr: float, seed: int = 0,
-    batch: int = 64, weight_decay: float = 1e-4, augment: bool = False,
+    batch: int = 64, weight_decay: float = 1e-4, augment: bool = False, per_token: bool = False,
 ) -> "object":
+    """`per_token` trains a dense head on `digits.token_labels` (one class per patch) instead
+    of the digit label; shifts would misalign those labels, so it excludes `augment`."""
     import torch
 
-    from edgekit.data.digits import split
+    from edgekit.data.digits import split, token_labels
 
+    if per_token and augment:
+        raise ValueError("train_digits: augment shifts images off their per-token labels; use one or the other")
     settings = dict(name=name, epochs=epochs, lr=lr, seed=seed, batch=batch,
                     weight_decay=weight_decay, augment=augment, torch=torch.__version__)
+    if per_token:  # only when set, so the existing models' cache keys stay valid
+        settings["per_token"] = True
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"{name}-{key}.pt"
     torch.manual_seed(seed)
@@ -45,7 +51,9 @@ def train_digits(
             return model.eval()
         except Exception:  # a corrupt or stale cache file: retrain and overwrite it
             pass
-    x, y, _ = split()["train"]
+    x, y, ids = split()["train"]
+    if per_token:
+        y = token_labels(ids)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -62,7 +70,8 @@ def train_digits(
                 dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
                 xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
             opt.zero_grad()
-            loss_fn(model(xb), yt[j]).backward()
+            # (B, classes) or (B, tokens, classes) against (B,) or (B, tokens) labels
+            loss_fn(model(xb).flatten(0, -2), yt[j].flatten()).backward()
             opt.step()
             sched.step()
     model.eval()

@@ -7,6 +7,7 @@ from edgekit.models.bundle import ModelBundle
 ZOO = {
     "digits_cnn": "small CNN trained on scikit-learn digits (32x32, 10 classes)",
     "digits_vit": "small ViT (4x4 patches, 64+1 tokens, 4 blocks) trained on digits",
+    "digits_vit_seg": "the digits ViT with a per-patch head: (1, 64, 11), digit or background per patch",
     "minilm": "all-MiniLM-L6-v2 sentence embedder (real weights, mean pooling; extra hf)",
     "vit_small_shape": "ViT-Small/16 shape at 224 px (197 tokens, width 384, 12 blocks), random weights",
 }
@@ -39,6 +40,21 @@ def digits_vit() -> ModelBundle:
         example={"x": np.zeros((1, 1, 32, 32), np.float32)},
         output_names=["logits"],
         task="classification",
+    )
+
+
+def digits_vit_seg() -> ModelBundle:
+    import numpy as np
+
+    from edgekit.models.digits_nets import DigitsSegViT
+    from edgekit.models.train import train_digits
+
+    model = train_digits("digits_vit_seg", DigitsSegViT, epochs=30, lr=3e-3, weight_decay=0.05, per_token=True)
+    return ModelBundle(
+        module=model,
+        example={"x": np.zeros((1, 1, 32, 32), np.float32)},
+        output_names=["token_logits"],
+        task="segmentation",
     )
 
 

@@ -7,7 +7,7 @@ all of them alike. The table shows each median and edgekit's ratio to the peer o
 runtime: close to 1.0 means edgekit's numbers can be trusted where the peer's are; edgekit adds
 p90/p99, the early-stopping p90 bound, CV and peak RSS, which the peers do not report.
 
-    python benchmarks/profile.py [--seconds 3] [--rounds 3] [MODEL.onnx ...]
+    python benchmarks/latency_vs_peers.py [--seconds 3] [--rounds 3] [MODEL.onnx ...]
 
 Without models it profiles the default artifact (out/digits-cnn-int8, made by `make demo`)."""
 
@@ -104,7 +104,7 @@ def main() -> None:
         print(f"{Path(r['model']).name:40s} {r['ek_ort']:12.4f} {r['ort_loop']:10.4f} {r['ratio_ort']:6.2f} "
               f"{r['ek_ov']:11.4f} {r['bench_app']:14.4f} {r['ratio_ov']:6.2f}")
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "profile.json").write_text(json.dumps(rows, indent=2))
+    (HERE / "results" / "latency_vs_peers.json").write_text(json.dumps(rows, indent=2))
     print(f"medians in ms over {args.rounds} interleaved rounds of {args.seconds} s; "
           f"JSON: {HERE / 'results' / 'profile.json'}")
 
