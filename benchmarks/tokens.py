@@ -2,7 +2,7 @@
 Runtime and OpenVINO in the same run (batch 1, 2 threads, interleaved rounds), with parity to
 PyTorch and the task metric on real data.
 
-    .venv/bin/python benchmarks/tokens.py [--only vit_small,digits,minilm,int8] [--seconds 1.0]
+    .venv/bin/python benchmarks/tokens.py [--only vit_small,digits,digits_seg,minilm,int8] [--seconds 1.0]
 
 Prints one table per section and writes benchmarks/results/tokens.json."""
 
@@ -156,6 +156,46 @@ def digits(tmp: Path, seconds: float) -> dict[str, Any]:
     return out
 
 
+def digits_seg(tmp: Path, seconds: float) -> dict[str, Any]:
+    """Dense head: per-patch digit/background on the test split, every variant restored to the
+    full 8x8 grid before the head; the peer is the same model unreduced, in the same run."""
+    import torch
+
+    from edgekit.data.digits import BACKGROUND, split, token_labels
+    from edgekit.metrics import token_top1
+    from edgekit.models.zoo import digits_vit_seg
+    from edgekit.tokens.vit import ReducedViT
+
+    base = digits_vit_seg().module
+    x, _, ids = split()["test"]
+    labels = token_labels(ids)
+    ink = labels != BACKGROUND
+    feeds = [{"x": x[i : i + 1]} for i in range(3)]
+    paths, out = {}, {}
+    for name, method, removed in [("none", "merge", [0] * 4), ("merge r=9 + restore", "merge", [9] * 4),
+                                  ("merge r=12 + restore", "merge", [12] * 4),
+                                  ("prune r=9 + restore", "prune", [9] * 4)]:
+        model = base if not any(removed) else ReducedViT(base, removed, method)
+        with torch.no_grad():
+            pred = model(torch.from_numpy(x)).numpy()
+        paths[name], parity = export(model, feeds[0], feeds[1:], tmp, f"seg{len(paths)}")
+        out[name] = {"token_top1": token_top1(pred, labels),
+                     "ink_token_top1": float((pred.argmax(-1) == labels)[ink].mean()),
+                     "output_shape": list(pred.shape[1:]), "tokens": [65 - sum(removed[: i + 1]) for i in range(4)],
+                     "flops_ratio": flops_ratio(65, removed, 64, 128), "parity_rel": parity}
+    ms = time_all(paths, "onnxruntime", feeds[0], seconds)
+    for name, v in out.items():
+        v.update(drop_points=100 * (out["none"]["token_top1"] - v["token_top1"]), ort_ms=ms[name],
+                 ort_speedup=ms["none"] / ms[name])
+    print_table(f"digits ViT with a per-patch head (64 patches x 11 classes), test split n={len(ids)}; "
+                "ONNX Runtime, batch 1, 2 threads",
+                ["variant", "tokens after each block", "output", "per-token top-1", "on ink patches",
+                 "drop (points)", "ORT ms", "ORT speedup", "ONNX vs torch rel err"],
+                [[k, v["tokens"], v["output_shape"], v["token_top1"], v["ink_token_top1"], v["drop_points"],
+                  v["ort_ms"], v["ort_speedup"], v["parity_rel"]] for k, v in out.items()])
+    return out
+
+
 MINILM_MERGE = [48, 32, 16, 0, 0, 0]  # 128 -> 80 -> 48 -> 32 tokens; padding goes first
 BUCKETS = [32, 64, 128]
 
@@ -270,10 +310,10 @@ def int8(tmp: Path, seconds: float) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="vit_small,digits,minilm,int8")
+    ap.add_argument("--only", default="vit_small,digits,digits_seg,minilm,int8")
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per variant per round")
     args = ap.parse_args()
-    sections = {"vit_small": vit_small, "digits": digits, "minilm": minilm, "int8": int8}
+    sections = {"vit_small": vit_small, "digits": digits, "digits_seg": digits_seg, "minilm": minilm, "int8": int8}
     out = ROOT / "benchmarks" / "results" / "tokens.json"
     # sections run with --only update their entry and keep the others' last results
     results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}

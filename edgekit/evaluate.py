@@ -10,20 +10,30 @@ from edgekit import metrics
 from edgekit.errors import AccuracyError, DataError, RecipeError
 from edgekit.state import Dataset
 
-HIGHER_IS_BETTER = {"top1": True, "cosine_fidelity": True, "mse": False}
+HIGHER_IS_BETTER = {"top1": True, "token_top1": True, "cosine_fidelity": True, "mse": False}
 
 
 def choose_metric(requested: Optional[str], labels: Optional[np.ndarray], ref: np.ndarray) -> str:
-    if requested == "top1" and labels is None:
-        raise RecipeError("accuracy.metric: top1 needs labels in data.evaluation; this source has none")
+    if requested in ("top1", "token_top1") and labels is None:
+        raise RecipeError(f"accuracy.metric: {requested} needs labels in data.evaluation; this source has none")
+    dense = labels is not None and metrics.looks_like_token_logits(ref, labels)
+    if requested in ("top1", "token_top1") and (requested == "token_top1") != dense:
+        want = "token_top1" if dense else "top1"
+        raise RecipeError(f"accuracy.metric: {requested} does not fit outputs {list(ref.shape)} with labels "
+                          f"{list(labels.shape)}; use {want} (token_top1 is for (N, tokens, classes) outputs "
+                          "with one label per token)")
     if requested:
         return requested
+    if dense:
+        return "token_top1"
     return "top1" if labels is not None and metrics.looks_like_logits(ref) else "cosine_fidelity"
 
 
 def score(metric: str, out: np.ndarray, ref: np.ndarray, labels: Optional[np.ndarray]) -> float:
     if metric == "top1":
         return metrics.top1(out, labels)
+    if metric == "token_top1":
+        return metrics.token_top1(out, labels)
     if metric == "cosine_fidelity":
         return float(metrics.cosine_per_sample(ref, out).mean())
     return metrics.mse(ref, out)

@@ -33,6 +33,17 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(_flat(logits).argmax(1) == np.asarray(labels).reshape(-1)))
 
 
+def token_top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Per-token accuracy of a dense head: (samples, tokens, classes) against (samples, tokens),
+    the mean over every token of every sample."""
+    return float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(labels)))
+
+
+def looks_like_token_logits(out: np.ndarray, labels: np.ndarray) -> bool:
+    """(samples, tokens, classes) with one integer label per token: a dense head's output."""
+    return out.ndim == 3 and labels.ndim == 2 and out.shape[:2] == labels.shape and out.shape[-1] > 1
+
+
 def top1_agreement(ref: np.ndarray, got: np.ndarray) -> float:
     return float(np.mean(_flat(ref).argmax(1) == _flat(got).argmax(1)))
 

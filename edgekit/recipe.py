@@ -77,7 +77,7 @@ class InputSpec(Strict):
 
 
 class DataSpec(Strict):
-    builtin: Optional[Literal["digits", "sentences"]] = None
+    builtin: Optional[Literal["digits", "digits_seg", "sentences"]] = None
     npz: Optional[str] = None
     python: Optional[str] = None
     split: Literal["train", "test", "all"] = "test"
@@ -105,7 +105,7 @@ class VerifySpec(Strict):
 
 
 class AccuracySpec(Strict):
-    metric: Optional[Literal["top1", "cosine_fidelity", "mse"]] = None
+    metric: Optional[Literal["top1", "token_top1", "cosine_fidelity", "mse"]] = None
     max_drop: Optional[float] = Field(None, ge=0.0)
     evaluator: Optional[str] = Field(None, pattern=r"^[\w.]+:[\w.]+$",
                                      description="'pkg.mod:fn' called as fn(runner, dataset) -> float")

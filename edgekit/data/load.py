@@ -26,16 +26,21 @@ def _one_input(example: dict[str, np.ndarray], field: str, what: str) -> tuple[s
 
 
 def _digits(spec: Any, example: dict[str, np.ndarray], field: str) -> Dataset:
-    from edgekit.data.digits import split
+    """`digits` labels each image with its digit; `digits_seg` labels each of its 64 patches
+    (`digits.token_labels`), for dense heads. Same images, same split."""
+    from edgekit.data.digits import split, token_labels
 
-    name, ex = _one_input(example, field, "digits")
+    name, ex = _one_input(example, field, spec.builtin)
     x, y, orig = split()[spec.split]
     if tuple(ex.shape[1:]) != x.shape[1:] or ex.shape[0] != 1:
         raise DataError(
-            f"{field}: builtin digits gives samples of shape [1, 1, 32, 32] but input {name!r} is {list(ex.shape)}"
+            f"{field}: builtin {spec.builtin} gives samples of shape [1, 1, 32, 32] but input {name!r} is "
+            f"{list(ex.shape)}"
         )
     idx = _pick(len(x), spec.samples, spec.seed)
-    return Dataset(f"digits/{spec.split}", [{name: x[i : i + 1]} for i in idx], y[idx], [int(orig[i]) for i in idx])
+    labels = token_labels(orig[idx]) if spec.builtin == "digits_seg" else y[idx]
+    return Dataset(f"{spec.builtin}/{spec.split}", [{name: x[i : i + 1]} for i in idx], labels,
+                   [int(orig[i]) for i in idx])
 
 
 def _sentences(spec: Any, example: dict[str, np.ndarray], field: str, model_info: dict) -> Dataset:
@@ -106,7 +111,7 @@ def _python(spec: Any, example: dict[str, np.ndarray], field: str) -> Dataset:
 
 
 def load_data(spec: Any, example: dict[str, np.ndarray], field: str, base_dir: Path, model_info: dict) -> Dataset:
-    if spec.builtin == "digits":
+    if spec.builtin in ("digits", "digits_seg"):
         ds = _digits(spec, example, field)
     elif spec.builtin == "sentences":
         ds = _sentences(spec, example, field, model_info)

@@ -49,7 +49,7 @@ def digits_vit_seg() -> ModelBundle:
     from edgekit.models.digits_nets import DigitsSegViT
     from edgekit.models.train import train_digits
 
-    model = train_digits("digits_vit_seg", DigitsSegViT, epochs=30, lr=3e-3, weight_decay=0.05, per_token=True)
+    model = train_digits("digits_vit_seg", DigitsSegViT, epochs=25, lr=4e-3, weight_decay=0.05, per_token=True)
     return ModelBundle(
         module=model,
         example={"x": np.zeros((1, 1, 32, 32), np.float32)},

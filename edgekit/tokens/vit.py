@@ -2,7 +2,8 @@
 
 Recognised layouts
 - edgekit's ViT (`edgekit.models.digits_nets.DigitsViT`, `edgekit.models.vit`): `tokens(x)`,
-  `blocks[i].{norm1, attn.{qkv, proj, heads, scale}, norm2, mlp}`, `norm`, `head`.
+  `blocks[i].{norm1, attn.{qkv, proj, heads, scale}, norm2, mlp}`, `norm`, `head`; with
+  `dense = True` (`DigitsSegViT`) the head reads every patch token instead of the class token.
 - Hugging Face ViT / DeiT classifiers (`*ForImageClassification`, possibly inside edgekit's
   logits wrapper `.model`): `vit|deit.{embeddings, layers | encoder.layer, layernorm}` with
   layers `{layernorm_before, attention.{q_proj,k_proj,v_proj,o_proj} |
@@ -12,8 +13,9 @@ Recognised layouts
 What `ReducedViT` changes, and nothing else: each block's attention is recomputed from the
 block's own weights with log(size) added to the logits (proportional attention) once tokens
 have been merged; between attention and MLP a reduction step removes the scheduled number of
-tokens; the head reads the class token (index 0 stays the class token), or, in `dense` mode,
-every token restored to the full grid by the recorded merge map. The wrapped model's weights
+tokens; the head reads the class token (index 0 stays the class token), or, for a dense model
+or an explicit `dense_head`, every token restored to the full grid by the recorded merge map, so
+the output keeps one row per original token. The wrapped model's weights
 are shared, not copied, and the wrapped model itself is not modified."""
 
 from __future__ import annotations
@@ -80,15 +82,17 @@ class VitLayout:
     dim: int
     hidden: int
     family: str
+    dense: bool = False  # the head reads every token of the full grid (restore before it)
 
 
 def find_layout(model: Any) -> VitLayout:
     """Recognise a ViT by its attributes; StageError naming what is missing otherwise."""
     if hasattr(model, "tokens") and hasattr(model, "blocks") and hasattr(model, "head"):
         blk = model.blocks[0]
-        return VitLayout(model.tokens, [_edgekit_block(b) for b in model.blocks], model.norm,
-                         lambda t: model.head(t[:, 0]), 1, blk.attn.qkv.in_features,
-                         blk.mlp[0].out_features, "edgekit-vit")
+        dense = bool(getattr(model, "dense", False))
+        head = (lambda t: model.head(t[:, 1:])) if dense else (lambda t: model.head(t[:, 0]))
+        return VitLayout(model.tokens, [_edgekit_block(b) for b in model.blocks], model.norm, head, 1,
+                         blk.attn.qkv.in_features, blk.mlp[0].out_features, "edgekit-vit", dense)
     inner = getattr(model, "model", model)  # edgekit's HF logits wrapper
     body = getattr(inner, "vit", None) or getattr(inner, "deit", None)
     if body is not None and hasattr(inner, "classifier"):
@@ -144,7 +148,8 @@ class ReducedViT(nn.Module):
         return Tokens(lay.norm(t.x), t.size, t.source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dense_head is not None:
-            t = self.encode(x, track_source=True)
-            return self.dense_head(restore(t.x, t.source))
-        return self.layout.head(self.encode(x).x)
+        if self.dense_head is None and not self.layout.dense:
+            return self.layout.head(self.encode(x).x)
+        t = self.encode(x, track_source=True)
+        full = restore(t.x, t.source)
+        return self.dense_head(full) if self.dense_head is not None else self.layout.head(full)
