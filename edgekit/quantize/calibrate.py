@@ -188,6 +188,27 @@ def tensors_to_calibrate(model: Any, op_types: Optional[Iterable[str]]) -> list[
     return list(out)
 
 
+def exposing_session(model_path: Path, tensors: list[str], threads: int = 2) -> tuple[Any, list[str]]:
+    """An unoptimized ONNX Runtime session of the float graph with `tensors` added as outputs (so
+    they keep the names calibration assigns ranges to) and the graph's input names."""
+    import onnx
+
+    from edgekit.backends import require
+
+    ort = require("onnxruntime", extra="onnx")
+    model = onnx.load(str(model_path))
+    present = {o.name for o in model.graph.output}
+    for t in tensors:
+        if t not in present:
+            model.graph.output.append(onnx.ValueInfoProto(name=t))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess, [i.name for i in sess.get_inputs()]
+
+
 def collect(model_path: Path, samples: list[dict[str, np.ndarray]], op_types: Optional[Iterable[str]],
             bins: int = DEFAULT_BINS, threads: int = 2,
             tick: Callable[[int], None] = lambda n: None) -> dict[str, Histogram]:
@@ -195,21 +216,8 @@ def collect(model_path: Path, samples: list[dict[str, np.ndarray]], op_types: Op
     folding each output into its histogram before the next sample runs."""
     import onnx
 
-    from edgekit.backends import require
-
-    ort = require("onnxruntime", extra="onnx")
-    model = onnx.load(str(model_path))
-    names = tensors_to_calibrate(model, op_types)
-    present = {o.name for o in model.graph.output}
-    for n in names:
-        if n not in present:
-            model.graph.output.append(onnx.ValueInfoProto(name=n))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    inputs = [i.name for i in sess.get_inputs()]
+    names = tensors_to_calibrate(onnx.load(str(model_path), load_external_data=False), op_types)
+    sess, inputs = exposing_session(model_path, names, threads)
     hists = {n: Histogram(bins) for n in names}
     for s in samples:
         outs = sess.run(names, {k: s[k] for k in inputs})

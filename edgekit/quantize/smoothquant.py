@@ -42,22 +42,9 @@ def smoothable(model: Any) -> dict[str, list[Any]]:
 def channel_absmax(model_path: Path, tensors: list[str], samples: list[dict[str, np.ndarray]],
                    threads: int = 2, tick: Callable[[int], None] = lambda n: None) -> dict[str, np.ndarray]:
     """Per-last-axis-channel max |x| of each tensor over the samples, streamed (one vector each)."""
-    import onnx
+    from edgekit.quantize.calibrate import exposing_session
 
-    from edgekit.backends import require
-
-    ort = require("onnxruntime", extra="onnx")
-    model = onnx.load(str(model_path))
-    present = {o.name for o in model.graph.output}
-    for t in tensors:
-        if t not in present:
-            model.graph.output.append(onnx.ValueInfoProto(name=t))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    inputs = [i.name for i in sess.get_inputs()]
+    sess, inputs = exposing_session(model_path, tensors, threads)
     amax: dict[str, np.ndarray] = {}
     for s in samples:
         for t, v in zip(tensors, sess.run(tensors, {k: s[k] for k in inputs})):
