@@ -373,8 +373,13 @@ def required_extras(recipe: Any) -> list[str]:
         need += list(stage_registry.get(s.kind).extras)
     runtime_extra = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
     need += [runtime_extra[t] for t in recipe.targets]
-    if recipe.model.kind == "hf" or (recipe.model.python or "").endswith(":minilm"):
+    if recipe.model.kind == "hf":
         need.append("hf")
+    module, _, name = (recipe.model.python or "").partition(":")
+    if module == "edgekit.models.zoo":
+        from edgekit.models.zoo import EXTRAS
+
+        need += list(EXTRAS.get(name, ()))
     for spec in (recipe.data.calibration, recipe.data.evaluation):
         if spec is not None and spec.builtin == "sentences":
             need.append("hf")

@@ -11,6 +11,8 @@ ZOO = {
     "minilm": "all-MiniLM-L6-v2 sentence embedder (real weights, mean pooling; extra hf)",
     "vit_small_shape": "ViT-Small/16 shape at 224 px (197 tokens, width 384, 12 blocks), random weights",
 }
+# extras a zoo entry needs beyond the core install; `edgekit validate` reports them
+EXTRAS = {"minilm": ("hf",)}
 
 
 def digits_cnn() -> ModelBundle:
