@@ -44,9 +44,29 @@ def read_manifest(artifact_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{artifact_dir}: not an edgekit artifact (no {MANIFEST})")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: invalid JSON: {exc}") from None
+    check_manifest(path, manifest)
+    return manifest
+
+
+# the top-level fields that inspect, verify, report, profile and gate read without further checks
+_REQUIRED = {"recipe": dict, "source_model": dict, "inputs": dict, "artifacts": list, "files": list,
+             "stages": list, "metrics": dict, "profile": dict, "environment": dict}
+
+
+def check_manifest(path: Path, manifest: Any) -> None:
+    """Reject a hand-edited or foreign manifest here, as one line, rather than as a KeyError deep
+    inside whichever command reads the missing field first."""
+    if not isinstance(manifest, dict):
+        raise UsageError(f"{path}: not an edgekit manifest: expected a JSON object, got {type(manifest).__name__}")
+    if manifest.get("schema") != SCHEMA:
+        raise UsageError(f"{path}: manifest schema {manifest.get('schema')!r} is not supported; allowed: {SCHEMA}")
+    for key, kind in _REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            got = "missing" if key not in manifest else f"got {type(manifest[key]).__name__}"
+            raise UsageError(f"{path}: field '{key}' must be a JSON {'object' if kind is dict else 'array'} ({got})")
 
 
 @contextmanager

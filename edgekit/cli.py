@@ -54,6 +54,19 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], No
         yield factory
 
 
+def _output_file(path: Path, option: str) -> Path:
+    """Check where a command will write before it spends minutes measuring, so that a directory
+    or a file in the way fails as one line up front; missing parent directories are created."""
+    from edgekit.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory; give a file path")
+    parent = next(p for p in path.resolve().parents if p.exists())
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: {parent} is a file, not a directory")
+    return path
+
+
 def _fmt(v: object, digits: int = 4) -> str:
     from edgekit.report import fmt
 
@@ -180,8 +193,10 @@ def profile(
                          f"got {e.get('input')!r}") from None
     if devices is None and Path("devices.yaml").is_file():
         devices = Path("devices.yaml")
+    _output_file(output, "--output")
     with _progress(sys.stderr.isatty()) as progress:
         result = run_profile(what, spec, backend, device, devices, progress)
+    output.parent.mkdir(parents=True, exist_ok=True)
     write_json(output, result.to_json())
     table = Table(title=f"profile → {output}")
     for col in ("key", "device", "n", "p50 ms", "p90 ms", "p90 bound", "p99 ms", "cv", "first ms", "load s", "peak MB", "energy"):
@@ -223,6 +238,9 @@ def gate(
     req = GateRequest(recipe=recipe, artifact_dir=artifact_dir, profile=profile, baseline=baseline, ab=ab,
                       select=list(artifact or []), min_effect=min_effect, backend=backend,
                       ab_settings=AbSettings(rounds=rounds, block_s=block_s))
+    for path, option in ((junit, "--junit"), (summary, "--summary")):
+        if path is not None:
+            _output_file(path, option)
     with _progress(ab is not None and sys.stderr.isatty()) as progress:
         result = run_gate(req, progress("A/B rounds", rounds) if ab is not None else (lambda n: None))
     table = Table(title=result.verdict(strict))
@@ -259,7 +277,7 @@ def report(artifact_dir: Path = typer.Argument(..., help="an out/<name> director
 def verify_cmd(
     artifact_dir: Path = typer.Argument(..., help="an out/<name> directory"),
     runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="only these runtimes"),
-    threads: int = typer.Option(2, "--threads"),
+    threads: int = typer.Option(2, "--threads", min=1),
 ) -> None:
     """Re-verify an artifact from its manifest: file hashes, then parity on each runtime."""
     from edgekit.verify import reverify

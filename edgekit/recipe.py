@@ -346,9 +346,14 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Any:
 
 def load_recipe(path: str | Path) -> LoadedRecipe:
     p = Path(path)
+    if p.is_dir():
+        raise RecipeError(f"{p}: is a directory; expected a recipe .yaml file")
     if not p.is_file():
         raise RecipeError(f"{p}: recipe file not found")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{p}: not a text file (byte {exc.start} is not UTF-8); expected a recipe .yaml file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgekit import metrics
-from edgekit.errors import ParityError
+from edgekit.errors import ParityError, UsageError
 
 
 def parity(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
@@ -52,6 +52,11 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
 
     root = Path(artifact_dir)
     manifest = read_manifest(root)
+    available = list(dict.fromkeys(rt for art in manifest["artifacts"] for rt in art["runs_on"]))
+    unknown = [rt for rt in runtimes or () if rt not in available]
+    if unknown:
+        raise UsageError(f"verify: --runtime {unknown[0]!r}: no artifact in {root} runs on it; "
+                         f"allowed: {', '.join(available)}")
     for f in manifest["files"]:
         p = root / f["path"]
         if not p.is_file():

@@ -43,6 +43,8 @@ def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
         for rt in ([backend] if backend else [t for t in targets if t in a["runs_on"]]):
             if rt not in a["runs_on"]:
                 raise UsageError(f"--backend {rt}: artifact {a['name']!r} ({a['format']}) runs on {', '.join(a['runs_on'])}")
+            if not (root / a["path"]).is_file():
+                raise UsageError(f"{root}: artifact {a['name']!r}: {a['path']} listed in the manifest is missing")
             jobs.append(Job(Target(a["name"], rt, a["format"], shas[a["path"]], path=root / a["path"],
                                    precision=a["precision"], shown_path=a["path"]), feeds))
     return jobs
@@ -84,6 +86,8 @@ def _file_job(path: Path, backend: Optional[str], threads: int) -> Job:
         return Job(Target(path.stem, runtime, fmt, sha256_file(path), path=path, shown_path=str(path)),
                    runner.example_feeds(), runner)
     if fmt == "onnx":
+        if runtime not in ("onnxruntime", "openvino"):
+            raise UsageError(f"{path.name}: an ONNX model runs only on --backend onnxruntime or openvino; got {runtime!r}")
         feeds, sha = _onnx_feeds(path)
     else:
         if runtime != "openvino":
@@ -108,7 +112,12 @@ def _torch_job(recipe_path: Path, backend: Optional[str], threads: int) -> Job:
                TorchRunner(lm.torch_model, threads))
 
 
+BACKENDS = ("onnxruntime", "openvino", "tensorrt", "pytorch")
+
+
 def resolve(what: Path, backend: Optional[str], threads: int) -> list[Job]:
+    if backend is not None and backend not in BACKENDS:
+        raise UsageError(f"--backend {backend!r}: allowed: {', '.join(BACKENDS)}")
     if what.is_dir():
         return _artifact_jobs(what, backend)
     if not what.is_file():
