@@ -79,6 +79,8 @@ def atomic_dir(final: Path, force: bool) -> Iterator[Path]:
     parent = final.parent
     for p in [parent, *parent.parents]:
         if p.exists():
+            if not p.is_dir():
+                raise UsageError(f"{final}: cannot create the output directory: {p} is a file, not a directory")
             break
         created.append(p)
     parent.mkdir(parents=True, exist_ok=True)

@@ -18,15 +18,27 @@ from edgekit.errors import EdgekitError
 
 
 
+# typer >= 0.29 vendors its own click (typer._click), whose exceptions are not the `click`
+# package's; take the class typer itself raises, whichever click that is
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 class _Group(typer.core.TyperGroup):
     """Turns an EdgekitError from any command into one stderr line and its exit code, here
-    rather than in `main`, so that typer's CliRunner sees exactly what a shell user sees."""
+    rather than in `main`, so that typer's CliRunner sees exactly what a shell user sees.
+    click's own usage errors (bad option value, missing argument, unknown command) get the same
+    one line instead of typer's multi-line box, keeping click's exit code (2)."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except EdgekitError as exc:
             err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            ctx.exit(exc.exit_code)
+        except _ClickException as exc:
+            where = getattr(exc, "ctx", None) or ctx
+            err.print(f"error: {exc.format_message()} (see '{where.command_path} --help')",
+                      markup=False, highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
 
 

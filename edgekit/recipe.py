@@ -182,7 +182,7 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
         @classmethod
         def _unique_targets(cls, v: list[str], info: ValidationInfo) -> list[str]:
             if len(set(v)) != len(v) or not v:
-                raise ValueError(f"targets must be a non-empty list without repeats, got {v}")
+                raise ValueError("targets must be a non-empty list without repeats")
             # an artifact no target can run would be written but never verified: refuse it now
             for i, s in enumerate(info.data.get("stages") or []):
                 runs_on = stage_registry.get(s.kind).runs_on
@@ -193,9 +193,21 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
                     )
             return v
 
+        @field_validator("inputs")
+        @classmethod
+        def _unique_inputs(cls, v: Optional[list[InputSpec]]) -> Optional[list[InputSpec]]:
+            names = [i.name for i in v or []]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"input names must be unique; repeated: {', '.join(twice)}")
+            return v
+
         @model_validator(mode="after")
         def _export_first(self) -> "Recipe":
             kinds = [s.kind for s in self.stages]
+            if kinds.count("export.onnx") > 1:
+                raise ValueError("stages: give one 'export.onnx' stage; got "
+                                 f"{kinds.count('export.onnx')} (every onnx-side stage reads its output)")
             if self.model.kind != "onnx" and any(
                 stage_registry.get(k).side in ("onnx", "target") for k in kinds
             ):
@@ -279,11 +291,35 @@ def _path(loc: tuple) -> str:
     return out or "<root>"
 
 
+# how pydantic names a plain union's member in an error's loc ("int", "list[int]", ...); no
+# recipe field is named like this
+_UNION_TAG = re.compile(r"^(int|float|str|bool|none)$|\[")
+
+
+def _is_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part in stage_registry.REGISTRY or bool(_UNION_TAG.search(part)))
+
+
+def _strip_tags(loc: tuple) -> tuple:
+    """pydantic inserts the union member's tag into loc: drop it so paths read as the YAML does."""
+    return tuple(p for p in loc if not _is_tag(p))
+
+
+def _primary(errors: list[dict]) -> dict:
+    """The error worth the one line: an unknown key inside a section (a typo there also shows as
+    a missing field, which hides it); within a plain union (`r: int | list[int]`), the branch that
+    got furthest (`r[1]` rather than "r is not an int")."""
+    nested_typos = [e for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) > 1]
+    first = nested_typos[0] if nested_typos else errors[0]
+    if any(_is_tag(p) and p not in stage_registry.REGISTRY for p in first["loc"]):
+        stem = _strip_tags(first["loc"])
+        same = [e for e in errors if _strip_tags(e["loc"])[: len(stem)] == stem]
+        first = max(same, key=lambda e: len(_strip_tags(e["loc"])))
+    return first
+
+
 def _one_error(err: dict, data: Any) -> str:
-    # pydantic inserts the union member's tag into loc: drop it so paths read as the YAML does
-    loc = tuple(
-        p for p in err["loc"] if not (isinstance(p, str) and p in stage_registry.REGISTRY)
-    )
+    loc = _strip_tags(err["loc"])
     etype = err["type"]
     value = err.get("input")
     ctx = err.get("ctx", {}) or {}
@@ -309,13 +345,16 @@ def _one_error(err: dict, data: Any) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    shown = value if not isinstance(value, (dict, list)) or len(repr(value)) < 60 else "..."
-    return f"{_path(loc)}: {msg}; got {shown!r}"
+    if not loc:  # a whole-recipe check: its message names the fields and values itself
+        return msg
+    if "got " in msg or (isinstance(value, (dict, list)) and len(repr(value)) >= 60):
+        return f"{_path(loc)}: {msg}"  # the message shows the value already, or it is too long to help
+    return f"{_path(loc)}: {msg}; got {value!r}"
 
 
 def format_validation_error(source: str, exc: ValidationError, data: Any) -> str:
     errors = exc.errors()
-    first = _one_error(errors[0], data)
+    first = _one_error(_primary(errors), data)
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}: {first}{more}"
 

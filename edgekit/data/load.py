@@ -91,20 +91,33 @@ def _python(spec: Any, example: dict[str, np.ndarray], field: str) -> Dataset:
     from edgekit.models.load import import_entrypoint
 
     fn = import_entrypoint(spec.python, f"{field}.python")
-    result = fn(split=spec.split)
-    if isinstance(result, Dataset):
-        ds = result
-    else:
-        samples, labels = [], []
-        for item in result:
-            feeds, label = (item if isinstance(item, tuple) else (item, None))
-            samples.append({k: np.asarray(v) for k, v in feeds.items()})
-            labels.append(label)
-        lab = np.asarray(labels) if labels and all(v is not None for v in labels) else None
-        ds = Dataset(spec.python, samples, lab, list(range(len(samples))))
-    for i, s in enumerate(ds.samples[:1]):
+    where = f"{field}.python: {spec.python}(split={spec.split!r})"
+    try:  # the user's code: whatever it raises, or yields, is a data failure named by the field
+        result = fn(split=spec.split)
+        if isinstance(result, Dataset):
+            ds = result
+        else:
+            samples, labels = [], []
+            for i, item in enumerate(result):
+                feeds, label = (item if isinstance(item, tuple) else (item, None))
+                if not isinstance(feeds, dict):
+                    raise DataError(f"{where}: sample {i} is {type(feeds).__name__}; allowed: a dict of input name "
+                                    "to array, or a (dict, label) tuple")
+                samples.append({k: np.asarray(v) for k, v in feeds.items()})
+                labels.append(label)
+            lab = np.asarray(labels) if labels and all(v is not None for v in labels) else None
+            ds = Dataset(spec.python, samples, lab, list(range(len(samples))))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+    for i, s in enumerate(ds.samples):
         if set(s) != set(example):
             raise DataError(f"{field}.python: sample {i} has inputs {sorted(s)}; the model takes {sorted(example)}")
+        for k, ex in example.items():
+            if s[k].shape[1:] != ex.shape[1:]:
+                raise DataError(f"{field}.python: sample {i} input {k!r} has shape {list(s[k].shape)}; "
+                                f"expected [1, {', '.join(map(str, ex.shape[1:]))}]")
     idx = _pick(len(ds), spec.samples, spec.seed)
     return Dataset(ds.name, [ds.samples[i] for i in idx], ds.labels[idx] if ds.labels is not None else None,
                    [ds.ids[i] if ds.ids else int(i) for i in idx])

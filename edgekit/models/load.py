@@ -91,8 +91,9 @@ def _torch_bundle(spec: Any, base_dir: Path) -> ModelBundle:
     factory = import_entrypoint(spec.python, "model.python")
     try:
         result = factory(**spec.kwargs)
-    except TypeError as exc:
-        raise ModelLoadError(f"model.python: calling {spec.python}(**{spec.kwargs}) failed: {exc}") from exc
+    except Exception as exc:  # the user's factory: whatever it raises is a model-load failure
+        raise ModelLoadError(f"model.python: calling {spec.python}(**{spec.kwargs}) failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
     if isinstance(result, ModelBundle):
         bundle = result
     elif isinstance(result, torch.nn.Module):
@@ -120,6 +121,11 @@ def _check_torch_inputs(module: Any, feeds: dict[str, np.ndarray], ref: str) -> 
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"inputs: {shapes} do not fit model {ref!r}: {first}") from exc
     outs = out if isinstance(out, (tuple, list)) else [out]
+    bad = [type(o).__name__ for o in outs if not isinstance(o, torch.Tensor)]
+    if bad:
+        got = f"a {type(out).__name__} holding {bad[0]}" if outs is out else type(out).__name__
+        raise ModelLoadError(f"model {ref!r}: forward returned {got}; allowed: "
+                             "a tensor or a tuple/list of tensors (wrap the model to return those)")
     return [o.detach().numpy() for o in outs]
 
 
