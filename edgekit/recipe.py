@@ -80,7 +80,7 @@ class DataSpec(Strict):
     builtin: Optional[Literal["digits", "digits_seg", "sentences"]] = None
     npz: Optional[str] = None
     python: Optional[str] = None
-    split: Literal["train", "test", "all"] = "test"
+    split: Optional[Literal["train", "test", "all"]] = None  # default: train to calibrate, test to evaluate
     samples: Optional[Annotated[int, Field(ge=1)]] = None
     seed: int = 0
 
@@ -95,6 +95,15 @@ class DataSpec(Strict):
 class DataSection(Strict):
     calibration: Optional[DataSpec] = None
     evaluation: Optional[DataSpec] = None
+
+    @model_validator(mode="after")
+    def _default_splits(self) -> "DataSection":
+        """Calibration never sees evaluation samples unless the recipe says so explicitly."""
+        if self.calibration is not None and self.calibration.split is None:
+            self.calibration.split = "train"
+        if self.evaluation is not None and self.evaluation.split is None:
+            self.evaluation.split = "test"
+        return self
 
 
 class VerifySpec(Strict):

@@ -182,3 +182,15 @@ def test_compress_golden_errors(cli, tmp_path, int8_pc_data, label, change, mess
     assert message in result.output, result.output
     assert "Traceback" not in result.output
     assert not out.exists(), list(out.rglob("*"))
+
+
+def test_data_splits_default_apart(int8_pc_data):
+    """Left out, calibration draws from train and evaluation from test: never the same images."""
+    from edgekit.recipe import parse_recipe
+
+    data = copy.deepcopy(int8_pc_data)
+    for section in ("calibration", "evaluation"):
+        data["data"][section].pop("split")
+    recipe = parse_recipe(data)
+    assert recipe.data.calibration.split == "train"
+    assert recipe.data.evaluation.split == "test"
