@@ -45,10 +45,11 @@ def benchmark_app_median(model: Path, seconds: float, threads: int) -> float:
     exe = shutil.which("benchmark_app", path=str(BIN)) or shutil.which("benchmark_app")
     res = subprocess.run([exe, "-m", str(model), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-api", "sync", "-nthreads",
                           str(threads), "-t", str(int(max(1, seconds)))], check=True, capture_output=True, text=True)
-    found = re.search(r"Median:\s+([\d.]+)\s*ms", res.stdout + res.stderr)  # it logs to stderr
+    # it logs to stderr, in ms or (for fast models) us
+    found = re.search(r"Median:\s+([\d.]+)\s*(ms|us)", res.stdout + res.stderr)
     if not found:
         raise RuntimeError(f"benchmark_app printed no median for {model}: {(res.stdout + res.stderr)[-400:]}")
-    return float(found.group(1))
+    return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0)
 
 
 def ort_loop_median(model: Path, seconds: float, threads: int) -> float:
@@ -106,7 +107,7 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "latency_vs_peers.json").write_text(json.dumps(rows, indent=2))
     print(f"medians in ms over {args.rounds} interleaved rounds of {args.seconds} s; "
-          f"JSON: {HERE / 'results' / 'profile.json'}")
+          f"JSON: {HERE / 'results' / 'latency_vs_peers.json'}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ def load_hf(path: str, seq_len: int = 128) -> ModelBundle:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     transformers = require("transformers", extra="hf")
+    transformers.utils.logging.disable_progress_bar()  # edgekit draws its own progress
     p = Path(path)
     if not (p / "config.json").is_file():
         raise ModelLoadError(f"model.hf: {path!r} is not a Hugging Face model directory (no config.json)")

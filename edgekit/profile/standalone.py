@@ -158,7 +158,7 @@ class OpenVINOModel:
                         "openvino": ov.get_version()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        res = self.request.infer({k: feeds[k] for k in self.input_names})
+        res = self.request.infer({k: feeds[k] for k in self.input_names}, share_inputs=True)  # no input copy
         return [np.asarray(v) for v in res.values()]
 
 
