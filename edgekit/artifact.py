@@ -90,7 +90,12 @@ def atomic_dir(final: Path, force: bool) -> Iterator[Path]:
         if final.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=parent))
             os.replace(final, trash / final.name)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:  # put the old artifact back before cleaning up
+                os.replace(trash / final.name, final)
+                trash.rmdir()
+                raise
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-import yaml
 
 import edgekit
 from edgekit import evaluate, verify
@@ -157,7 +156,7 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
                 metrics[art.name][rt] = {"parity": par, **evaluate.summary(metric, ref_score, value, higher)}
                 profile(f"{art.name}/{rt}", runner,
                         Target(art.name, rt, art.format, sha256_file(art.path), path=art.path, precision=art.precision,
-                               shown_path=art.path.relative_to(tmp).as_posix()))
+                               shown_path=art.path.relative_to(tmp).as_posix(), options=art.options.get(rt, {})))
                 runner.close()
 
         # files: reference data for later re-verification, the resolved recipe, manifest, report
@@ -208,7 +207,3 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         manifest["files"] += write_reports(tmp, manifest)
         write_json(tmp / MANIFEST, manifest)
     return RunResult(out_dir=final, manifest=manifest)
-
-
-def dump_recipe(recipe: Any) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -73,7 +73,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
         for rt in art["runs_on"]:
             if rt not in (runtimes or manifest["recipe"]["targets"]):
                 continue
-            runner = open_runner(rt, root / art["path"], threads)
+            runner = open_runner(rt, root / art["path"], threads, **(art.get("runtime_options") or {}).get(rt, {}))
             got = np.concatenate([np.asarray(runner.run({k: v[i : i + 1] for k, v in inputs.items()})[0]) for i in range(n)])
             res = parity(ref, got)
             check(res, spec, f"artifact {art['name']!r} on {rt}")

@@ -82,6 +82,8 @@ def _npz(spec: Any, example: dict[str, np.ndarray], field: str, base_dir: Path) 
                 f"{field}.npz: array {k!r} has shape {list(arrays[k].shape)}; expected [N, {', '.join(map(str, ex.shape[1:]))}]"
             )
     labels = arrays.get("labels")
+    if labels is not None and len(labels) != n:
+        raise DataError(f"{field}.npz: {path.name} has {len(labels)} labels for {n} samples; they must match")
     idx = _pick(n, spec.samples, spec.seed)
     samples = [{k: arrays[k][i : i + 1].astype(ex.dtype) for k, ex in example.items()} for i in idx]
     return Dataset(f"npz:{path.name}", samples, labels[idx] if labels is not None else None, [int(i) for i in idx])
@@ -115,9 +117,10 @@ def _python(spec: Any, example: dict[str, np.ndarray], field: str) -> Dataset:
         if set(s) != set(example):
             raise DataError(f"{field}.python: sample {i} has inputs {sorted(s)}; the model takes {sorted(example)}")
         for k, ex in example.items():
-            if s[k].shape[1:] != ex.shape[1:]:
+            if s[k].shape != ex.shape:  # one sample per feed, exactly the model's input shape
                 raise DataError(f"{field}.python: sample {i} input {k!r} has shape {list(s[k].shape)}; "
-                                f"expected [1, {', '.join(map(str, ex.shape[1:]))}]")
+                                f"expected {list(ex.shape)}")
+            s[k] = s[k].astype(ex.dtype, copy=False)
     idx = _pick(len(ds), spec.samples, spec.seed)
     return Dataset(ds.name, [ds.samples[i] for i in idx], ds.labels[idx] if ds.labels is not None else None,
                    [ds.ids[i] if ds.ids else int(i) for i in idx])

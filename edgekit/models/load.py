@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edgekit.artifact import sha256_file
 from edgekit.errors import ModelLoadError
 from edgekit.models.bundle import ModelBundle
 
@@ -37,14 +38,6 @@ def _feeds_from_specs(specs: list[Any]) -> dict[str, np.ndarray]:
         dt = DTYPES[s.dtype]
         out[s.name] = (np.ones if np.issubdtype(dt, np.integer) else np.zeros)(s.shape, dtype=dt)
     return out
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sha256_module(module: Any) -> str:
@@ -202,7 +195,7 @@ def _load_onnx(spec: Any, inputs: Optional[list[Any]], base_dir: Path) -> Loaded
     return LoadedModel(
         source_kind="onnx",
         source_ref=str(path),
-        sha256=_sha256_file(path),
+        sha256=sha256_file(path),
         torch_model=None,
         onnx_path=path,
         input_names=list(example),

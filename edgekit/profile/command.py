@@ -46,7 +46,8 @@ def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
             if not (root / a["path"]).is_file():
                 raise UsageError(f"{root}: artifact {a['name']!r}: {a['path']} listed in the manifest is missing")
             jobs.append(Job(Target(a["name"], rt, a["format"], shas[a["path"]], path=root / a["path"],
-                                   precision=a["precision"], shown_path=a["path"]), feeds))
+                                   precision=a["precision"], shown_path=a["path"],
+                                   options=(a.get("runtime_options") or {}).get(rt, {})), feeds))
     return jobs
 
 
@@ -141,7 +142,7 @@ def profile(what: Path, spec: Any, backend: Optional[str] = None, device: str = 
         if job.runner is None and spec.isolation == "in_process" and device == "local":
             from edgekit.runners import open_runner
 
-            job.runner = open_runner(job.target.runtime, job.target.path, spec.threads)
+            job.runner = open_runner(job.target.runtime, job.target.path, spec.threads, **job.target.options)
         if job.runner is not None:
             if device != "local":
                 raise UsageError(f"{key}: {job.target.runtime} runs only on --device local here")

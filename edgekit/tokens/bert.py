@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from edgekit.errors import StageError
-from edgekit.tokens.merge import Tokens, attention, restore
+from edgekit.tokens.merge import Tokens, attention, restore, split_heads
 from edgekit.tokens.plan import Method, reduce_step
 
 
@@ -44,11 +44,6 @@ def is_bert(model: Any) -> bool:
 
 def depth(model: Any) -> int:
     return len(_bert(model).encoder.layer)
-
-
-def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    b, n, c = t.shape
-    return t.reshape(b, n, heads, c // heads).transpose(1, 2)
 
 
 class ReducedBert(nn.Module):
@@ -85,7 +80,7 @@ class ReducedBert(nn.Module):
         for layer, r in zip(self.bert.encoder.layer, self.removed):
             sa, so = layer.attention.self, layer.attention.output
             heads = sa.num_attention_heads
-            q, k, v = (_heads(f(t.x), heads) for f in (sa.query, sa.key, sa.value))
+            q, k, v = (split_heads(f(t.x), heads) for f in (sa.query, sa.key, sa.value))
             keys = t.size if self.proportional else (t.size > 0).to(x.dtype)
             ctx, probs = attention(q, k, v, (q.shape[-1]) ** -0.5, keys.log().squeeze(-1)[:, None, None, :])
             t = Tokens(so.LayerNorm(so.dense(ctx) + t.x), t.size, t.source)

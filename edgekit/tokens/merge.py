@@ -182,6 +182,12 @@ def token_counts(n: int, removed: list[int]) -> list[int]:
     return counts
 
 
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, tokens, width) -> (batch, heads, tokens, width / heads), for the adapters."""
+    b, n, c = t.shape
+    return t.reshape(b, n, heads, c // heads).transpose(1, 2)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
               bias: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain softmax attention over (B, H, N, D) with an optional additive key bias (mask and/or

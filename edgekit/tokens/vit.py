@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from edgekit.errors import StageError
-from edgekit.tokens.merge import Tokens, attention, proportional_bias, restore
+from edgekit.tokens.merge import Tokens, attention, proportional_bias, restore, split_heads
 from edgekit.tokens.plan import Method, reduce_step
 
 
@@ -41,11 +41,6 @@ class BlockView:
     out: Callable[[torch.Tensor], torch.Tensor]
     norm2: Callable[[torch.Tensor], torch.Tensor]
     mlp: Callable[[torch.Tensor], torch.Tensor]
-
-
-def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    b, n, c = t.shape
-    return t.reshape(b, n, heads, c // heads).transpose(1, 2)
 
 
 def _edgekit_block(blk: Any) -> BlockView:
@@ -68,7 +63,7 @@ def _hf_block(layer: Any, heads: int) -> BlockView:
         q, k, v, o = att.attention.query, att.attention.key, att.attention.value, att.output.dense
         mlp = lambda h: layer.output.dense(layer.intermediate(h))  # noqa: E731
     scale = (q.out_features // heads) ** -0.5
-    return BlockView(layer.layernorm_before, lambda h: (_heads(q(h), heads), _heads(k(h), heads), _heads(v(h), heads)),
+    return BlockView(layer.layernorm_before, lambda h: (split_heads(q(h), heads), split_heads(k(h), heads), split_heads(v(h), heads)),
                      scale, o, layer.layernorm_after, mlp)
 
 
