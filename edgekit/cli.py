@@ -178,7 +178,7 @@ def profile(
     threads: int = typer.Option(2, "--threads", min=1),
     warmup: float = typer.Option(1.0, "--warmup", min=0.0, help="warm-up seconds"),
     min_duration: float = typer.Option(3.0, "--min-duration", min=0.0, help="timed seconds, at least"),
-    min_iters: int = typer.Option(64, "--min-iters", min=1, help="timed runs, at least (p90 bound needs 64)"),
+    min_iters: int = typer.Option(64, "--min-iters", min=1, help="timed runs, at least (a 99% p90 bound needs 44; MLPerf uses 64)"),
     max_duration: float = typer.Option(60.0, "--max-duration", min=0.001, help="hard cap on timed seconds"),
     in_process: bool = typer.Option(False, "--in-process", help="ONNX Runtime/OpenVINO in this process, not a fresh one"),
     energy: str = typer.Option("none", "--energy", help="none | auto | rapl | nvml | jetson | external | estimate"),

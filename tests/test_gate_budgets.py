@@ -96,7 +96,7 @@ def test_too_few_samples_for_the_p90_bound_is_inconclusive(cli, digits_run, tmp_
     gates = recipe_with(tmp_path, {"latency_p90_ms": 1e6})
     r = cli("gate", "--profile", short, "-r", gates)
     assert r.exit_code == 3, r.output
-    assert "needs at least 64" in r.output
+    assert "needs at least 44" in r.output
     assert cli("gate", "--profile", short, "-r", gates, "--strict").exit_code == 1
 
 

@@ -29,7 +29,7 @@ def _limit_check(name: str, subject: str, measured: Optional[float], limit: floa
 def _p90(name: str, key: str, m: Measurement, limit: float) -> Check:
     if m.p90_upper_bound_ms is None:
         return Check("budget", name, key, "inconclusive", None, limit, "ms",
-                     f"{m.n} samples: the p90 early-stopping bound needs at least 64 (sample p90 {m.p90_ms:.4g} ms)")
+                     f"{m.n} samples: the p90 early-stopping bound needs at least 44 (sample p90 {m.p90_ms:.4g} ms)")
     return _limit_check(name, key, m.p90_upper_bound_ms, limit, "ms", True, "p90 upper bound (99% conf.)")
 
 
