@@ -147,17 +147,21 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
                     skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
                     continue
                 runner = open_runner(rt, art.path, threads, **art.options.get(rt, {}))
-                where = f"artifact {art.name!r} on {rt}"
-                out = _outputs(runner.run, samples, progress(f"verifying {art.name} on {rt}", len(samples)))
-                par = verify.parity(ref_out[:nv], out[:nv])
-                verify.check(par, recipe.verify, where)
-                value = evaluate.value(metric, user_eval, runner, evald, out, ref_out, labels, where)
-                evaluate.check(metric, ref_score, value, recipe.accuracy.max_drop, where, higher)
-                metrics[art.name][rt] = {"parity": par, **evaluate.summary(metric, ref_score, value, higher)}
-                profile(f"{art.name}/{rt}", runner,
-                        Target(art.name, rt, art.format, sha256_file(art.path), path=art.path, precision=art.precision,
-                               shown_path=art.path.relative_to(tmp).as_posix(), options=art.options.get(rt, {})))
-                runner.close()
+                try:
+                    where = f"artifact {art.name!r} on {rt}"
+                    out = _outputs(runner.run, samples, progress(f"verifying {art.name} on {rt}", len(samples)))
+                    par = verify.parity(ref_out[:nv], out[:nv])
+                    verify.check(par, recipe.verify, where)
+                    value = evaluate.value(metric, user_eval, runner, evald, out, ref_out, labels, where)
+                    evaluate.check(metric, ref_score, value, recipe.accuracy.max_drop, where, higher)
+                    metrics[art.name][rt] = {"parity": par, **evaluate.summary(metric, ref_score, value, higher)}
+                    profile(f"{art.name}/{rt}", runner,
+                            Target(art.name, rt, art.format, sha256_file(art.path), path=art.path,
+                                   precision=art.precision, shown_path=art.path.relative_to(tmp).as_posix(),
+                                   options=art.options.get(rt, {})))
+                finally:
+                    runner.close()
+        ref_runner.close()
 
         # files: reference data for later re-verification, the resolved recipe, manifest, report
         np.savez_compressed(tmp / "reference.npz", **{f"input.{k}": np.concatenate([s[k] for s in samples[:nv]])
