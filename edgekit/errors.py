@@ -66,3 +66,10 @@ class Inconclusive(EdgekitError):
     """The measurement was too noisy to decide."""
 
     exit_code = 3
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of a library's exception (its type name if it has no message):
+    what a one-line error quotes of a cause that may span pages or be empty."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__

@@ -16,7 +16,7 @@ import edgekit
 from edgekit import evaluate, verify
 from edgekit.artifact import MANIFEST, atomic_dir, file_entry, write_json
 from edgekit.backends import extra_installed
-from edgekit.errors import BackendUnavailable, EdgekitError, RecipeError, StageError
+from edgekit.errors import BackendUnavailable, EdgekitError, RecipeError, StageError, first_line
 from edgekit.recipe import LoadedRecipe, required_extras
 from edgekit.stage import REGISTRY
 from edgekit.state import Artifact, Dataset, ModelState
@@ -63,8 +63,7 @@ def _run_stages(loaded: LoadedRecipe, state: ModelState) -> list[dict[str, Any]]
         except EdgekitError:
             raise
         except Exception as exc:  # a library failing mid-stage: name the stage, keep the cause
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise StageError(f"stages[{i}] ({cfg.kind}) failed: {type(exc).__name__}: {first}") from exc
+            raise StageError(f"stages[{i}] ({cfg.kind}) failed: {type(exc).__name__}: {first_line(exc)}") from exc
         records.append(record.model_dump())
     return records
 

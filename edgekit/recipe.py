@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgekit import stage as stage_registry
-from edgekit.errors import RecipeError
+from edgekit.errors import RecipeError, first_line
 from edgekit.profile.energy import EnergySpec
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -407,7 +407,7 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise RecipeError(f"{p}:{where}: invalid YAML: {problem}") from None
     recipe = parse_recipe(data, str(p))
     return LoadedRecipe(

@@ -61,3 +61,4 @@ def test_early_stopping_needs_enough_samples():
     bound = early_stopping_upper(x, 0.90, 0.99)
     assert 900 < bound <= 930  # above the sample p90, within a few percent of it at n=1000
     assert early_stopping_upper(np.ones(20), 0.90, 0.99) is None
+

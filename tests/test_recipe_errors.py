@@ -164,6 +164,15 @@ RUN_CASES = [
         "data.calibration.npz: wrong.npz has no array named ['x']; it has ['y']",
     ),
     (
+        "two stages scanning sensitivity",
+        lambda d, tmp: (
+            d["stages"][1].update(sensitivity=True, name="int8a"),
+            d["stages"].append({"kind": "quantize.int8", "name": "int8b", "sensitivity": True}),
+        ),
+        "stages[2].sensitivity: an earlier stage already scanned sensitivity into sensitivity.json; "
+        "allowed: one quantize stage with sensitivity or accuracy_aware per recipe",
+    ),
+    (
         "exclude pattern that matches no node",
         lambda d, tmp: d["stages"][1].update(exclude=["re:.*classifer.*"]),
         "stages[1].exclude: pattern 're:.*classifer.*' matches no node of the graph",

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from edgekit.backends import require
-from edgekit.errors import ExportError, StageError
+from edgekit.errors import ExportError, StageError, first_line
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
 
@@ -70,8 +70,7 @@ def export_torch(module, example: dict[str, np.ndarray], out: Path, cfg: ExportO
                                          optimize=True)
                 prog.save(str(out))
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"export.onnx: {cfg.exporter} exporter failed: {first}") from exc
+            raise ExportError(f"export.onnx: {cfg.exporter} exporter failed: {first_line(exc)}") from exc
 
 
 def check_parity(path: Path, module, samples: list[dict[str, np.ndarray]], rtol: float, where: str) -> float:
@@ -112,7 +111,7 @@ class ExportOnnx(Stage):
         try:
             onnx.checker.check_model(str(out), full_check=True)
         except Exception as exc:
-            raise ExportError(f"export.onnx: onnx.checker rejects {out.name}: {str(exc).splitlines()[0]}") from exc
+            raise ExportError(f"export.onnx: onnx.checker rejects {out.name}: {first_line(exc)}") from exc
         samples = [state.example]
         if state.calibration is not None:
             samples += state.calibration.samples[:4]

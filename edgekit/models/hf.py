@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends import require
-from edgekit.errors import ModelLoadError
+from edgekit.errors import ModelLoadError, first_line
 from edgekit.models.bundle import ModelBundle
 
 
@@ -75,7 +75,7 @@ def load_hf(path: str, seq_len: int = 128) -> ModelBundle:
             model = transformers.AutoModel.from_pretrained(p)
             names = ["pixel_values"] if vision else ["input_ids", "attention_mask"]
     except Exception as exc:  # transformers raises many types for a bad directory
-        raise ModelLoadError(f"model.hf: cannot load {path!r}: {str(exc).splitlines()[0]}") from exc
+        raise ModelLoadError(f"model.hf: cannot load {path!r}: {first_line(exc)}") from exc
     model.eval()
     if names == ["pixel_values"]:
         size = getattr(config, "image_size", 224)

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgekit.artifact import sha256_file
-from edgekit.errors import ModelLoadError
+from edgekit.errors import ModelLoadError, first_line
 from edgekit.models.bundle import ModelBundle
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
@@ -111,8 +111,7 @@ def _check_torch_inputs(module: Any, feeds: dict[str, np.ndarray], ref: str) -> 
             out = module(*[torch.from_numpy(v) for v in feeds.values()])
         except Exception as exc:
             shapes = {k: list(v.shape) for k, v in feeds.items()}
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"inputs: {shapes} do not fit model {ref!r}: {first}") from exc
+            raise ModelLoadError(f"inputs: {shapes} do not fit model {ref!r}: {first_line(exc)}") from exc
     outs = out if isinstance(out, (tuple, list)) else [out]
     bad = [type(o).__name__ for o in outs if not isinstance(o, torch.Tensor)]
     if bad:

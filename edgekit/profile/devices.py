@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgekit.errors import BackendUnavailable, UsageError
+from edgekit.errors import BackendUnavailable, UsageError, first_line
 
 STANDALONE = Path(__file__).with_name("standalone.py")
 
@@ -70,7 +70,7 @@ def load_devices(path: Optional[Path]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"{path}: invalid YAML: {first_line(exc)}") from None
     try:
         parsed = DevicesFile.model_validate(data)
     except ValidationError as exc:

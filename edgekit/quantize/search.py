@@ -53,6 +53,9 @@ def sensitivity_then_search(state: ModelState, plan: Any, candidates: list[str],
     max_drop = state.recipe.accuracy.max_drop if state.recipe is not None else None
     if aa.enabled and (max_drop is None or state.evaluation is None):
         raise RecipeError("accuracy_aware.enabled: needs accuracy.max_drop and data.evaluation in the recipe")
+    if (state.workdir.parent / sens.SENSITIVITY_FILE).exists():
+        raise RecipeError(f"sensitivity: an earlier stage already scanned sensitivity into {sens.SENSITIVITY_FILE}; "
+                          "allowed: one quantize stage with sensitivity or accuracy_aware per recipe")
     t0 = time.perf_counter()
     part = sens.subset(data, aa.samples)
     part_ref = sens.outputs(plan.prepared, part.samples, state.threads)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgekit.backends import require
-from edgekit.errors import BackendUnavailable, ModelLoadError
+from edgekit.errors import BackendUnavailable, ModelLoadError, first_line
 from edgekit.profile.standalone import OpenVINOModel, OrtModel
 
 RUNTIMES = ("pytorch", "onnxruntime", "openvino", "tensorrt")
@@ -53,8 +53,7 @@ class OrtRunner(OrtModel, Runner):
         try:
             OrtModel.__init__(self, ort, str(path), threads, providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelLoadError(f"onnxruntime: cannot load {path}: {first}") from exc
+            raise ModelLoadError(f"onnxruntime: cannot load {path}: {first_line(exc)}") from exc
 
 
 class OpenVINORunner(OpenVINOModel, Runner):
@@ -63,7 +62,7 @@ class OpenVINORunner(OpenVINOModel, Runner):
         try:
             OpenVINOModel.__init__(self, ov, str(path), threads, device, precision)
         except RuntimeError as exc:
-            raise BackendUnavailable(f"openvino: cannot compile {path.name} on {device}: {str(exc).splitlines()[0]}") from exc
+            raise BackendUnavailable(f"openvino: cannot compile {path.name} on {device}: {first_line(exc)}") from exc
 
 
 def open_runner(runtime: str, path: Path, threads: int, **options: Any) -> Runner:
