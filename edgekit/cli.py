@@ -100,13 +100,26 @@ def compress(
     loaded = load_recipe(recipe)
     with _progress(not quiet and sys.stderr.isatty()) as progress:
         result = run(loaded, out_dir, force=force, progress=progress)
-    table = Table(title=f"{loaded.recipe.name} → {result.out_dir}")
-    for col in ("artifact", "runtime", "precision", "size MB", "metric", "value", "drop", "cosine", "p50 ms", "p90 ms"):
+    m = result.manifest
+    cls = m["environment"]["cpu"]["class"]
+    table = Table(title=f"{loaded.recipe.name} → {result.out_dir}  (measured here: {cls}, {m['environment']['cpu']['model']})")
+    for col in ("artifact", "runtime", "precision", "size MB", "metric", "value", "drop", "cosine",
+                f"p50 ms ({cls})", f"p90 ms ({cls})"):
         table.add_column(col, justify="left" if col in ("artifact", "runtime", "precision", "metric") else "right")
     for r in summary_rows(result.manifest):
         table.add_row(r["artifact"], r["runtime"], _fmt(r["precision"]), _fmt(r["size_mb"], 3), _fmt(r["metric"]),
                       _fmt(r["value"]), _fmt(r["drop"]), _fmt(r["cosine"]), _fmt(r["p50_ms"], 3), _fmt(r["p90_ms"], 3))
     out.print(table)
+    _print_where_verified(m)
+
+
+def _print_where_verified(manifest: dict) -> None:
+    from edgekit.report import verified_lines
+
+    for line in verified_lines(manifest):
+        out.print(line, markup=False, highlight=False)
+    for w in manifest.get("warnings") or []:
+        err.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -151,8 +164,15 @@ def doctor() -> None:
         v = version_of(module)
         table.add_row(module, v or "[red]not installed[/red]", extra)
     out.print(table)
+    from edgekit import emulate
+    from edgekit.cpu import DESCRIPTIONS, QEMU_MODELS, classify, describe
+
     cpu = cpu_info()
     out.print(f"CPU: {cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores)")
+    out.print(f"CPU class: {describe(cpu)} — {DESCRIPTIONS.get(classify(cpu), 'unknown')}", markup=False)
+    qemu = emulate.qemu_binary()
+    out.print("emulated verification: " + (f"{', '.join(f'{c} (qemu {m})' for c, m in QEMU_MODELS.items())} via {qemu}"
+                                           if qemu else f"unavailable: {emulate.INSTALL_HINT}"), markup=False)
     flags = cpu["flags"]
     out.print("flags: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()))
     gpus = gpu_info()
@@ -163,9 +183,15 @@ def doctor() -> None:
 def inspect(artifact_dir: Path = typer.Argument(..., help="an out/<name> directory")) -> None:
     """Show what an artifact holds: files, stages, metrics and latency."""
     from edgekit.artifact import read_manifest
+    from edgekit.cpu import local_class
     from edgekit.report import markdown
+    from edgekit.verify import unverified_here
 
-    out.print(markdown(read_manifest(artifact_dir)), markup=False, highlight=False)
+    manifest = read_manifest(artifact_dir)
+    out.print(markdown(manifest), markup=False, highlight=False)
+    warning = unverified_here(manifest, local_class())
+    if warning:
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

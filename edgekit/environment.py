@@ -17,10 +17,13 @@ def versions() -> dict[str, str | None]:
 
 
 def fingerprint() -> dict[str, Any]:
+    from edgekit.cpu import describe
+
+    cpu = cpu_info()
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions(),
-        "cpu": cpu_info(),
+        "cpu": {**cpu, "class": describe(cpu)},
         "gpus": gpu_info(),
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -68,145 +68,318 @@ def _run_stages(loaded: LoadedRecipe, state: ModelState) -> list[dict[str, Any]]
     return records
 
 
-def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
-        progress: Optional[Progress] = None) -> RunResult:
+@dataclass
+class Loaded:
+    """Phase 1's result: the model, its data, and the state the stages walk."""
+
+    lm: Any
+    calib: Optional[Dataset]
+    evald: Optional[Dataset]
+    state: ModelState
+    info: dict[str, Any]
+
+
+@dataclass
+class Reference:
+    """Phase 3's result: what every artifact is judged against."""
+
+    runner: Any
+    runtime: str
+    samples: list[dict[str, np.ndarray]]
+    labels: Optional[np.ndarray]
+    outputs: np.ndarray
+    metric: str
+    score: float
+    user_eval: Any
+    nv: int  # samples used for parity
+
+
+@dataclass
+class Verification:
+    """Phases 4-5: per artifact and runtime, metrics and where it was verified; skipped pairs,
+    classes left unverified and warnings for the summary."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    verified_on: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    not_verified: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    measurements: dict[str, Any] = field(default_factory=dict)
+
+
+def _load(loaded: LoadedRecipe, models_dir: Path, progress: Progress) -> Loaded:
     from edgekit.data.load import load_data
     from edgekit.models.load import load_model
-    from edgekit.artifact import sha256_file
-    from edgekit.profile.devices import LocalDevice
-    from edgekit.profile.run import Target, measure_job, measure_runner
-    from edgekit.profile.schema import new_profile
+
+    recipe = loaded.recipe
+    lm = load_model(recipe.model, recipe.inputs, loaded.base_dir)
+    info = dict(lm.info)
+    calib = evald = None
+    if recipe.data.calibration:
+        calib = load_data(recipe.data.calibration, lm.example, "data.calibration", loaded.base_dir, info)
+    if recipe.data.evaluation:
+        evald = load_data(recipe.data.evaluation, lm.example, "data.evaluation", loaded.base_dir, info)
+    state = ModelState(
+        torch_model=lm.torch_model, input_names=lm.input_names, output_names=lm.output_names,
+        example=lm.example, workdir=models_dir, calibration=calib, evaluation=evald, recipe=recipe,
+        progress=progress, threads=recipe.profile.threads,
+    )
+    if lm.onnx_path is not None:
+        copy = models_dir / "fp32.onnx"
+        shutil.copyfile(lm.onnx_path, copy)
+        state.onnx_path = copy
+        state.add(Artifact("fp32", copy, "onnx", "fp32", "source", ("onnxruntime", "openvino")))
+    return Loaded(lm, calib, evald, state, info)
+
+
+def _reference(loaded: LoadedRecipe, ld: Loaded, progress: Progress) -> Reference:
+    """The source model's outputs on the evaluation set (or what data there is) and its score."""
     from edgekit.runners import TorchRunner, open_runner
+
+    recipe, lm, evald, calib = loaded.recipe, ld.lm, ld.evald, ld.calib
+    samples = evald.samples if evald else (calib.samples[: recipe.verify.samples] if calib else [lm.example])
+    labels = evald.labels if evald else None
+    threads = recipe.profile.threads
+    if lm.torch_model is not None:
+        runner: Any = TorchRunner(lm.torch_model, threads)
+    else:
+        runner = open_runner("onnxruntime", lm.onnx_path, threads)
+    try:
+        out = _outputs(runner.run, samples, progress("reference outputs", len(samples)))
+        user_eval = evaluate.load_evaluator(recipe.accuracy, evald)
+        metric = recipe.accuracy.evaluator or evaluate.choose_metric(recipe.accuracy.metric, labels, out)
+        score = evaluate.value(metric, user_eval, runner, evald, out, out, labels, "the reference")
+    except BaseException:
+        runner.close()
+        raise
+    return Reference(runner, runner.runtime, samples, labels, out, metric, score, user_eval,
+                     min(recipe.verify.samples, len(samples)))
+
+
+def _profiler(loaded: LoadedRecipe, ref: Reference, ver: Verification, progress: Progress) -> Callable[..., None]:
+    from edgekit.profile.devices import LocalDevice
+    from edgekit.profile.run import measure_job, measure_runner
+
+    pspec = loaded.recipe.profile
+
+    def profile(key: str, runner: Any, target: Any) -> None:
+        if not pspec.enabled:
+            return
+        if pspec.isolation == "subprocess" and target.runtime in ("onnxruntime", "openvino"):
+            ver.measurements[key] = measure_job(target, ref.samples[0], pspec, loaded.base_dir, "local", LocalDevice())
+        else:
+            ver.measurements[key] = measure_runner(target, runner, ref.samples[0], pspec, loaded.base_dir,
+                                                   progress(f"profiling {key}", pspec.min_iters))
+
+    return profile
+
+
+def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, progress: Progress) -> Verification:
+    """Every artifact on every target runtime that runs it, on this machine: parity against the
+    reference, the task metric against the budget, then latency."""
+    from edgekit.artifact import sha256_file
+    from edgekit.cpu import describe
+    from edgekit.environment import cpu_info
+    from edgekit.profile.run import Target
+    from edgekit.runners import open_runner
+
+    recipe, lm = loaded.recipe, ld.lm
+    ver = Verification()
+    ver.metrics["reference"] = {"runtime": ref.runtime, "metric": ref.metric, "value": ref.score,
+                                "samples": len(ref.samples)}
+    profile = _profiler(loaded, ref, ver, progress)
+    profile(f"reference/{ref.runtime}", ref.runner,
+            Target("reference", ref.runtime, "pytorch" if ref.runtime == "pytorch" else "onnx", lm.sha256,
+                   path=lm.onnx_path, shown_path=lm.source_ref))
+    cpu = cpu_info()
+    here = {"cpu_class": describe(cpu), "mode": "native", "cpu_model": cpu["model"],
+            "cpu_flags": sorted(f for f, on in cpu["flags"].items() if on)}
+    for art in ld.state.artifacts:
+        ver.metrics[art.name] = {}
+        ver.verified_on[art.name] = []
+        for rt in recipe.targets:
+            if rt not in art.runs_on:
+                ver.skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
+                continue
+            runner = open_runner(rt, art.path, recipe.profile.threads, **art.options.get(rt, {}))
+            try:
+                where = f"artifact {art.name!r} on {rt} ({here['cpu_class']}, native)"
+                out = _outputs(runner.run, ref.samples, progress(f"verifying {art.name} on {rt}", len(ref.samples)))
+                par = verify.parity(ref.outputs[: ref.nv], out[: ref.nv])
+                verify.check(par, recipe.verify, where)
+                value = evaluate.value(ref.metric, ref.user_eval, runner, ld.evald, out, ref.outputs, ref.labels, where)
+                evaluate.check(ref.metric, ref.score, value, recipe.accuracy.max_drop, where,
+                               recipe.accuracy.higher_is_better)
+                summary = evaluate.summary(ref.metric, ref.score, value, recipe.accuracy.higher_is_better)
+                ver.metrics[art.name][rt] = {"parity": par, **summary}
+                ver.verified_on[art.name].append({"runtime": rt, **here, **_entry(par, summary, len(ref.samples))})
+                profile(f"{art.name}/{rt}", runner,
+                        Target(art.name, rt, art.format, sha256_file(art.path), path=art.path,
+                               precision=art.precision, shown_path=art.path.relative_to(tmp).as_posix(),
+                               options=art.options.get(rt, {})))
+            finally:
+                runner.close()
+    return ver
+
+
+def _entry(par: dict[str, Any], summary: Optional[dict[str, Any]], samples: int) -> dict[str, Any]:
+    out = {"parity_samples": par["samples"], "cosine_mean": par["cosine_mean"], "cosine_worst": par["cosine_worst"],
+           "top1_agreement": par.get("top1_agreement"), "passed": True,
+           "verified_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if summary is not None:
+        out.update(metric=summary["metric"], value=summary["value"], reference=summary["reference"],
+                   metric_samples=samples)
+    return out
+
+
+def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Verification,
+                     progress: Progress) -> None:
+    """Each deploy class this machine is not, again under QEMU where it can be emulated; the rest
+    is recorded as not verified with the reason, never as passed."""
+    from edgekit import emulate
+    from edgekit.cpu import local_class
+
+    recipe = loaded.recipe
+    p = emulate.plan(recipe.deploy.classes(), local_class(), recipe.verify.emulate)
+    ver.not_verified.update(p.unverified)
+    jobs = [(art, rt) for art in ld.state.artifacts for rt in recipe.targets
+            if rt in art.runs_on and rt in ("onnxruntime", "openvino")]
+    if not p.emulated or not jobs:
+        return
+    n = min(ref.nv, recipe.verify.emulate_samples or ref.nv)
+    inputs = {k: np.concatenate([s[k] for s in ref.samples[:n]]) for k in ld.lm.input_names}
+    models = [{"key": f"{art.name}/{rt}", "runtime": rt, "model": str(art.path), "options": art.options.get(rt, {})}
+              for art, rt in jobs]
+    builtin = ref.user_eval is None
+    labels = ref.labels[:n] if ref.labels is not None else None
+    ref_value = evaluate.score(ref.metric, ref.outputs[:n], ref.outputs[:n], labels) if builtin else None
+    for cls, qemu_model in p.emulated.items():
+        tick = progress(f"verifying under emulated {cls} (qemu {qemu_model})", 1)
+        try:
+            res = emulate.run_outputs(cls, models, inputs, recipe.profile.threads)
+        except emulate.EmulationError as exc:
+            ver.not_verified[cls] = str(exc)
+            ver.warnings.append(f"not verified on {cls}: {exc}")
+            continue
+        finally:
+            tick(1)
+        for art, rt in jobs:
+            key = f"{art.name}/{rt}"
+            if key in res.errors:
+                ver.warnings.append(f"{key} did not run under emulated {cls}: {res.errors[key]}")
+                ver.not_verified.setdefault(cls, f"{key} did not run under emulation: {res.errors[key]}")
+                continue
+            got = res.outputs[key]
+            par = verify.parity(ref.outputs[:n], got)
+            verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} under emulated {cls} (qemu {qemu_model})")
+            summary = None
+            if builtin and ref_value is not None:
+                summary = evaluate.summary(ref.metric, ref_value, evaluate.score(ref.metric, got, ref.outputs[:n], labels),
+                                           recipe.accuracy.higher_is_better)
+            ver.verified_on[art.name].append({
+                "runtime": rt, "cpu_class": cls, "mode": "emulated", "cpu_model": f"QEMU {qemu_model}",
+                "emulator": f"qemu-x86_64 -cpu {qemu_model}", "host_cpu": res.host_cpu,
+                "seconds": round(res.seconds, 1), **_entry(par, summary, n)})
+
+
+def _speed_warnings(manifest: dict[str, Any]) -> list[str]:
+    """An INT8 artifact slower than its fp32 on this machine is worth a line: whether INT8 pays
+    depends on the CPU class (FACTS.md: NNCF INT8 0.84x fp32 on x86-avx2, 3.6x on x86-vnni)."""
+    prof = manifest.get("profile") or {}
+    cls = manifest["environment"]["cpu"].get("class", "?")
+    precision = {a["name"]: a["precision"] for a in manifest["artifacts"]}
+    out = []
+    for rt in manifest["recipe"]["targets"]:
+        base = prof.get(f"fp32/{rt}") or (prof.get("reference/onnxruntime") if rt == "onnxruntime" else None)
+        if not base or not base.get("median_ms"):
+            continue
+        for name, prec in precision.items():
+            m = prof.get(f"{name}/{rt}")
+            if prec in ("int8", "mixed") and m and m.get("median_ms"):
+                ratio = base["median_ms"] / m["median_ms"]
+                if ratio < 1.0:
+                    out.append(f"{name} is {ratio:.2f}x fp32 speed on {rt} here ({cls}): slower than float")
+    return out
+
+
+def _manifest(loaded: LoadedRecipe, ld: Loaded, records: list[dict[str, Any]], ver: Verification,
+              tmp: Path) -> dict[str, Any]:
+    """The one place the manifest is assembled from the phases' results."""
+    from edgekit.environment import fingerprint
+    from edgekit.profile.schema import new_profile
+
+    recipe, lm, state = loaded.recipe, ld.lm, ld.state
+    files = [file_entry(tmp, a.path, a.format, a.precision) for a in state.artifacts]
+    files += [file_entry(tmp, a, "extra") for art in state.artifacts for a in art.extra_files]
+    files += [file_entry(tmp, tmp / "reference.npz", "npz"), file_entry(tmp, tmp / "recipe.yaml", "yaml")]
+    if (tmp / "sensitivity.json").is_file():  # written by quantize stages that scan sensitivity
+        files.append(file_entry(tmp, tmp / "sensitivity.json", "json"))
+    prof = new_profile(ver.measurements)
+    env = fingerprint()
+    manifest: dict[str, Any] = {
+        "schema": 1,
+        "edgekit_version": edgekit.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "name": recipe.name,
+        "recipe": recipe.model_dump(mode="json"),
+        "recipe_sha256": loaded.sha256,
+        "recipe_file": str(loaded.path),
+        "source_model": {"kind": lm.source_kind, "ref": lm.source_ref, "sha256": lm.sha256, "task": lm.task},
+        "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in lm.example.items()},
+        "outputs": lm.output_names,
+        "data": {
+            "calibration": ld.calib.identity(ld.calib.name) if ld.calib else None,
+            "evaluation": ld.evald.identity(ld.evald.name) if ld.evald else None,
+        },
+        "artifacts": [
+            {"name": a.name, "path": a.path.relative_to(tmp).as_posix(), "format": a.format,
+             "precision": a.precision, "produced_by": a.produced_by, "runs_on": list(a.runs_on),
+             "bytes": a.size_bytes(), "runtime_options": a.options, "verified_on": ver.verified_on.get(a.name, [])}
+            for a in state.artifacts
+        ],
+        "deploy": {"cpus": recipe.deploy.classes(), "built_on": env["cpu"]["class"],
+                   "not_verified": ver.not_verified},
+        "files": files,
+        "stages": records,
+        "metrics": ver.metrics,
+        "skipped": ver.skipped,
+        "profile": prof.for_manifest(),  # profile.json's measurements without the raw samples
+        "environment": env,
+    }
+    manifest["warnings"] = ver.warnings + _speed_warnings(manifest)
+    if ver.measurements:
+        write_json(tmp / "profile.json", prof.to_json())
+        manifest["files"].append(file_entry(tmp, tmp / "profile.json", "json"))
+    return manifest
+
+
+def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
+        progress: Optional[Progress] = None) -> RunResult:
+    """Load, run the stages, take the reference, verify natively and under emulation, write the
+    files and the manifest; all inside a temp dir that becomes out/<name> only at the end."""
+    from edgekit.report_html import write_reports
 
     progress = progress or _no_progress
     recipe = loaded.recipe
     check_extras(loaded)
-    final = Path(out_root) / recipe.name
-    with atomic_dir(final, force) as tmp:
+    with atomic_dir(Path(out_root) / recipe.name, force) as tmp:
         models_dir = tmp / "models"
         models_dir.mkdir()
-        lm = load_model(recipe.model, recipe.inputs, loaded.base_dir)
-        info = dict(lm.info)
-        calib: Optional[Dataset] = None
-        if recipe.data.calibration:
-            calib = load_data(recipe.data.calibration, lm.example, "data.calibration", loaded.base_dir, info)
-        evald: Optional[Dataset] = None
-        if recipe.data.evaluation:
-            evald = load_data(recipe.data.evaluation, lm.example, "data.evaluation", loaded.base_dir, info)
-        threads = recipe.profile.threads
-        state = ModelState(
-            torch_model=lm.torch_model, input_names=lm.input_names, output_names=lm.output_names,
-            example=lm.example, workdir=models_dir, calibration=calib, evaluation=evald, recipe=recipe,
-            progress=progress, threads=threads,
-        )
-        if lm.onnx_path is not None:
-            copy = models_dir / "fp32.onnx"
-            shutil.copyfile(lm.onnx_path, copy)
-            state.onnx_path = copy
-            state.add(Artifact("fp32", copy, "onnx", "fp32", "source", ("onnxruntime", "openvino")))
-        records = _run_stages(loaded, state)
-
-        # reference outputs on the evaluation set (or what data there is)
-        samples = evald.samples if evald else (calib.samples[: recipe.verify.samples] if calib else [lm.example])
-        labels = evald.labels if evald else None
-        if lm.torch_model is not None:
-            ref_runner: Any = TorchRunner(lm.torch_model, threads)
-            ref_rt = "pytorch"
-        else:
-            ref_runner = open_runner("onnxruntime", lm.onnx_path, threads)
-            ref_rt = "onnxruntime"
-        ref_out = _outputs(ref_runner.run, samples, progress("reference outputs", len(samples)))
-        user_eval = evaluate.load_evaluator(recipe.accuracy, evald)
-        higher = recipe.accuracy.higher_is_better
-        metric = recipe.accuracy.evaluator or evaluate.choose_metric(recipe.accuracy.metric, labels, ref_out)
-        ref_score = evaluate.value(metric, user_eval, ref_runner, evald, ref_out, ref_out, labels, "the reference")
-        metrics: dict[str, Any] = {"reference": {"runtime": ref_rt, "metric": metric, "value": ref_score,
-                                                 "samples": len(samples)}}
-        nv = min(recipe.verify.samples, len(samples))
-        measurements: dict[str, Any] = {}
-        pspec = recipe.profile
-
-        def profile(key: str, runner: Any, target: Target) -> None:
-            if not pspec.enabled:
-                return
-            if pspec.isolation == "subprocess" and target.runtime in ("onnxruntime", "openvino"):
-                measurements[key] = measure_job(target, samples[0], pspec, loaded.base_dir, "local", LocalDevice())
-            else:
-                measurements[key] = measure_runner(target, runner, samples[0], pspec, loaded.base_dir,
-                                                   progress(f"profiling {key}", pspec.min_iters))
-
-        profile(f"reference/{ref_rt}", ref_runner,
-                Target("reference", ref_rt, "pytorch" if ref_rt == "pytorch" else "onnx", lm.sha256,
-                       path=lm.onnx_path, shown_path=lm.source_ref))
-        skipped = []
-        for art in state.artifacts:
-            metrics[art.name] = {}
-            for rt in recipe.targets:
-                if rt not in art.runs_on:
-                    skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
-                    continue
-                runner = open_runner(rt, art.path, threads, **art.options.get(rt, {}))
-                try:
-                    where = f"artifact {art.name!r} on {rt}"
-                    out = _outputs(runner.run, samples, progress(f"verifying {art.name} on {rt}", len(samples)))
-                    par = verify.parity(ref_out[:nv], out[:nv])
-                    verify.check(par, recipe.verify, where)
-                    value = evaluate.value(metric, user_eval, runner, evald, out, ref_out, labels, where)
-                    evaluate.check(metric, ref_score, value, recipe.accuracy.max_drop, where, higher)
-                    metrics[art.name][rt] = {"parity": par, **evaluate.summary(metric, ref_score, value, higher)}
-                    profile(f"{art.name}/{rt}", runner,
-                            Target(art.name, rt, art.format, sha256_file(art.path), path=art.path,
-                                   precision=art.precision, shown_path=art.path.relative_to(tmp).as_posix(),
-                                   options=art.options.get(rt, {})))
-                finally:
-                    runner.close()
-        ref_runner.close()
-
-        # files: reference data for later re-verification, the resolved recipe, manifest, report
-        np.savez_compressed(tmp / "reference.npz", **{f"input.{k}": np.concatenate([s[k] for s in samples[:nv]])
-                                                      for k in lm.input_names}, output=ref_out[:nv])
+        ld = _load(loaded, models_dir, progress)
+        records = _run_stages(loaded, ld.state)
+        ref = _reference(loaded, ld, progress)
+        try:
+            ver = _verify_native(loaded, ld, ref, tmp, progress)
+            _verify_emulated(loaded, ld, ref, ver, progress)
+        finally:
+            ref.runner.close()
+        # reference data for later re-verification, and the recipe as given
+        np.savez_compressed(tmp / "reference.npz",
+                            **{f"input.{k}": np.concatenate([s[k] for s in ref.samples[: ref.nv]])
+                               for k in ld.lm.input_names},
+                            output=ref.outputs[: ref.nv])
         (tmp / "recipe.yaml").write_text(loaded.text, encoding="utf-8")
-        from edgekit.environment import fingerprint
-
-        files = [file_entry(tmp, a.path, a.format, a.precision) for a in state.artifacts]
-        files += [file_entry(tmp, a, "extra") for art in state.artifacts for a in art.extra_files]
-        files += [file_entry(tmp, tmp / "reference.npz", "npz"), file_entry(tmp, tmp / "recipe.yaml", "yaml")]
-        if (tmp / "sensitivity.json").is_file():  # written by quantize stages that scan sensitivity
-            files.append(file_entry(tmp, tmp / "sensitivity.json", "json"))
-        prof = new_profile(measurements)
-        manifest: dict[str, Any] = {
-            "schema": 1,
-            "edgekit_version": edgekit.__version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "name": recipe.name,
-            "recipe": recipe.model_dump(mode="json"),
-            "recipe_sha256": loaded.sha256,
-            "recipe_file": str(loaded.path),
-            "source_model": {"kind": lm.source_kind, "ref": lm.source_ref, "sha256": lm.sha256, "task": lm.task},
-            "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in lm.example.items()},
-            "outputs": lm.output_names,
-            "data": {
-                "calibration": calib.identity(calib.name) if calib else None,
-                "evaluation": evald.identity(evald.name) if evald else None,
-            },
-            "artifacts": [
-                {"name": a.name, "path": a.path.relative_to(tmp).as_posix(), "format": a.format,
-                 "precision": a.precision, "produced_by": a.produced_by, "runs_on": list(a.runs_on),
-                 "bytes": a.size_bytes(), "runtime_options": a.options}
-                for a in state.artifacts
-            ],
-            "files": files,
-            "stages": records,
-            "metrics": metrics,
-            "skipped": skipped,
-            "profile": prof.for_manifest(),  # profile.json's measurements without the raw samples
-            "environment": fingerprint(),
-        }
-        if measurements:
-            write_json(tmp / "profile.json", prof.to_json())
-            manifest["files"].append(file_entry(tmp, tmp / "profile.json", "json"))
-        from edgekit.report_html import write_reports
-
+        manifest = _manifest(loaded, ld, records, ver, tmp)
         manifest["files"] += write_reports(tmp, manifest)
         write_json(tmp / MANIFEST, manifest)
-    return RunResult(out_dir=final, manifest=manifest)
+    return RunResult(out_dir=Path(out_root) / recipe.name, manifest=manifest)

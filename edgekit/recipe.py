@@ -111,6 +111,25 @@ class VerifySpec(Strict):
     max_abs: Optional[float] = Field(None, gt=0.0)
     top1_agreement_min: Optional[float] = Field(None, ge=0.0, le=1.0)
     samples: int = Field(64, ge=1)
+    # verify again under QEMU for each deploy.cpus class this machine is not (x86-avx2, x86-sse)
+    emulate: bool = True
+    emulate_samples: Optional[int] = Field(None, ge=1, description="fewer samples under emulation (50-300x slower)")
+
+
+CpuClass = Literal["x86-sse", "x86-avx2", "x86-vnni", "x86-amx", "arm64"]
+
+
+class DeploySpec(Strict):
+    """Where the artifacts must be right. Left out: every x86 class (portable)."""
+
+    cpus: Optional[list[CpuClass]] = Field(None, min_length=1)
+    # keep a stage setting that saturates on one of `cpus` (normally refused at validate time)
+    accept_saturation: bool = False
+
+    def classes(self) -> list[str]:
+        from edgekit.cpu import X86_CLASSES
+
+        return list(dict.fromkeys(self.cpus)) if self.cpus else list(X86_CLASSES)
 
 
 class AccuracySpec(Strict):
@@ -182,6 +201,7 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
         data: DataSection = DataSection()
         stages: list[union] = Field(min_length=1)  # type: ignore[valid-type]
         targets: list[Literal["onnxruntime", "openvino", "tensorrt"]] = Field(["onnxruntime"], validate_default=True)
+        deploy: DeploySpec = DeploySpec()
         verify: VerifySpec = VerifySpec()
         accuracy: AccuracySpec = AccuracySpec()
         profile: ProfileSpec = ProfileSpec()
@@ -235,6 +255,21 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
                         "stages: torch-side stages must come before export.onnx and onnx-side "
                         f"stages after it (out of order: {bad + late})"
                     )
+            return self
+
+        @model_validator(mode="after")
+        def _saturation_safe(self) -> "Recipe":
+            """A stage that asks for a scheme known to saturate on one of deploy.cpus is refused
+            here, before any work, unless deploy.accept_saturation says the user means it."""
+            if self.deploy.accept_saturation:
+                return self
+            classes = self.deploy.classes()
+            for i, s in enumerate(self.stages):
+                problem = getattr(s, "saturation_problem", None)
+                why = problem(classes) if problem else None
+                if why:
+                    raise ValueError(f"stages[{i}] ({s.kind}): {why}; choose another setting, narrow "
+                                     "deploy.cpus, or set deploy.accept_saturation: true")
             return self
 
     return Recipe

@@ -41,15 +41,63 @@ def summary_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_class(manifest: dict[str, Any]) -> str:
+    """The class of the machine that measured this manifest (older manifests: from its flags)."""
+    from edgekit.cpu import describe
+
+    cpu = manifest["environment"].get("cpu") or {}
+    return cpu.get("class") or describe(cpu)
+
+
+def verified_lines(manifest: dict[str, Any]) -> list[str]:
+    """Per artifact and runtime, the CPU classes it passed verification on (native or emulated),
+    then the declared classes nobody verified, with the reason."""
+    lines = []
+    for a in manifest["artifacts"]:
+        per_rt: dict[str, list[str]] = {}
+        for v in a.get("verified_on") or []:
+            if v.get("passed"):
+                per_rt.setdefault(v["runtime"], []).append(f"{v['cpu_class']} ({v['mode']})")
+        for rt, where in per_rt.items():
+            lines.append(f"verified {a['name']} on {rt}: {', '.join(where)}")
+    for cls, why in ((manifest.get("deploy") or {}).get("not_verified") or {}).items():
+        lines.append(f"not verified on {cls}: {why}")
+    return lines
+
+
+VERIFIED_HEADERS = ["artifact", "runtime", "CPU class", "mode", "CPU", "samples", "cosine", "top-1 agr.", "metric"]
+
+
+def verified_rows(manifest: dict[str, Any]) -> tuple[str, list[list[str]]]:
+    """The declared classes, then one row per verification record and one per class left
+    unverified (with why): what report.md and report.html both show."""
+    deploy = manifest.get("deploy") or {}
+    note = (f"Declared CPU classes (deploy.cpus): {', '.join(deploy.get('cpus') or []) or '–'}; "
+            f"built on {deploy.get('built_on', cpu_class(manifest))}.")
+    rows = []
+    for a in manifest["artifacts"]:
+        for v in a.get("verified_on") or []:
+            metric = (f"{v['metric']} {fmt(v.get('value'))} (ref {fmt(v.get('reference'))}, n={v.get('metric_samples')})"
+                      if v.get("metric") else "–")
+            rows.append([a["name"], v["runtime"], v["cpu_class"], v["mode"], v.get("cpu_model", "–"),
+                         fmt(v.get("parity_samples")), fmt(v.get("cosine_mean")), fmt(v.get("top1_agreement")), metric])
+    for cls, why in (deploy.get("not_verified") or {}).items():
+        rows.append(["–", "–", cls, "not verified", why, "", "", "", ""])
+    return note, rows
+
+
 def markdown(manifest: dict[str, Any]) -> str:
     rows = summary_rows(manifest)
+    cls = cpu_class(manifest)
     lines = [
         f"# {manifest['name']}",
         "",
         f"edgekit {manifest['edgekit_version']} · recipe sha256 `{manifest['recipe_sha256'][:12]}` · "
         f"source `{manifest['source_model']['ref']}` ({manifest['source_model']['kind']})",
         "",
-        "| artifact | runtime | precision | size MB | metric | value | drop | cosine | p50 ms | p90 ms |",
+        f"Latencies measured on {cls} ({manifest['environment']['cpu'].get('model', '?')}).",
+        "",
+        f"| artifact | runtime | precision | size MB | metric | value | drop | cosine | p50 ms ({cls}) | p90 ms ({cls}) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -69,13 +117,18 @@ def markdown(manifest: dict[str, Any]) -> str:
             lines.append(f"| {key} | {m['n']} | {fmt(m.get('p90_upper_bound_ms'), 3)} | {fmt(m.get('p99_ms'), 3)} | "
                          f"{fmt(m.get('peak_rss_mb'), 1)} | {e.get('provenance', '–')}{why} | "
                          f"{fmt(None if net is None else net * 1000)} |")
+    if manifest.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in manifest["warnings"]]
+    note, known = verified_rows(manifest)
+    lines += ["", "## Where it is known good", "", note, "", "| " + " | ".join(VERIFIED_HEADERS) + " |",
+              "|" + "---|" * len(VERIFIED_HEADERS)] + ["| " + " | ".join(r) + " |" for r in known]
     lines += ["", "## Stages", ""]
     for s in manifest["stages"]:
         lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")
     lines += sensitivity_lines(manifest)
     env = manifest["environment"]
     lines += ["", "## Environment", "",
-              f"- CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores)",
+              f"- CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores, class {cls})",
               f"- Python {env['python']}; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
               f"- profile threads: {manifest['recipe']['profile']['threads']}", ""]
     return "\n".join(lines)

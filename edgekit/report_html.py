@@ -186,23 +186,30 @@ def _sparsity(manifest: dict[str, Any]) -> str:
 def render(artifact_dir: Path, manifest: dict[str, Any]) -> str:
     """The page for an artifact directory (its manifest passed in: compress renders it before
     manifest.json is written)."""
+    from edgekit.report import VERIFIED_HEADERS, cpu_class, verified_rows
+
     profile, why = _profile(artifact_dir)
     rows = summary_rows(manifest)
-    summary = _table(["artifact", "runtime", "precision", "size MB", "metric", "value", "drop", "cosine", "p50 ms",
-                      "p90 ms"],
+    cls = cpu_class(manifest)
+    summary = _table(["artifact", "runtime", "precision", "size MB", "metric", "value", "drop", "cosine",
+                      f"p50 ms ({cls})", f"p90 ms ({cls})"],
                      [[r["artifact"], r["runtime"], fmt(r["precision"]), fmt(r["size_mb"], 3), fmt(r["metric"]),
                        fmt(r["value"]), fmt(r["drop"]), fmt(r["cosine"]), fmt(r["p50_ms"], 3), fmt(r["p90_ms"], 3)]
                       for r in rows])
     stages = _table(["stage", "seconds", "outputs"],
                     [[s["kind"], fmt(s["seconds"], 2), ", ".join(s["outputs"]) or "–"] for s in manifest["stages"]])
     env = manifest["environment"]
-    env_rows = [["CPU", f"{env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores)"],
+    env_rows = [["CPU", f"{env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores, class {cls})"],
                 ["Python", env["python"]]] + [[k, v] for k, v in env["versions"].items() if v]
     skipped = "".join(f"<li>{_e(s['artifact'])} on {_e(s['runtime'])}: {_e(s['reason'])}</li>"
                       for s in manifest.get("skipped", []))
     src = manifest["source_model"]
+    warnings = "".join(f'<p class="warn">{_e(w)}</p>' for w in manifest.get("warnings") or [])
+    note, known = verified_rows(manifest)
+    where = _note(note) + _table(VERIFIED_HEADERS, known)
     sections = [
-        ("Summary", summary + (f"<p>Not run:</p><ul>{skipped}</ul>" if skipped else "")),
+        ("Summary", warnings + summary + (f"<p>Not run:</p><ul>{skipped}</ul>" if skipped else "")),
+        ("Where it is known good", where),
         ("Latency", _latency(profile, why)),
         ("Accuracy vs latency", _accuracy(manifest, profile)),
         ("Size", _sizes(manifest)),

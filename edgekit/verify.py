@@ -41,12 +41,46 @@ def check(result: dict[str, Any], spec: Any, where: str) -> None:
         )
 
 
-def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: int = 2) -> list[dict[str, Any]]:
+def verified_classes(artifact: dict[str, Any]) -> set[str]:
+    """Classes a manifest artifact passed verification on (natively or emulated)."""
+    return {v["cpu_class"].split(" ")[0] for v in artifact.get("verified_on") or () if v.get("passed")}
+
+
+def unverified_here(manifest: dict[str, Any], cls: str) -> Optional[str]:
+    """A warning when this machine's class is not one the artifacts were verified on."""
+    missing = [a["name"] for a in manifest["artifacts"] if cls not in verified_classes(a)]
+    if not missing:
+        return None
+    seen = sorted(set().union(*(verified_classes(a) for a in manifest["artifacts"])))
+    return (f"this machine is {cls}, which artifact(s) {', '.join(missing)} were not verified on "
+            f"(verified on: {', '.join(seen) or 'nothing'}); run `edgekit verify` here to check and record it")
+
+
+def _check_files(root: Any, manifest: dict[str, Any]) -> None:
+    from edgekit.artifact import sha256_file
+
+    for f in manifest["files"]:
+        p = root / f["path"]
+        if not p.is_file():
+            raise ParityError(f"verify: {root}: file {f['path']} listed in the manifest is missing")
+        if sha256_file(p) != f["sha256"]:
+            raise ParityError(f"verify: {root}: file {f['path']} does not match its sha256 in the manifest")
+
+
+def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: int = 2,
+             cpus: Optional[list[str]] = None, record: bool = True) -> list[dict[str, Any]]:
     """Re-check an artifact directory later or elsewhere: every file's sha256 against the
-    manifest, then each artifact on each runtime against the stored reference outputs."""
+    manifest, then each artifact on each runtime against the stored reference outputs, natively
+    or, for each class in `cpus` this machine is not, under QEMU. Passing results are recorded in
+    the manifest's `verified_on` (rewritten atomically)."""
+    import datetime as _dt
     from pathlib import Path
 
-    from edgekit.artifact import read_manifest, sha256_file
+    from edgekit import emulate
+    from edgekit.artifact import read_manifest, write_json_atomic
+    from edgekit.cpu import describe
+    from edgekit.environment import cpu_info
+    from edgekit.errors import BackendUnavailable
     from edgekit.recipe import VerifySpec
     from edgekit.runners import open_runner
 
@@ -57,25 +91,61 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     if unknown:
         raise UsageError(f"verify: --runtime {unknown[0]!r}: no artifact in {root} runs on it; "
                          f"allowed: {', '.join(available)}")
-    for f in manifest["files"]:
-        p = root / f["path"]
-        if not p.is_file():
-            raise ParityError(f"verify: {root}: file {f['path']} listed in the manifest is missing")
-        if sha256_file(p) != f["sha256"]:
-            raise ParityError(f"verify: {root}: file {f['path']} does not match its sha256 in the manifest")
+    cpu = cpu_info()
+    native = describe(cpu).split(" ")[0]
+    wanted = list(dict.fromkeys(cpus or [native]))
+    p = emulate.plan([c for c in wanted if c != native], native)
+    if p.unverified:
+        cls, why = next(iter(p.unverified.items()))
+        raise BackendUnavailable(f"verify: --cpu {cls}: cannot verify here: {why}")
+    _check_files(root, manifest)
     spec = VerifySpec(**manifest["recipe"]["verify"])
     with np.load(root / "reference.npz") as z:
         inputs = {k[len("input."):]: z[k] for k in z.files if k.startswith("input.")}
         ref = z["output"]
-    n = len(ref)
+    pairs = [(art, rt) for art in manifest["artifacts"] for rt in art["runs_on"]
+             if rt in (runtimes or manifest["recipe"]["targets"])]
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     results = []
-    for art in manifest["artifacts"]:
-        for rt in art["runs_on"]:
-            if rt not in (runtimes or manifest["recipe"]["targets"]):
-                continue
+    if native in wanted:
+        here = {"cpu_class": describe(cpu), "mode": "native", "cpu_model": cpu["model"],
+                "cpu_flags": sorted(f for f, on in cpu["flags"].items() if on)}
+        for art, rt in pairs:
             runner = open_runner(rt, root / art["path"], threads, **(art.get("runtime_options") or {}).get(rt, {}))
-            got = np.concatenate([np.asarray(runner.run({k: v[i : i + 1] for k, v in inputs.items()})[0]) for i in range(n)])
+            try:
+                got = np.concatenate([np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0])
+                                      for i in range(len(ref))])
+            finally:
+                runner.close()
             res = parity(ref, got)
             check(res, spec, f"artifact {art['name']!r} on {rt}")
-            results.append({"artifact": art["name"], "runtime": rt, **res})
+            results.append({"artifact": art["name"], "runtime": rt, **here, **res})
+    for cls, qemu_model in p.emulated.items():
+        jobs = [(art, rt) for art, rt in pairs if rt in ("onnxruntime", "openvino")]
+        n = min(len(ref), spec.emulate_samples or len(ref))
+        try:
+            run = emulate.run_outputs(cls, [{"key": f"{a['name']}/{rt}", "runtime": rt, "model": str(root / a["path"]),
+                                             "options": (a.get("runtime_options") or {}).get(rt, {})} for a, rt in jobs],
+                                      {k: v[:n] for k, v in inputs.items()}, threads)
+        except emulate.EmulationError as exc:
+            raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
+        for art, rt in jobs:
+            key = f"{art['name']}/{rt}"
+            if key in run.errors:
+                raise ParityError(f"verify: artifact {art['name']!r} on {rt} did not run under emulated {cls} "
+                                  f"(qemu {qemu_model}): {run.errors[key]}")
+            res = parity(ref[:n], run.outputs[key])
+            check(res, spec, f"artifact {art['name']!r} on {rt} under emulated {cls} (qemu {qemu_model})")
+            results.append({"artifact": art["name"], "runtime": rt, "cpu_class": cls, "mode": "emulated",
+                            "cpu_model": f"QEMU {qemu_model}", "emulator": f"qemu-x86_64 -cpu {qemu_model}",
+                            "host_cpu": run.host_cpu, **res})
+    if record and results:
+        by_name = {a["name"]: a for a in manifest["artifacts"]}
+        for r in results:
+            entry = {k: v for k, v in r.items() if k not in ("artifact", "samples")}
+            entry.update(parity_samples=r["samples"], passed=True, verified_at=now, by="edgekit verify")
+            kept = [v for v in by_name[r["artifact"]].get("verified_on") or []
+                    if (v.get("runtime"), v.get("cpu_class"), v.get("mode")) != (r["runtime"], r["cpu_class"], r["mode"])]
+            by_name[r["artifact"]]["verified_on"] = kept + [entry]
+        write_json_atomic(root / "manifest.json", manifest)
     return results

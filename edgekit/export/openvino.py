@@ -28,6 +28,7 @@ ONLY_FOR = {
     "model_type": ("int8",),
     "smooth_quant_alpha": ("int8",),
     "fast_bias_correction": ("int8",),
+    "overflow_fix": ("int8",),
     "weight_mode": ("int8_weights", "int4"),
     "group_size": ("int4",),
     "ratio": ("int4",),
@@ -55,6 +56,9 @@ class OpenVINOConfig(StageConfig):
     smooth_quant_alpha: Union[float, Literal["off"], None] = Field(
         None, description="SmoothQuant alpha for MatMuls; NNCF's default (0.95 for transformers) if unset")
     fast_bias_correction: bool = True
+    # NNCF's overflow fix (7-bit weights) against int16 saturation on x86 without VNNI: auto =
+    # enable when deploy.cpus holds such a class, else NNCF's default (first layer only)
+    overflow_fix: Literal["auto", "enable", "first_layer", "disable"] = "auto"
     subset_size: Optional[int] = Field(None, ge=1, description="calibration samples to use; all if unset")
     # precision int8_weights / int4: nncf.compress_weights
     weight_mode: Literal["sym", "asym"] = "asym"
@@ -92,6 +96,16 @@ class OpenVINOConfig(StageConfig):
         if self.precision == "int4" and "subset_size" in self.model_fields_set and not self.data_aware:
             raise ValueError("subset_size applies to int4 only with data_aware methods; none is set")
         return self
+
+    def saturation_problem(self, classes: list[str]) -> Optional[str]:
+        """Why this config saturates on one of `classes`, or None (checked at validate time)."""
+        from edgekit.cpu import SATURATING
+
+        bad = [c for c in classes if c in SATURATING]
+        if self.precision == "int8" and self.overflow_fix in ("disable", "first_layer") and bad:
+            return (f"overflow_fix {self.overflow_fix!r} leaves full-range int8 weights that saturate int16 on "
+                    f"{', '.join(bad)}; allowed there: auto, enable")
+        return None
 
     @property
     def artifact_name(self) -> str:
@@ -147,10 +161,19 @@ def _quantize_int8(model: Any, state: ModelState, cfg: OpenVINOConfig, nncf: Any
     transformer = cfg.model_type == "transformer" or (cfg.model_type == "auto" and bool(ops & ATTENTION_OPS))
     dataset, n = _dataset(state, cfg, nncf, "precision int8")
     ignored, names = _ignored(cfg, model, nncf)
-    advanced = None
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    from edgekit.cpu import SATURATING, X86_CLASSES
+
+    classes = state.recipe.deploy.classes() if state.recipe is not None else list(X86_CLASSES)
+    bad = [c for c in classes if c in SATURATING]
+    fix = cfg.overflow_fix if cfg.overflow_fix != "auto" else ("enable" if bad else "first_layer")
+    advanced_kw: dict[str, Any] = {"overflow_fix": {"enable": OverflowFix.ENABLE, "first_layer": OverflowFix.FIRST_LAYER,
+                                                    "disable": OverflowFix.DISABLE}[fix]}
     if cfg.smooth_quant_alpha is not None:
         alpha = -1.0 if cfg.smooth_quant_alpha == "off" else float(cfg.smooth_quant_alpha)  # NNCF: -1 = off
-        advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
+        advanced_kw["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=alpha)
+    advanced = AdvancedQuantizationParameters(**advanced_kw)
     quantized = nncf.quantize(
         model,
         dataset,
@@ -169,6 +192,11 @@ def _quantize_int8(model: Any, state: ModelState, cfg: OpenVINOConfig, nncf: Any
         "calibration_samples": n,
         "excluded_nodes": names,
         "fake_quantize_nodes": fq,
+        "overflow_fix": fix,
+        "overflow_fix_reason": (f"overflow_fix {cfg.overflow_fix!r} set in the recipe" if cfg.overflow_fix != "auto" else
+                                f"deploy.cpus includes {', '.join(bad)}: 7-bit weights everywhere" if bad else
+                                f"no class in deploy.cpus ({', '.join(classes)}) saturates: NNCF's default"),
+        "deploy_cpus": classes,
     }
 
 

@@ -19,7 +19,7 @@ from edgekit.errors import UsageError
 from edgekit.profile.devices import SshDevice, run_job
 from edgekit.profile.energy import EnergySpec, open_meter
 from edgekit.profile.energy.record import EnergyRecorder
-from edgekit.profile.schema import Device, Measurement, ModelIdentity, Protocol, device_fingerprint, local_device
+from edgekit.profile.schema import Device, Measurement, ModelIdentity, Protocol, device_from, local_device
 from edgekit.profile.standalone import peak_rss_mb, timed_loop
 from edgekit.profile.stats import summarize
 
@@ -100,9 +100,7 @@ def measure_job(target: Target, feeds: dict[str, np.ndarray], spec: Any, base_di
     raw = run_job(device_name, device_cfg, target.path, model_files(target.path), job, feeds)
     energy = rec.finish(raw["started"], raw["ended"], len(raw["samples_ms"]))
     if remote:
-        flags = sorted(f for f, on in raw["cpu"]["flags"].items() if on)
-        device = Device(name=device_name, kind="ssh", host=device_cfg.host, cpu=raw["cpu"]["model"], cpu_flags=flags,
-                        gpus=raw["gpus"], fingerprint=device_fingerprint(raw["cpu"]["model"], flags, raw["gpus"]))
+        device = device_from(device_name, "ssh", device_cfg.host, raw["cpu"], raw["gpus"])
     else:
         device = local_device(device_name)
     return _build(target, raw, spec, device, energy, "remote" if remote else "subprocess", _batch(feeds))

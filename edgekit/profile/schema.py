@@ -41,6 +41,7 @@ class Device(Strict):
     kind: Literal["local", "ssh"] = "local"
     host: Optional[str] = None
     cpu: str  # CPU model string
+    cpu_class: str = ""  # edgekit.cpu class (x86-avx2, x86-vnni, ...): what decides INT8 speed and numerics
     cpu_flags: list[str] = []  # the ISA flags that change kernels (avx512_vnni, amx_int8, ...)
     gpus: list[str] = []
     fingerprint: str  # what baselines key on: see device_fingerprint
@@ -148,10 +149,12 @@ def key_of(artifact: str, runtime: str) -> str:
     return f"{artifact}/{runtime}"
 
 
-def device_fingerprint(cpu: str, flags: list[str], gpus: list[str]) -> str:
-    """CPU model + kernel-relevant flags, or the GPU names: what makes latencies comparable.
-    Core count and memory are left out on purpose (threads are recorded per measurement)."""
-    parts = [f"cpu={cpu}", "flags=" + ",".join(sorted(flags))]
+def device_fingerprint(cpu: str, flags: list[str], gpus: list[str], cpu_class: str = "") -> str:
+    """CPU class + model + kernel-relevant flags, or the GPU names: what makes latencies
+    comparable. Core count and memory are left out on purpose (threads are recorded per
+    measurement)."""
+    parts = [f"class={cpu_class}"] if cpu_class else []
+    parts += [f"cpu={cpu}", "flags=" + ",".join(sorted(flags))]
     if gpus:
         parts.append("gpu=" + ",".join(gpus))
     return ";".join(parts)
@@ -160,11 +163,17 @@ def device_fingerprint(cpu: str, flags: list[str], gpus: list[str]) -> str:
 def local_device(name: str = "local") -> Device:
     from edgekit.environment import cpu_info, gpu_info
 
-    cpu = cpu_info()
+    return device_from(name, "local", None, cpu_info(), [g["name"] for g in gpu_info()])
+
+
+def device_from(name: str, kind: str, host: Optional[str], cpu: dict[str, Any], gpus: list[str]) -> Device:
+    """A Device from a `cpu_info()` reply (this machine's or an ssh device's)."""
+    from edgekit.cpu import describe
+
     flags = sorted(f for f, on in cpu["flags"].items() if on)
-    gpus = [g["name"] for g in gpu_info()]
-    return Device(name=name, kind="local", cpu=cpu["model"], cpu_flags=flags, gpus=gpus,
-                  fingerprint=device_fingerprint(cpu["model"], flags, gpus))
+    cls = describe(cpu)
+    return Device(name=name, kind=kind, host=host, cpu=cpu["model"], cpu_class=cls, cpu_flags=flags, gpus=gpus,
+                  fingerprint=device_fingerprint(cpu["model"], flags, gpus, cls))
 
 
 def new_profile(measurements: Optional[dict[str, Measurement]] = None) -> Profile:

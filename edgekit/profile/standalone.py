@@ -19,7 +19,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni", "neon", "asimd")
+# the ISA flags that decide which kernels a runtime picks (edgekit.cpu turns them into a class)
+FLAGS = ("sse4_2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni",
+         "neon", "asimd", "asimddp", "i8mm")
 
 
 def cpu_info() -> dict[str, Any]:
@@ -39,7 +41,7 @@ def cpu_info() -> dict[str, Any]:
         "model": model,
         "arch": platform.machine(),
         "logical_cores": os.cpu_count(),
-        "flags": {f: f in flags for f in FLAGS if f in flags or f.startswith(("avx", "amx"))},
+        "flags": {f: f in flags for f in FLAGS if f in flags or f.startswith(("avx", "amx", "sse"))},
     }
 
 
@@ -123,16 +125,23 @@ class OrtModel:
 
     runtime = "onnxruntime"
 
-    def __init__(self, ort: Any, path: str, threads: int, providers: Optional[list[str]] = None) -> None:
+    def __init__(self, ort: Any, path: str, threads: int, providers: Optional[list[str]] = None,
+                 session_config: Optional[dict[str, str]] = None) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # artifact-specific session settings travel in the manifest (e.g. the INT8 overflow fix
+        # `session.x64quantprecision`), so a device without edgekit applies them too
+        for key, value in (session_config or {}).items():
+            opts.add_session_config_entry(key, str(value))
         t0 = time.perf_counter()
         self.session = ort.InferenceSession(path, opts, providers=providers or ["CPUExecutionProvider"])
         self.load_s = time.perf_counter() - t0
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.details = {"threads": threads, "providers": self.session.get_providers(), "onnxruntime": ort.__version__}
+        if session_config:
+            self.details["session_config"] = dict(session_config)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, {k: feeds[k] for k in self.input_names})
@@ -176,7 +185,29 @@ def _open(job: dict[str, Any]) -> Any:
     raise ValueError(f"runtime {runtime!r} is not supported by the standalone runner; allowed: onnxruntime, openvino")
 
 
+def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Run each listed model over the same batch-1 samples and save its first output: what
+    verification under an emulated CPU (QEMU user-mode) executes, in a process of its own."""
+    with np.load(job["inputs"]) as z:
+        inputs = {k: z[k] for k in z.files}
+    n = len(next(iter(inputs.values())))
+    results: dict[str, np.ndarray] = {}
+    errors: dict[str, str] = {}
+    for m in job["models"]:
+        try:
+            model = _open({**m, "threads": job["threads"]})
+            results[m["key"]] = np.concatenate([np.asarray(model.run({k: v[i:i + 1] for k, v in inputs.items()})[0])
+                                                for i in range(n)])
+        except Exception as exc:  # one model failing must not hide the others' results
+            first = (str(exc).strip().splitlines() or [""])[0]
+            errors[m["key"]] = f"{type(exc).__name__}: {first}"
+    np.savez(job["output"], **results)
+    return {"ok": True, "samples": n, "errors": errors, "cpu": cpu_info(), "python": platform.python_version()}
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    if job.get("mode") == "outputs":
+        return outputs_job(job)
     with np.load(job["inputs"]) as z:
         feeds = {k: z[k] for k in z.files}
     model = _open(job)

@@ -21,7 +21,8 @@ from edgekit.quantize import sensitivity as sens
 from edgekit.state import Dataset, ModelState
 
 
-def _scorer(state: ModelState, data: Dataset, ref: np.ndarray) -> tuple[str, Any, Optional[bool]]:
+def _scorer(state: ModelState, data: Dataset, ref: np.ndarray,
+            options: Optional[dict[str, Any]] = None) -> tuple[str, Any, Optional[bool]]:
     """(metric name, score(path, data, ref) -> float, higher_is_better) from the recipe."""
     from edgekit.runners import open_runner
 
@@ -31,7 +32,7 @@ def _scorer(state: ModelState, data: Dataset, ref: np.ndarray) -> tuple[str, Any
     higher = acc.higher_is_better if acc is not None else None
 
     def score(path: Path, d: Dataset, r: np.ndarray) -> float:
-        runner = open_runner("onnxruntime", path, state.threads)
+        runner = open_runner("onnxruntime", path, state.threads, **(options or {}))
         try:
             out = np.concatenate([np.asarray(runner.run(s)[0]) for s in d.samples]) if fn is None else r
             return evaluate.value(metric, fn, runner, d, out, r[: len(d)], d.labels, path.name)
@@ -59,10 +60,10 @@ def sensitivity_then_search(state: ModelState, plan: Any, candidates: list[str],
     t0 = time.perf_counter()
     part = sens.subset(data, aa.samples)
     part_ref = sens.outputs(plan.prepared, part.samples, state.threads)
-    metric, score, higher = _scorer(state, part, part_ref)
+    metric, score, higher = _scorer(state, part, part_ref, plan.ort_options)
     rows = sens.scan(plan.quantize, plan.prepared, candidates, excluded, part,
                      score if state.evaluation is not None else None, state.threads,
-                     state.progress("sensitivity", len(candidates)))
+                     state.progress("sensitivity", len(candidates)), plan.ort_options)
     ref_metric = score(plan.prepared, part, part_ref) if state.evaluation is not None else None
     write_json(state.workdir.parent / sens.SENSITIVITY_FILE,
                sens.document(rows, part, metric if ref_metric is not None else None, ref_metric))

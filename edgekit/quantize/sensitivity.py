@@ -25,10 +25,11 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     return 10.0 * np.log10(max(sig, 1e-30) / err)
 
 
-def outputs(path: Path, samples: list[dict[str, np.ndarray]], threads: int) -> np.ndarray:
+def outputs(path: Path, samples: list[dict[str, np.ndarray]], threads: int,
+            options: Optional[dict[str, Any]] = None) -> np.ndarray:
     from edgekit.runners import open_runner
 
-    runner = open_runner("onnxruntime", path, threads)
+    runner = open_runner("onnxruntime", path, threads, **(options or {}))
     try:
         return np.concatenate([np.asarray(runner.run(s)[0]) for s in samples], axis=0)
     finally:
@@ -41,7 +42,8 @@ def subset(data: Dataset, n: int) -> Dataset:
 
 def scan(quantize: Callable[[Path, list[str]], None], float_path: Path, candidates: list[str],
          always_float: list[str], data: Dataset, score: Optional[Callable[[Path, Dataset, np.ndarray], float]],
-         threads: int, tick: Callable[[int], None] = lambda n: None) -> list[dict[str, Any]]:
+         threads: int, tick: Callable[[int], None] = lambda n: None,
+         options: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
     """One quantization per candidate with only that node quantized; most sensitive first
     (lowest SQNR). `quantize(out, excluded)` builds a model with `excluded` kept float."""
     ref = outputs(float_path, data.samples, threads)
@@ -50,7 +52,7 @@ def scan(quantize: Callable[[Path, list[str]], None], float_path: Path, candidat
         one = Path(tmp) / "one.onnx"
         for node in candidates:
             quantize(one, [c for c in candidates if c != node] + always_float)
-            got = outputs(one, data.samples, threads)
+            got = outputs(one, data.samples, threads, options)
             row: dict[str, Any] = {"node": node, "sqnr_db": sqnr_db(ref, got)}
             if score is not None:
                 row["metric"] = score(one, data, ref)

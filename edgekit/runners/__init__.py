@@ -48,10 +48,11 @@ class TorchRunner(Runner):
 
 
 class OrtRunner(OrtModel, Runner):
-    def __init__(self, path: Path, threads: int, providers: Optional[list[str]] = None) -> None:
+    def __init__(self, path: Path, threads: int, providers: Optional[list[str]] = None,
+                 session_config: Optional[dict[str, str]] = None) -> None:
         ort = require("onnxruntime", extra="onnx")
         try:
-            OrtModel.__init__(self, ort, str(path), threads, providers)
+            OrtModel.__init__(self, ort, str(path), threads, providers, session_config)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ModelLoadError(f"onnxruntime: cannot load {path}: {first_line(exc)}") from exc
 

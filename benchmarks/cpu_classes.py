@@ -1,0 +1,160 @@
+"""INT8 schemes x models x CPU classes: where each scheme keeps its accuracy and what it costs.
+
+For each model (digits CNN, digits ViT, all-MiniLM-L6-v2) one edgekit recipe exports the float
+graph once and quantizes it with `quantize.int8` five ways:
+
+    u8s8       full-range int8 weights, uint8 activations, no overflow fix (ONNX Runtime's QDQ U8S8)
+    u8s8_7bit  the same with 7-bit weights (overflow_fix: reduce_range)
+    u8s8_rt    full-range weights + ONNX Runtime session.x64quantprecision=1 (overflow_fix: runtime)
+    u8u8       uint8 weights
+    s8s8       int8 activations and weights (ONNX Runtime's default), no overflow fix
+
+edgekit's own pipeline then verifies every artifact on ONNX Runtime natively and under QEMU for
+each emulated class (x86-avx2 = qemu Haswell, x86-sse = qemu Nehalem); the accuracy (top-1, or
+cosine fidelity for MiniLM) comes from the manifest's `verified_on` records. Native speed vs the
+fp32 ONNX is timed afterwards, all variants interleaved in rounds (median of per-round medians).
+
+    .venv/bin/python benchmarks/cpu_classes.py [--models cnn vit minilm] [--classes x86-avx2 x86-sse]
+                                               [--emulated-samples 200] [--rounds 5]
+
+Prints the table and writes benchmarks/results/cpu_classes.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgekit.cpu import local_class  # noqa: E402
+from edgekit.pipeline import run  # noqa: E402
+from edgekit.profile.latency import measure  # noqa: E402
+from edgekit.recipe import load_recipe  # noqa: E402
+from edgekit.runners import open_runner  # noqa: E402
+
+SCHEMES: dict[str, dict[str, Any]] = {
+    "u8s8": {"overflow_fix": "none"},
+    "u8s8_7bit": {"overflow_fix": "reduce_range"},
+    "u8s8_rt": {"overflow_fix": "runtime"},
+    "u8u8": {"weights": {"dtype": "uint8", "symmetric": False}},
+    "s8s8": {"overflow_fix": "none", "activations": {"dtype": "int8", "symmetric": True}},
+}
+MODELS = {
+    "cnn": {"model": {"python": "edgekit.models.zoo:digits_cnn"}, "inputs": [{"name": "x", "shape": [1, 1, 32, 32]}],
+            "data": {"calibration": {"builtin": "digits", "samples": 256}, "evaluation": {"builtin": "digits"}},
+            "metric": "top1", "calibration": "percentile"},
+    "vit": {"model": {"python": "edgekit.models.zoo:digits_vit"}, "inputs": [{"name": "x", "shape": [1, 1, 32, 32]}],
+            "data": {"calibration": {"builtin": "digits", "samples": 256}, "evaluation": {"builtin": "digits"}},
+            "metric": "top1", "calibration": "percentile"},
+    "minilm": {"model": {"python": "edgekit.models.zoo:minilm"},
+               "data": {"calibration": {"builtin": "sentences", "samples": 64},
+                        "evaluation": {"builtin": "sentences", "samples": 128}},
+               "metric": "cosine_fidelity", "calibration": "percentile"},
+}
+
+
+def recipe(model: str, classes: list[str], emulated_samples: int) -> dict[str, Any]:
+    m = MODELS[model]
+    stages: list[dict[str, Any]] = [{"kind": "export.onnx", "opset": 17}]
+    for name, settings in SCHEMES.items():
+        stage = {"kind": "quantize.int8", "name": name,
+                 "activations": {"calibration": m["calibration"], "percentile": 99.999}}
+        for key, value in settings.items():
+            stage[key] = {**stage.get(key, {}), **value} if isinstance(value, dict) else value
+        stages.append(stage)
+    data = {"edgekit": 1, "name": f"cpu-classes-{model}", "model": m["model"], "data": m["data"], "stages": stages,
+            "targets": ["onnxruntime"],
+            # every scheme is kept and measured, the saturating ones included: record, don't refuse
+            "deploy": {"cpus": list(dict.fromkeys([local_class(), *classes])), "accept_saturation": True},
+            "verify": {"cosine_min": 0.01, "samples": 10_000, "emulate_samples": emulated_samples},
+            "accuracy": {"metric": m["metric"]}, "profile": {"enabled": False}}
+    if "inputs" in m:
+        data["inputs"] = m["inputs"]
+    return data
+
+
+def speeds(out_dir: Path, manifest: dict[str, Any], feeds: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
+    """fp32 time / variant time on ONNX Runtime here, interleaved: each round times every
+    variant for a short block, so machine noise hits all of them alike."""
+    runners = {a["name"]: open_runner("onnxruntime", out_dir / a["path"], 2,
+                                      **(a.get("runtime_options") or {}).get("onnxruntime", {}))
+               for a in manifest["artifacts"]}
+    medians: dict[str, list[float]] = {k: [] for k in runners}
+    try:
+        for _ in range(rounds):
+            for name, r in runners.items():
+                stats = measure(lambda r=r: r.run(feeds), 0.2, 0.5, 20, 5.0)
+                medians[name].append(stats["median_ms"])
+    finally:
+        for r in runners.values():
+            r.close()
+    fp32 = float(np.median(medians["fp32"]))
+    return {k: fp32 / float(np.median(v)) for k, v in medians.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--classes", nargs="+", default=["x86-avx2", "x86-sse"])
+    ap.add_argument("--emulated-samples", type=int, default=200)
+    ap.add_argument("--minilm-emulated-samples", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    native = local_class()
+    results: dict[str, Any] = {"native_class": native, "models": {}}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-cpu-classes-") as d:
+        for model in args.models:
+            n_emu = args.minilm_emulated_samples if model == "minilm" else args.emulated_samples
+            path = Path(d) / f"{model}.yaml"
+            path.write_text(yaml.safe_dump(recipe(model, args.classes, n_emu), sort_keys=False))
+            res = run(load_recipe(path), Path(d) / "out")
+            m = res.manifest
+            with np.load(res.out_dir / "reference.npz") as z:
+                feeds = {k[len("input."):]: z[k][:1] for k in z.files if k.startswith("input.")}
+            speed = speeds(res.out_dir, m, feeds, args.rounds)
+            per: dict[str, Any] = {"not_verified": m["deploy"]["not_verified"], "schemes": {}}
+            for a in m["artifacts"]:
+                entry: dict[str, Any] = {"speed_vs_fp32": speed[a["name"]], "classes": {}}
+                for v in a["verified_on"]:
+                    entry["classes"][f"{v['cpu_class']} ({v['mode']})"] = {
+                        "value": v.get("value"), "reference": v.get("reference"), "samples": v.get("metric_samples"),
+                        "cosine_mean": v["cosine_mean"]}
+                per["schemes"][a["name"]] = entry
+                stage = next((s for s in m["stages"] if a["name"] in s["outputs"]), None)
+                if stage is not None:
+                    entry["weight_bits"] = stage["measured"].get("weight_bits")
+                    entry["scheme"] = stage["measured"].get("scheme")
+                for cls, c in entry["classes"].items():
+                    rows.append((model, a["name"], cls, c["value"], c["reference"], c["samples"], c["cosine_mean"],
+                                 entry["speed_vs_fp32"]))
+            results["models"][model] = per
+            print(f"{model}: not verified: {per['not_verified'] or 'none'}", flush=True)
+    print(f"\nINT8 schemes x CPU classes (native class {native}; speed = ONNX Runtime fp32 time / variant time, "
+          "native, interleaved)\n")
+    print(f"| model | scheme | class | metric | reference | samples | cosine vs fp32 | native speed vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, scheme, cls, value, ref, n, cos, sp in rows:
+        fmt = (lambda v: "–" if v is None else f"{v:.4f}")
+        print(f"| {model} | {scheme} | {cls} | {fmt(value)} | {fmt(ref)} | {n} | {cos:.4f} | {sp:.2f}x |")
+    out = ROOT / "benchmarks" / "results" / "cpu_classes.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    previous.setdefault("models", {}).update(results["models"])
+    previous["native_class"] = native
+    out.write_text(json.dumps(previous, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""CPU classes: detection from cpu_info() replies (this machine's and ssh devices')."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgekit.cpu import CLASSES, SATURATING, classify, describe, local_class
+
+X86_FLAGS = ["sse4_2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "avx_vnni"]
+
+
+def info(arch: str, *flags: str) -> dict:
+    return {"arch": arch, "model": "test", "flags": {f: True for f in flags}}
+
+
+def test_known_machines():
+    # the three machines seen here, and an arm64 board
+    assert classify(info("x86_64", "avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8")) == "x86-amx"
+    assert classify(info("x86_64", "avx2", "avx512f", "avx512_vnni", "avx512_bf16")) == "x86-vnni"
+    assert classify(info("x86_64", "sse4_2", "avx2")) == "x86-avx2"
+    assert classify(info("x86_64", "avx2", "avx512f")) == "x86-avx2"  # Skylake-X: AVX-512 without VNNI
+    assert classify(info("x86_64", "avx2", "avx_vnni")) == "x86-vnni"  # Alder Lake: AVX-VNNI
+    assert classify(info("x86_64", "sse4_2")) == "x86-sse"
+    assert describe(info("aarch64", "asimd", "asimddp", "i8mm")) == "arm64 (dotprod, i8mm)"
+    assert classify(info("riscv64")) == "unknown"
+
+
+@given(st.sets(st.sampled_from(X86_FLAGS)))
+def test_x86_class_follows_the_strongest_int8_instruction(flags):
+    cls = classify(info("x86_64", *flags))
+    assert cls in CLASSES
+    if "amx_int8" in flags:
+        assert cls == "x86-amx"
+    elif flags & {"avx512_vnni", "avx_vnni"}:
+        assert cls == "x86-vnni"
+    # only the class without int32 dot products saturates u8 x s8 pairs
+    assert (cls in SATURATING) == (cls == "x86-avx2")
+
+
+@given(st.sets(st.sampled_from(X86_FLAGS + ["asimddp", "i8mm"])))
+def test_arm64_is_arm64_whatever_the_flags(flags):
+    assert classify(info("aarch64", *flags)) == "arm64"
+
+
+def test_this_machine_has_a_class():
+    assert local_class() in CLASSES
+
+
+def test_doctor_names_the_class(cli):
+    result = cli("doctor")
+    assert result.exit_code == 0
+    assert f"CPU class: {local_class()}" in result.output
+    assert "emulated verification:" in result.output

@@ -1,0 +1,85 @@
+"""Verification under emulated CPU classes (QEMU user-mode)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit import emulate
+from edgekit.cpu import local_class
+
+needs_qemu = pytest.mark.skipif(emulate.qemu_binary() is None, reason="qemu-user not installed (apt-get install qemu-user)")
+
+
+def test_plan_native_emulated_and_unverified(monkeypatch):
+    monkeypatch.setattr(emulate, "qemu_binary", lambda: "/usr/bin/qemu-x86_64")
+    monkeypatch.setattr(emulate.platform, "machine", lambda: "x86_64")
+    p = emulate.plan(["x86-sse", "x86-avx2", "x86-vnni", "x86-amx", "arm64"], "x86-vnni")
+    assert p.emulated == {"x86-sse": "Nehalem", "x86-avx2": "Haswell"}
+    assert set(p.unverified) == {"x86-amx", "arm64"}
+    assert "QEMU cannot emulate it" in p.unverified["x86-amx"]
+    # on an AVX2 machine the VNNI class can be checked nowhere; AVX2 itself runs natively
+    p = emulate.plan(["x86-avx2", "x86-vnni"], "x86-avx2")
+    assert p.emulated == {} and "x86-vnni" in p.unverified
+
+
+def test_missing_qemu_is_recorded_with_the_install_hint(monkeypatch):
+    monkeypatch.setattr(emulate, "qemu_binary", lambda: None)
+    monkeypatch.setattr(emulate.platform, "machine", lambda: "x86_64")
+    p = emulate.plan(["x86-avx2"], "x86-vnni")
+    assert p.emulated == {}
+    assert p.unverified["x86-avx2"] == f"qemu-x86_64 not found: {emulate.INSTALL_HINT}"
+    p = emulate.plan(["x86-avx2"], "x86-vnni", enabled=False)
+    assert p.unverified["x86-avx2"] == "verify.emulate is off in the recipe"
+
+
+def test_qemu_warnings_are_not_the_error():
+    stderr = ("qemu-x86_64: warning: TCG doesn't support requested feature: CPUID.01H:ECX.pcid [bit 17]\n"
+              "Segmentation fault\n")
+    assert emulate._first_real_line(stderr) == "Segmentation fault"
+
+
+@needs_qemu
+def test_outputs_under_haswell_match_native(tmp_path):
+    """A float model computes the same numbers under emulated AVX2 as natively."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    run = emulate.run_outputs("x86-avx2", [{"key": "m", "runtime": "onnxruntime", "model": str(path), "options": {}},
+                                           {"key": "bad", "runtime": "onnxruntime", "model": str(tmp_path / "none.onnx"),
+                                            "options": {}}],
+                              {"x": x}, threads=1)
+    assert run.qemu_model == "Haswell"
+    np.testing.assert_allclose(run.outputs["m"], x @ w, rtol=1e-5, atol=1e-5)
+    assert "bad" in run.errors and "bad" not in run.outputs  # one model failing does not hide the other
+
+
+@needs_qemu
+def test_default_artifact_verified_on_emulated_avx2(digits_run):
+    """The default recipe's artifacts pass verification under emulated x86-avx2 and x86-sse, and
+    the manifest says so per artifact and runtime; AMX (not emulable) is listed as not verified."""
+    m = digits_run.manifest
+    assert m["deploy"]["cpus"] == ["x86-sse", "x86-avx2", "x86-vnni", "x86-amx"]
+    for art in m["artifacts"]:
+        for rt in ("onnxruntime", "openvino"):
+            entries = {(v["cpu_class"], v["mode"]) for v in art["verified_on"] if v["runtime"] == rt and v["passed"]}
+            assert ("x86-avx2", "emulated") in entries or local_class() == "x86-avx2", (art["name"], rt, entries)
+            assert any(mode == "native" for _, mode in entries)
+    emulated = [v for a in m["artifacts"] for v in a["verified_on"] if v["mode"] == "emulated"]
+    assert all(v["emulator"].startswith("qemu-x86_64 -cpu ") and v["cosine_mean"] >= 0.99 for v in emulated)
+    if local_class() != "x86-amx":
+        assert "x86-amx" in m["deploy"]["not_verified"]
+    int8 = next(s for s in m["stages"] if s["kind"] == "quantize.int8")["measured"]
+    assert int8["overflow_fix"] in ("reduce_range", "runtime") and "x86-avx2" in int8["overflow_fix_reason"]
+    text = (digits_run.out_dir / "report.md").read_text()
+    assert "## Where it is known good" in text and "| x86-avx2 | emulated |" in text

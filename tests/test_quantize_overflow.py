@@ -1,0 +1,111 @@
+"""INT8 that is right on every declared CPU class: the overflow fix quantize.int8 and
+target.openvino choose for deploy.cpus, the refusal of schemes that saturate there, the run-time
+option travelling with the artifact, and an emulated verify that catches saturation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from edgekit import emulate
+from edgekit.cpu import local_class
+from edgekit.quantize.static_int8 import AUTO_FIX, StaticInt8Config, choose_overflow_fix
+from tests.conftest import fast_profile, write_recipe
+
+ALL_X86 = ["x86-sse", "x86-avx2", "x86-vnni", "x86-amx"]
+
+
+def cfg(**kw) -> StaticInt8Config:
+    return StaticInt8Config(kind="quantize.int8", **kw)
+
+
+def test_auto_fixes_only_where_a_class_saturates():
+    c = choose_overflow_fix(cfg(), ALL_X86)
+    assert c.fix == AUTO_FIX and "x86-avx2" in c.reason
+    assert c.reduce_range == (AUTO_FIX == "reduce_range")
+    c = choose_overflow_fix(cfg(), ["x86-vnni", "x86-amx", "arm64"])
+    assert (c.fix, c.reduce_range, c.ort_options) == ("none", False, {})
+    c = choose_overflow_fix(cfg(weights={"dtype": "uint8"}), ALL_X86)
+    assert c.fix == "none" and "U8U8" in c.reason
+    c = choose_overflow_fix(cfg(overflow_fix="runtime"), ALL_X86)
+    assert c.ort_options == {"session.x64quantprecision": "1"} and not c.reduce_range
+    c = choose_overflow_fix(cfg(overflow_fix="reduce_range"), ["x86-vnni"])
+    assert c.reduce_range and "set in the recipe" in c.reason
+
+
+def _saturating(data: dict) -> dict:
+    data = copy.deepcopy(data)
+    data["stages"][1]["overflow_fix"] = "none"
+    return data
+
+
+def test_validate_refuses_a_scheme_that_saturates_on_a_declared_class(cli, tmp_path, int8_pc_data):
+    path = write_recipe(tmp_path, _saturating(int8_pc_data))
+    result = cli("validate", path)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {path}: stages[1] (quantize.int8): overflow_fix 'none' with full-range int8 weights saturates "
+        "int16 on x86-avx2 (u8 x s8 pairs reach 2*255*127 > 32767); allowed there: auto, reduce_range, runtime, "
+        "or weights.dtype uint8; choose another setting, narrow deploy.cpus, or set deploy.accept_saturation: true"]
+
+
+def test_the_same_scheme_is_fine_where_nothing_saturates_or_when_accepted(cli, tmp_path, int8_pc_data):
+    data = _saturating(int8_pc_data)
+    data["deploy"] = {"cpus": ["x86-vnni", "arm64"]}
+    assert cli("validate", write_recipe(tmp_path, data, "a.yaml")).exit_code == 0
+    data["deploy"] = {"cpus": ["x86-avx2"], "accept_saturation": True}
+    assert cli("validate", write_recipe(tmp_path, data, "b.yaml")).exit_code == 0
+    data["deploy"] = {"cpus": ["x86-avx3"]}
+    result = cli("validate", write_recipe(tmp_path, data, "c.yaml"))
+    assert result.exit_code == 2 and "deploy.cpus[0]: got 'x86-avx3'; allowed: 'x86-sse', 'x86-avx2'" in result.output
+
+
+def test_openvino_overflow_fix_refused_where_it_saturates(cli, tmp_path, int8_pc_data):
+    data = copy.deepcopy(int8_pc_data)
+    data["stages"] = [data["stages"][0], {"kind": "target.openvino", "precision": "int8", "overflow_fix": "disable"}]
+    data["targets"] = ["openvino"]
+    result = cli("validate", write_recipe(tmp_path, data))
+    assert result.exit_code == 2
+    assert "stages[1] (target.openvino): overflow_fix 'disable' leaves full-range int8 weights" in result.output
+
+
+def test_runtime_fix_travels_with_the_artifact(cli, tmp_path, int8_pc_data):
+    """overflow_fix: runtime keeps full-range weights and stores the ONNX Runtime session option
+    in the manifest; verify, profile and the device-side runner all apply it."""
+    data = fast_profile(copy.deepcopy(int8_pc_data))
+    data["stages"][1]["overflow_fix"] = "runtime"
+    data["targets"] = ["onnxruntime"]
+    out = tmp_path / "out"
+    result = cli("compress", "--recipe", write_recipe(tmp_path, data), "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    root = out / "digits-cnn-int8"
+    m = json.loads((root / "manifest.json").read_text())
+    int8 = next(a for a in m["artifacts"] if a["name"] == "int8")
+    assert int8["runtime_options"] == {"onnxruntime": {"session_config": {"session.x64quantprecision": "1"}}}
+    measured = m["stages"][1]["measured"]
+    assert measured["weight_bits"] == 8 and measured["overflow_fix"] == "runtime"
+    # the subprocess runner that profiled it opened its session with the option
+    assert m["profile"]["int8/onnxruntime"]["backend"]["session_config"] == {"session.x64quantprecision": "1"}
+    result = cli("verify", root)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.skipif(emulate.qemu_binary() is None and local_class() != "x86-avx2",
+                    reason="needs an x86-avx2 CPU or qemu-user to emulate one")
+def test_forced_saturating_scheme_fails_verify_on_avx2_and_names_the_class(cli, tmp_path, int8_pc_data):
+    """Full-range U8S8 without a fix, accepted explicitly: verification on x86-avx2 (emulated
+    here, or native on such a machine) catches the saturation and nothing is written."""
+    data = fast_profile(_saturating(int8_pc_data), emulate=True)
+    data["deploy"] = {"cpus": ["x86-avx2"], "accept_saturation": True}
+    data["targets"] = ["onnxruntime"]
+    data["verify"]["emulate_samples"] = 64
+    out = tmp_path / "out"
+    result = cli("compress", "--recipe", write_recipe(tmp_path, data), "--out", out, "--quiet")
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: verify: artifact 'int8' on onnxruntime") and "x86-avx2" in line, line
+    assert "below verify.cosine_min" in line
+    assert not (out / "digits-cnn-int8").exists()
