@@ -315,17 +315,29 @@ def report(artifact_dir: Path = typer.Argument(..., help="an out/<name> director
 def verify_cmd(
     artifact_dir: Path = typer.Argument(..., help="an out/<name> directory"),
     runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="only these runtimes"),
+    cpu: Optional[list[str]] = typer.Option(None, "--cpu", help="CPU class to verify on: this machine's natively, "
+                                            "x86-avx2 / x86-sse under QEMU (repeatable; default: this machine)"),
     threads: int = typer.Option(2, "--threads", min=1),
 ) -> None:
-    """Re-verify an artifact from its manifest: file hashes, then parity on each runtime."""
-    from edgekit.verify import reverify
+    """Re-verify an artifact from its manifest: file hashes, then parity on each runtime, here or
+    under an emulated CPU class; passing results are recorded in the manifest's verified_on."""
+    from edgekit.artifact import read_manifest
+    from edgekit.cpu import CLASSES, local_class
+    from edgekit.errors import UsageError
+    from edgekit.verify import reverify, unverified_here
 
+    bad = [c for c in cpu or () if c not in CLASSES]
+    if bad:
+        raise UsageError(f"verify: --cpu {bad[0]!r} is not a CPU class; allowed: {', '.join(CLASSES)}")
+    warning = unverified_here(read_manifest(artifact_dir), local_class())
+    if warning and not cpu:
+        err.print(f"note: {warning.split(';')[0]}; verifying now", markup=False, highlight=False, soft_wrap=True)
     table = Table(title=f"verify {artifact_dir}")
-    for col in ("artifact", "runtime", "samples", "cosine", "worst", "max abs", "top-1 agr."):
+    for col in ("artifact", "runtime", "cpu class", "mode", "samples", "cosine", "worst", "max abs", "top-1 agr."):
         table.add_column(col)
-    for r in reverify(artifact_dir, runtime, threads):
-        table.add_row(r["artifact"], r["runtime"], str(r["samples"]), _fmt(r["cosine_mean"]), _fmt(r["cosine_worst"]),
-                      _fmt(r["max_abs_err"]), _fmt(r.get("top1_agreement")))
+    for r in reverify(artifact_dir, runtime, threads, cpu):
+        table.add_row(r["artifact"], r["runtime"], r["cpu_class"], r["mode"], str(r["samples"]), _fmt(r["cosine_mean"]),
+                      _fmt(r["cosine_worst"]), _fmt(r["max_abs_err"]), _fmt(r.get("top1_agreement")))
     out.print(table)
 
 

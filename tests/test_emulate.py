@@ -83,3 +83,55 @@ def test_default_artifact_verified_on_emulated_avx2(digits_run):
     assert int8["overflow_fix"] in ("reduce_range", "runtime") and "x86-avx2" in int8["overflow_fix_reason"]
     text = (digits_run.out_dir / "report.md").read_text()
     assert "## Where it is known good" in text and "| x86-avx2 | emulated |" in text
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    dst = tmp_path / "art"
+    shutil.copytree(run.out_dir, dst)
+    return dst
+
+
+@needs_qemu
+def test_verify_cli_emulated_class_is_recorded(cli, digits_run, tmp_path):
+    import json
+
+    art = _copy(digits_run, tmp_path)
+    m = json.loads((art / "manifest.json").read_text())
+    for a in m["artifacts"]:  # as if built elsewhere, without emulation
+        a["verified_on"] = [v for v in a["verified_on"] if v["cpu_class"] != "x86-avx2"]
+    (art / "manifest.json").write_text(json.dumps(m))
+    result = cli("verify", art, "--cpu", "x86-avx2", "--runtime", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert "emulated" in result.output
+    m = json.loads((art / "manifest.json").read_text())
+    for a in m["artifacts"]:
+        got = [v for v in a["verified_on"] if v["cpu_class"] == "x86-avx2"]
+        assert len(got) == 1 and got[0]["mode"] == "emulated" and got[0]["by"] == "edgekit verify"
+        assert got[0]["runtime"] == "onnxruntime" and got[0]["passed"]
+
+
+def test_verify_cli_refuses_unknown_and_impossible_classes(cli, digits_run):
+    result = cli("verify", digits_run.out_dir, "--cpu", "x86-avx9")
+    assert result.exit_code == 2
+    assert "--cpu 'x86-avx9' is not a CPU class; allowed: x86-sse, x86-avx2, x86-vnni, x86-amx, arm64" in result.output
+    other = "x86-amx" if local_class() != "x86-amx" else "arm64"
+    result = cli("verify", digits_run.out_dir, "--cpu", other)
+    assert result.exit_code == 4
+    assert f"--cpu {other}: cannot verify here: no {other} CPU here" in result.output
+
+
+def test_inspect_warns_when_this_class_was_never_verified(cli, digits_run, tmp_path):
+    import json
+
+    art = _copy(digits_run, tmp_path)
+    m = json.loads((art / "manifest.json").read_text())
+    for a in m["artifacts"]:
+        a["verified_on"] = [v for v in a["verified_on"] if not v["cpu_class"].startswith(local_class())]
+    (art / "manifest.json").write_text(json.dumps(m))
+    result = cli("inspect", art)
+    assert result.exit_code == 0
+    assert f"warning: this machine is {local_class()}, which artifact(s) fp32, int8 were not verified on" in result.output
+    result = cli("inspect", digits_run.out_dir)
+    assert "warning: this machine is" not in result.output

@@ -12,27 +12,23 @@ import pytest
 
 from edgekit import emulate
 from edgekit.cpu import local_class
-from edgekit.quantize.static_int8 import AUTO_FIX, StaticInt8Config, choose_overflow_fix
+from edgekit.quantize.overflow import AUTO_FIX, choose_overflow_fix
 from tests.conftest import fast_profile, write_recipe
 
 ALL_X86 = ["x86-sse", "x86-avx2", "x86-vnni", "x86-amx"]
 
 
-def cfg(**kw) -> StaticInt8Config:
-    return StaticInt8Config(kind="quantize.int8", **kw)
-
-
 def test_auto_fixes_only_where_a_class_saturates():
-    c = choose_overflow_fix(cfg(), ALL_X86)
+    c = choose_overflow_fix("auto", "int8", ALL_X86)
     assert c.fix == AUTO_FIX and "x86-avx2" in c.reason
     assert c.reduce_range == (AUTO_FIX == "reduce_range")
-    c = choose_overflow_fix(cfg(), ["x86-vnni", "x86-amx", "arm64"])
+    c = choose_overflow_fix("auto", "int8", ["x86-vnni", "x86-amx", "arm64"])
     assert (c.fix, c.reduce_range, c.ort_options) == ("none", False, {})
-    c = choose_overflow_fix(cfg(weights={"dtype": "uint8"}), ALL_X86)
+    c = choose_overflow_fix("auto", "uint8", ALL_X86)
     assert c.fix == "none" and "U8U8" in c.reason
-    c = choose_overflow_fix(cfg(overflow_fix="runtime"), ALL_X86)
-    assert c.ort_options == {"session.x64quantprecision": "1"} and not c.reduce_range
-    c = choose_overflow_fix(cfg(overflow_fix="reduce_range"), ["x86-vnni"])
+    c = choose_overflow_fix("runtime", "int8", ALL_X86)
+    assert c.runner_options == {"session_config": {"session.x64quantprecision": "1"}} and not c.reduce_range
+    c = choose_overflow_fix("reduce_range", "int8", ["x86-vnni"])
     assert c.reduce_range and "set in the recipe" in c.reason
 
 

@@ -9,11 +9,12 @@ with an opaque error. The artifact runs on onnxruntime only: OpenVINO has no Dyn
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
 from edgekit.backends import require
+from edgekit.quantize.overflow import choose_overflow_fix, deploy_classes, saturation_problem
 from edgekit.recipe import check_patterns
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
@@ -25,9 +26,14 @@ class DynamicInt8Config(StageConfig):
     op_types: list[str] = Field(["MatMul", "Gemm"], min_length=1)
     per_channel: bool = False
     weight_dtype: Literal["int8", "uint8"] = "int8"
+    # int8 weights on CPUs whose kernels saturate (see edgekit.quantize.overflow)
+    overflow_fix: Literal["auto", "reduce_range", "runtime", "none"] = "auto"
     exclude: list[str] = []
 
     _patterns = field_validator("exclude")(classmethod(lambda cls, v: check_patterns(v)))
+
+    def saturation_problem(self, classes: list[str]) -> Optional[str]:
+        return saturation_problem(self.overflow_fix, self.weight_dtype, classes, "weight_dtype")
 
 
 class DynamicInt8(Stage):
@@ -41,6 +47,7 @@ class DynamicInt8(Stage):
 
         excluded = resolve(cfg.exclude, node_names(state.onnx_path), "exclude")
         out = state.workdir / f"{cfg.name}.onnx"
+        overflow = choose_overflow_fix(cfg.overflow_fix, cfg.weight_dtype, deploy_classes(state))
         q.quantize_dynamic(
             str(state.onnx_path),
             str(out),
@@ -48,13 +55,15 @@ class DynamicInt8(Stage):
             per_channel=cfg.per_channel,
             weight_type=q.QuantType.QInt8 if cfg.weight_dtype == "int8" else q.QuantType.QUInt8,
             nodes_to_exclude=excluded,
+            reduce_range=overflow.reduce_range,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         ops = [op for _, op in node_names(out)]
-        state.add(Artifact(cfg.name, out, "onnx", "int8", self.kind, ("onnxruntime",)))
+        options = {"onnxruntime": overflow.runner_options} if overflow.runner_options else {}
+        state.add(Artifact(cfg.name, out, "onnx", "int8", self.kind, ("onnxruntime",), options=options))
         return state, StageRecord(
             kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.name],
-            measured={"excluded_nodes": excluded,
+            measured={"excluded_nodes": excluded, **overflow.record(), "runtime_options": options,
                       "integer_nodes": sum(op in ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul")
                                            for op in ops)},
         )

@@ -12,13 +12,8 @@ path, the activation x activation attention products and the residual stream (wh
 channels a per-tensor scale cannot hold) stay float unless `op_types` asks for them. Measured on
 all-MiniLM-L6-v2: quantizing those outputs too gives cosine 0.95, leaving them float 0.993.
 
-Overflow fix: on x86 without VNNI (class x86-avx2) ONNX Runtime's u8 x s8 kernels add pairs of
-products into a saturating int16, and full-range int8 weights overflow it (the digits CNN falls
-from top-1 0.99 to 0.86 there, from the same file). `overflow_fix` picks, for the recipe's
-deploy.cpus, between 7-bit weights (`reduce_range`: 2*255*64 < 32767, exact everywhere, in the
-file itself) and the ONNX Runtime session option `session.x64quantprecision=1` (`runtime`:
-full-range weights, u8u8 kernels only where needed, but only ONNX Runtime honours it, so it is
-stored with the artifact's runtime options). benchmarks/cpu_classes.py measures both."""
+The overflow fix for CPUs whose int8 kernels saturate (x86-avx2) is chosen for the recipe's
+deploy.cpus by edgekit.quantize.overflow."""
 
 from __future__ import annotations
 
@@ -32,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgekit.backends import require
 from edgekit.errors import DataError
+from edgekit.quantize.overflow import OverflowChoice, choose_overflow_fix, deploy_classes, saturation_problem
 from edgekit.recipe import check_patterns
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
@@ -40,10 +36,6 @@ TRANSFORMER_OPS = ["MatMul", "Gemm"]
 WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 # op types whose presence marks a graph as a transformer for `preset: auto`
 TRANSFORMER_MARKERS = {"Softmax", "LayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization"}
-# ONNX Runtime's session option that computes u8 x s8 as u8 x u8 on x86 without VNNI
-X64_QUANT_PRECISION = {"session.x64quantprecision": "1"}
-# what `overflow_fix: auto` uses when a deploy class saturates (benchmarks/cpu_classes.py)
-AUTO_FIX = "reduce_range"
 
 
 class WeightsConfig(BaseModel):
@@ -100,46 +92,7 @@ class StaticInt8Config(StageConfig):
 
     def saturation_problem(self, classes: list[str]) -> Optional[str]:
         """Why this config saturates on one of `classes`, or None (checked at validate time)."""
-        from edgekit.cpu import SATURATING
-
-        bad = [c for c in classes if c in SATURATING]
-        if self.overflow_fix == "none" and self.weights.dtype == "int8" and bad:
-            return (f"overflow_fix 'none' with full-range int8 weights saturates int16 on {', '.join(bad)} "
-                    "(u8 x s8 pairs reach 2*255*127 > 32767); allowed there: auto, reduce_range, runtime, "
-                    "or weights.dtype uint8")
-        return None
-
-
-@dataclass
-class OverflowChoice:
-    """What quantize.int8 did about int16 saturation, and why: goes into the stage record."""
-
-    fix: str  # none | reduce_range | runtime
-    reduce_range: bool
-    ort_options: dict[str, Any]
-    reason: str
-    cpus: list[str]
-
-
-def choose_overflow_fix(cfg: StaticInt8Config, classes: list[str]) -> OverflowChoice:
-    from edgekit.cpu import SATURATING
-
-    bad = [c for c in classes if c in SATURATING]
-    fix = cfg.overflow_fix
-    if cfg.weights.dtype == "uint8" and fix == "auto":
-        fix, reason = "none", "U8U8: ONNX Runtime's u8 x u8 kernels widen to int16 before adding; nothing saturates"
-    elif fix == "auto" and not bad:
-        fix, reason = "none", f"no class in deploy.cpus ({', '.join(classes)}) saturates u8 x s8 pairs"
-    elif fix == "auto":
-        fix = AUTO_FIX
-        reason = (f"deploy.cpus includes {', '.join(bad)}, where u8 x s8 pairs of full-range int8 weights saturate "
-                  "int16; " + ("7-bit weights cannot (2*255*64 < 32767) and need nothing at run time"
-                               if fix == "reduce_range" else
-                               "ONNX Runtime's session.x64quantprecision=1 computes them as u8 x u8 there"))
-    else:
-        reason = f"overflow_fix {fix!r} set in the recipe"
-    return OverflowChoice(fix, fix == "reduce_range", dict(X64_QUANT_PRECISION) if fix == "runtime" else {},
-                          reason, list(classes))
+        return saturation_problem(self.overflow_fix, self.weights.dtype, classes, "weights.dtype")
 
 
 def quant_types(cfg: StaticInt8Config) -> tuple[Any, Any]:
@@ -170,7 +123,7 @@ class Plan:
     @property
     def ort_options(self) -> dict[str, Any]:
         """Runner options for ONNX Runtime sessions of what this plan quantizes."""
-        return {"session_config": self.overflow.ort_options} if self.overflow.ort_options else {}
+        return self.overflow.runner_options
 
     def candidates(self) -> list[str]:
         """Nodes the sensitivity scan and the accuracy-aware search may move to float: with
@@ -259,10 +212,7 @@ def plan(state: ModelState, cfg: StaticInt8Config, kind: str) -> tuple[Plan, dic
         "calibrated_tensors": len(rng),
         "calibration_s": round(time.perf_counter() - t0, 3),
     })
-    classes = state.recipe.deploy.classes() if state.recipe is not None else None
-    from edgekit.cpu import X86_CLASSES
-
-    overflow = choose_overflow_fix(cfg, classes or list(X86_CLASSES))
+    overflow = choose_overflow_fix(cfg.overflow_fix, cfg.weights.dtype, deploy_classes(state))
     return Plan(prepared, cache, op_types, extra, cfg, overflow), info
 
 
@@ -298,10 +248,7 @@ class StaticInt8(Stage):
             "quantize_linear_nodes": sum(1 for _, op in node_names(out) if op == "QuantizeLinear"),
             "precision": {**{n: "int8" for n in quantized}, **{n: "float" for n in excluded}},
             "scheme": f"{'U' if at == q.QuantType.QUInt8 else 'S'}8{'S' if wt == q.QuantType.QInt8 else 'U'}8",
-            "weight_bits": 7 if p.overflow.reduce_range else 8,
-            "overflow_fix": p.overflow.fix,
-            "overflow_fix_reason": p.overflow.reason,
-            "deploy_cpus": p.overflow.cpus,
+            **p.overflow.record(),
             "runtime_options": options,
         })
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.name], measured=measured)

@@ -1,0 +1,78 @@
+"""The INT8 overflow fix for the CPU classes a recipe deploys to, shared by the ONNX Runtime
+quantizers (quantize.int8, quantize.dynamic).
+
+On x86 without VNNI (class x86-avx2) ONNX Runtime's u8 x s8 kernels add pairs of products into a
+saturating int16, and full-range int8 weights overflow it (the digits CNN falls from top-1 0.99
+to 0.86 there, from the same file). Two fixes exist: 7-bit weights (`reduce_range`: a pair is at
+most 2*255*64 = 32640, so nothing can saturate on any CPU, and the fix lives in the file) and ONNX
+Runtime's session option `session.x64quantprecision=1` (`runtime`: full-range weights, computed
+as u8 x u8 only on CPUs that need it, but only ONNX Runtime honours it, so it is stored with the
+artifact's runtime options). benchmarks/cpu_classes.py measures both per model and class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+# ONNX Runtime's session option that computes u8 x s8 as u8 x u8 on x86 without VNNI
+X64_QUANT_PRECISION = {"session.x64quantprecision": "1"}
+# what `overflow_fix: auto` uses when a deploy class saturates (benchmarks/cpu_classes.py)
+AUTO_FIX = "reduce_range"
+
+
+@dataclass
+class OverflowChoice:
+    """What a quantizer did about int16 saturation, and why: goes into the stage record."""
+
+    fix: str  # none | reduce_range | runtime
+    reduce_range: bool
+    ort_options: dict[str, Any]
+    reason: str
+    cpus: list[str]
+
+    @property
+    def runner_options(self) -> dict[str, Any]:
+        """Options for ONNX Runtime runners of what was quantized with this choice."""
+        return {"session_config": dict(self.ort_options)} if self.ort_options else {}
+
+    def record(self) -> dict[str, Any]:
+        return {"weight_bits": 7 if self.reduce_range else 8, "overflow_fix": self.fix,
+                "overflow_fix_reason": self.reason, "deploy_cpus": self.cpus}
+
+
+def deploy_classes(state: Any) -> list[str]:
+    from edgekit.cpu import X86_CLASSES
+
+    return state.recipe.deploy.classes() if getattr(state, "recipe", None) is not None else list(X86_CLASSES)
+
+
+def saturation_problem(fix: str, weight_dtype: str, classes: list[str], dtype_field: str) -> Optional[str]:
+    """Why these settings saturate on one of `classes`, or None (checked at validate time)."""
+    from edgekit.cpu import SATURATING
+
+    bad = [c for c in classes if c in SATURATING]
+    if fix == "none" and weight_dtype == "int8" and bad:
+        return (f"overflow_fix 'none' with full-range int8 weights saturates int16 on {', '.join(bad)} "
+                "(u8 x s8 pairs reach 2*255*127 > 32767); allowed there: auto, reduce_range, runtime, "
+                f"or {dtype_field} uint8")
+    return None
+
+
+def choose_overflow_fix(fix: str, weight_dtype: str, classes: list[str]) -> OverflowChoice:
+    from edgekit.cpu import SATURATING
+
+    bad = [c for c in classes if c in SATURATING]
+    if weight_dtype == "uint8" and fix == "auto":
+        fix, reason = "none", "U8U8: ONNX Runtime's u8 x u8 kernels widen to int16 before adding; nothing saturates"
+    elif fix == "auto" and not bad:
+        fix, reason = "none", f"no class in deploy.cpus ({', '.join(classes)}) saturates u8 x s8 pairs"
+    elif fix == "auto":
+        fix = AUTO_FIX
+        reason = (f"deploy.cpus includes {', '.join(bad)}, where u8 x s8 pairs of full-range int8 weights saturate "
+                  "int16; " + ("7-bit weights cannot (2*255*64 < 32767) and need nothing at run time"
+                               if fix == "reduce_range" else
+                               "ONNX Runtime's session.x64quantprecision=1 computes them as u8 x u8 there"))
+    else:
+        reason = f"overflow_fix {fix!r} set in the recipe"
+    return OverflowChoice(fix, fix == "reduce_range", dict(X64_QUANT_PRECISION) if fix == "runtime" else {},
+                          reason, list(classes))
