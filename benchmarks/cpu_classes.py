@@ -9,12 +9,17 @@ graph once and quantizes it with `quantize.int8` five ways:
     u8u8       uint8 weights
     s8s8       int8 activations and weights (ONNX Runtime's default), no overflow fix
 
+and, for OpenVINO, with `target.openvino` (NNCF INT8) two ways: NNCF's overflow fix on every
+layer (ov_fix_all) or on the first layer only (ov_fix_first, NNCF's default).
+
 edgekit's own pipeline then verifies every artifact on ONNX Runtime natively and under QEMU for
-each emulated class (x86-avx2 = qemu Haswell, x86-sse = qemu Nehalem); the accuracy (top-1, or
+each emulated class (x86-avx2 = qemu Haswell, x86-sse = qemu Nehalem), OpenVINO artifacts on
+OpenVINO; the accuracy (top-1, or
 cosine fidelity for MiniLM) comes from the manifest's `verified_on` records. Native speed vs the
 fp32 ONNX is timed afterwards, all variants interleaved in rounds (median of per-round medians).
 
     .venv/bin/python benchmarks/cpu_classes.py [--models cnn vit minilm] [--classes x86-avx2 x86-sse]
+                                               [--runtimes onnxruntime openvino]
                                                [--emulated-samples 200] [--rounds 5]
 
 Prints the table and writes benchmarks/results/cpu_classes.json."""
@@ -63,17 +68,24 @@ MODELS = {
 }
 
 
-def recipe(model: str, classes: list[str], emulated_samples: int) -> dict[str, Any]:
+# OpenVINO + NNCF INT8 (target.openvino) with NNCF's overflow fix on every layer or the first only
+OV_SCHEMES = {"ov_fix_all": "enable", "ov_fix_first": "first_layer"}
+
+
+def recipe(model: str, classes: list[str], emulated_samples: int, runtime: str) -> dict[str, Any]:
     m = MODELS[model]
     stages: list[dict[str, Any]] = [{"kind": "export.onnx", "opset": 17}]
-    for name, settings in SCHEMES.items():
+    if runtime == "openvino":
+        stages += [{"kind": "target.openvino", "name": name, "precision": "int8", "overflow_fix": fix}
+                   for name, fix in OV_SCHEMES.items()]
+    for name, settings in SCHEMES.items() if runtime == "onnxruntime" else ():
         stage = {"kind": "quantize.int8", "name": name,
                  "activations": {"calibration": m["calibration"], "percentile": 99.999}}
         for key, value in settings.items():
             stage[key] = {**stage.get(key, {}), **value} if isinstance(value, dict) else value
         stages.append(stage)
-    data = {"edgekit": 1, "name": f"cpu-classes-{model}", "model": m["model"], "data": m["data"], "stages": stages,
-            "targets": ["onnxruntime"],
+    data = {"edgekit": 1, "name": f"cpu-classes-{model}-{runtime}", "model": m["model"], "data": m["data"],
+            "stages": stages, "targets": [runtime],
             # every scheme is kept and measured, the saturating ones included: record, don't refuse
             "deploy": {"cpus": list(dict.fromkeys([local_class(), *classes])), "accept_saturation": True},
             "verify": {"cosine_min": 0.01, "samples": 10_000, "emulate_samples": emulated_samples},
@@ -83,11 +95,12 @@ def recipe(model: str, classes: list[str], emulated_samples: int) -> dict[str, A
     return data
 
 
-def speeds(out_dir: Path, manifest: dict[str, Any], feeds: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
-    """fp32 time / variant time on ONNX Runtime here, interleaved: each round times every
+def speeds(out_dir: Path, manifest: dict[str, Any], feeds: dict[str, np.ndarray], rounds: int,
+           runtime: str) -> dict[str, float]:
+    """fp32 time / variant time on the runtime here, interleaved: each round times every
     variant for a short block, so machine noise hits all of them alike."""
-    runners = {a["name"]: open_runner("onnxruntime", out_dir / a["path"], 2,
-                                      **(a.get("runtime_options") or {}).get("onnxruntime", {}))
+    runners = {a["name"]: open_runner(runtime, out_dir / a["path"], 2,
+                                      **(a.get("runtime_options") or {}).get(runtime, {}))
                for a in manifest["artifacts"]}
     medians: dict[str, list[float]] = {k: [] for k in runners}
     try:
@@ -109,20 +122,21 @@ def main() -> None:
     ap.add_argument("--emulated-samples", type=int, default=200)
     ap.add_argument("--minilm-emulated-samples", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"], choices=["onnxruntime", "openvino"])
     args = ap.parse_args()
     native = local_class()
     results: dict[str, Any] = {"native_class": native, "models": {}}
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-cpu-classes-") as d:
-        for model in args.models:
+        for model, runtime in [(m, r) for m in args.models for r in args.runtimes]:
             n_emu = args.minilm_emulated_samples if model == "minilm" else args.emulated_samples
-            path = Path(d) / f"{model}.yaml"
-            path.write_text(yaml.safe_dump(recipe(model, args.classes, n_emu), sort_keys=False))
+            path = Path(d) / f"{model}-{runtime}.yaml"
+            path.write_text(yaml.safe_dump(recipe(model, args.classes, n_emu, runtime), sort_keys=False))
             res = run(load_recipe(path), Path(d) / "out")
             m = res.manifest
             with np.load(res.out_dir / "reference.npz") as z:
                 feeds = {k[len("input."):]: z[k][:1] for k in z.files if k.startswith("input.")}
-            speed = speeds(res.out_dir, m, feeds, args.rounds)
+            speed = speeds(res.out_dir, m, feeds, args.rounds, runtime)
             per: dict[str, Any] = {"not_verified": m["deploy"]["not_verified"], "schemes": {}}
             for a in m["artifacts"]:
                 entry: dict[str, Any] = {"speed_vs_fp32": speed[a["name"]], "classes": {}}
@@ -136,17 +150,17 @@ def main() -> None:
                     entry["weight_bits"] = stage["measured"].get("weight_bits")
                     entry["scheme"] = stage["measured"].get("scheme")
                 for cls, c in entry["classes"].items():
-                    rows.append((model, a["name"], cls, c["value"], c["reference"], c["samples"], c["cosine_mean"],
+                    rows.append((model, runtime, a["name"], cls, c["value"], c["reference"], c["samples"], c["cosine_mean"],
                                  entry["speed_vs_fp32"]))
-            results["models"][model] = per
-            print(f"{model}: not verified: {per['not_verified'] or 'none'}", flush=True)
-    print(f"\nINT8 schemes x CPU classes (native class {native}; speed = ONNX Runtime fp32 time / variant time, "
+            results["models"][f"{model}/{runtime}"] = per
+            print(f"{model} on {runtime}: not verified: {per['not_verified'] or 'none'}", flush=True)
+    print(f"\nINT8 schemes x CPU classes (native class {native}; speed = the runtime's fp32 time / variant time, "
           "native, interleaved)\n")
-    print(f"| model | scheme | class | metric | reference | samples | cosine vs fp32 | native speed vs fp32 |")
-    print("|---|---|---|---|---|---|---|---|")
-    for model, scheme, cls, value, ref, n, cos, sp in rows:
+    print("| model | runtime | scheme | class | metric | reference | samples | cosine vs fp32 | native speed vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for model, runtime, scheme, cls, value, ref, n, cos, sp in rows:
         fmt = (lambda v: "–" if v is None else f"{v:.4f}")
-        print(f"| {model} | {scheme} | {cls} | {fmt(value)} | {fmt(ref)} | {n} | {cos:.4f} | {sp:.2f}x |")
+        print(f"| {model} | {runtime} | {scheme} | {cls} | {fmt(value)} | {fmt(ref)} | {n} | {cos:.4f} | {sp:.2f}x |")
     out = ROOT / "benchmarks" / "results" / "cpu_classes.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.is_file() else {}

@@ -128,7 +128,7 @@ def _load(loaded: LoadedRecipe, models_dir: Path, progress: Progress) -> Loaded:
         copy = models_dir / "fp32.onnx"
         shutil.copyfile(lm.onnx_path, copy)
         state.onnx_path = copy
-        state.add(Artifact("fp32", copy, "onnx", "fp32", "source", ("onnxruntime", "openvino")))
+        state.add(Artifact("fp32", copy, "onnx", "fp32", "source"))
     return Loaded(lm, calib, evald, state, info)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+import types
 import typing
 from functools import lru_cache
 from pathlib import Path
@@ -314,7 +315,7 @@ def _unwrap(tp: Any, node: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin is Annotated:
         return _unwrap(typing.get_args(tp)[0], node)
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:
         options = [a for a in typing.get_args(tp) if a is not type(None)]
         if isinstance(node, dict) and "kind" in node:
             for opt in options:

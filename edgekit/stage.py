@@ -66,6 +66,9 @@ class StageInfo:
         return getattr(importlib.import_module(module), name)
 
 
+# what runs an ONNX file given as the recipe's model (no stage made it)
+SOURCE_RUNS_ON = ("onnxruntime", "openvino")
+
 REGISTRY: dict[str, StageInfo] = {
     info.kind: info
     for info in (

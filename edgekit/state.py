@@ -17,10 +17,16 @@ class Artifact:
     path: Path  # absolute, inside the run's working directory
     format: str  # "onnx" | "openvino"
     precision: str  # "fp32" | "int8" | "int4" | "fp16" | "mixed"
-    produced_by: str  # stage kind
-    runs_on: tuple[str, ...]  # runtimes able to run it
+    produced_by: str  # stage kind, or "source" for an ONNX model given as the recipe's model
     extra_files: tuple[Path, ...] = ()  # e.g. an OpenVINO .bin or ONNX external data
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> runner settings
+
+    @property
+    def runs_on(self) -> tuple[str, ...]:
+        """Runtimes able to run it: the producing stage's registry row says, in one place."""
+        from edgekit.stage import REGISTRY, SOURCE_RUNS_ON
+
+        return SOURCE_RUNS_ON if self.produced_by == "source" else REGISTRY[self.produced_by].runs_on
 
     def files(self) -> list[Path]:
         return [self.path, *self.extra_files]

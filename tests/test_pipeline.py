@@ -156,3 +156,28 @@ def test_reverify_from_manifest(cli, digits_run, tmp_path):
     assert bad.exit_code == 1
     assert "file models/int8.onnx does not match its sha256 in the manifest" in bad.output
     assert cli("verify", tmp_path).exit_code == 2
+
+
+def test_int8_slower_than_fp32_is_warned_with_the_class():
+    from edgekit.pipeline import _speed_warnings
+
+    manifest = {
+        "environment": {"cpu": {"class": "x86-avx2"}},
+        "recipe": {"targets": ["onnxruntime", "openvino"]},
+        "artifacts": [{"name": "fp32", "precision": "fp32"}, {"name": "int8", "precision": "int8"},
+                      {"name": "ov_int8", "precision": "int8"}],
+        "profile": {"fp32/onnxruntime": {"median_ms": 10.0}, "int8/onnxruntime": {"median_ms": 5.0},
+                    "fp32/openvino": {"median_ms": 4.2}, "int8/openvino": {"median_ms": 3.0},
+                    "ov_int8/openvino": {"median_ms": 5.0}},
+    }
+    assert _speed_warnings(manifest) == ["ov_int8 is 0.84x fp32 speed on openvino here (x86-avx2): slower than float"]
+
+
+def test_summary_and_report_name_the_cpu_class(digits_run):
+    from edgekit.report import markdown
+
+    cls = digits_run.manifest["environment"]["cpu"]["class"]
+    text = markdown(digits_run.manifest)
+    assert f"p50 ms ({cls})" in text and f"class {cls}" in text
+    html = (digits_run.out_dir / "report.html").read_text()
+    assert f"p50 ms ({cls})" in html and "Where it is known good" in html

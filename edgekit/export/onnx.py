@@ -117,7 +117,7 @@ class ExportOnnx(Stage):
             samples += state.calibration.samples[:4]
         worst = check_parity(out, state.torch_model, samples, cfg.parity_rtol, "export.onnx")
         state.onnx_path = out
-        state.add(Artifact(cfg.name, out, "onnx", "fp32", self.kind, ("onnxruntime", "openvino")))
+        state.add(Artifact(cfg.name, out, "onnx", "fp32", self.kind))
         graph = onnx.load(str(out), load_external_data=False).graph
         return state, StageRecord(
             kind=self.kind,

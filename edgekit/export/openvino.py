@@ -254,7 +254,7 @@ class TargetOpenVINO(Stage):
         options = {} if cfg.inference_precision == "auto" else {"openvino": {"precision": cfg.inference_precision}}
         state.add(Artifact(
             cfg.artifact_name, xml, "openvino", {"int8_weights": "int8"}.get(cfg.precision, cfg.precision),
-            self.kind, ("openvino",), extra_files=(xml.with_suffix(".bin"),), options=options,
+            self.kind, extra_files=(xml.with_suffix(".bin"),), options=options,
         ))
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.artifact_name],
                                   measured=measured)

@@ -60,7 +60,7 @@ class DynamicInt8(Stage):
         )
         ops = [op for _, op in node_names(out)]
         options = {"onnxruntime": overflow.runner_options} if overflow.runner_options else {}
-        state.add(Artifact(cfg.name, out, "onnx", "int8", self.kind, ("onnxruntime",), options=options))
+        state.add(Artifact(cfg.name, out, "onnx", "int8", self.kind, options=options))
         return state, StageRecord(
             kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.name],
             measured={"excluded_nodes": excluded, **overflow.record(), "runtime_options": options,

@@ -41,6 +41,6 @@ class Fp16(Stage):
                                              node_block_list=kept or None)
         out = state.workdir / f"{cfg.name}.onnx"
         onnx.save(model, str(out))
-        state.add(Artifact(cfg.name, out, "onnx", "fp16", self.kind, ("onnxruntime", "openvino")))
+        state.add(Artifact(cfg.name, out, "onnx", "fp16", self.kind))
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.name],
                                   measured={"kept_float_nodes": kept})

@@ -128,7 +128,7 @@ class Int4(Stage):
         quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
         ops = [op for _, op in node_names(out)]
         packed = ops.count("MatMulNBits")
-        state.add(Artifact(cfg.name, out, "onnx", "int4", self.kind, ("onnxruntime",)))
+        state.add(Artifact(cfg.name, out, "onnx", "int4", self.kind))
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.name],
                                   measured={"matmulnbits_nodes": packed, "gather_quantized_nodes": ops.count("GatherBlockQuantized"), "gemm_rewritten": rewritten, "excluded_nodes": excluded,
                                             "calibration_samples": n})

@@ -241,8 +241,7 @@ class StaticInt8(Stage):
         wt, at = quant_types(cfg)
         quantized = [n for n in candidates if n not in excluded]
         options = {"onnxruntime": p.ort_options} if p.ort_options else {}
-        state.add(Artifact(cfg.name, out, "onnx", "int8" if not excluded else "mixed", self.kind,
-                           ("onnxruntime", "openvino"), options=options))
+        state.add(Artifact(cfg.name, out, "onnx", "int8" if not excluded else "mixed", self.kind, options=options))
         measured.update({
             "excluded_nodes": excluded,
             "quantize_linear_nodes": sum(1 for _, op in node_names(out) if op == "QuantizeLinear"),
