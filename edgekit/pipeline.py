@@ -5,7 +5,6 @@ directory atomically. The CLI and the Python API both call it."""
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -16,7 +15,7 @@ import edgekit
 from edgekit import evaluate, verify
 from edgekit.artifact import MANIFEST, atomic_dir, file_entry, write_json
 from edgekit.backends import extra_installed
-from edgekit.errors import BackendUnavailable, EdgekitError, RecipeError, StageError, first_line
+from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, RecipeError, StageError, first_line
 from edgekit.recipe import LoadedRecipe, required_extras
 from edgekit.stage import REGISTRY
 from edgekit.state import Artifact, Dataset, ModelState
@@ -60,6 +59,12 @@ def _run_stages(loaded: LoadedRecipe, state: ModelState) -> list[dict[str, Any]]
             state, record = stage.run(state, cfg)
         except RecipeError as exc:
             raise RecipeError(f"{loaded.path.name}: stages[{i}].{exc}") from exc
+        except ModelLoadError as exc:  # inside a stage, a runner refusing a graph the stage wrote
+            from edgekit.refusal import is_refusal, refused_in_stage
+
+            if not is_refusal(exc):
+                raise
+            raise refused_in_stage(f"stages[{i}] ({cfg.kind})", exc) from exc
         except EdgekitError:
             raise
         except Exception as exc:  # a library failing mid-stage: name the stage, keep the cause
@@ -76,6 +81,7 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
     from edgekit.profile.devices import LocalDevice
     from edgekit.profile.run import Target, measure_job, measure_runner
     from edgekit.profile.schema import new_profile
+    from edgekit.refusal import open_artifact
     from edgekit.runners import TorchRunner, open_runner
 
     progress = progress or _no_progress
@@ -87,6 +93,7 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         models_dir.mkdir()
         lm = load_model(recipe.model, recipe.inputs, loaded.base_dir)
         info = dict(lm.info)
+        normalization: Optional[dict[str, Any]] = None
         calib: Optional[Dataset] = None
         if recipe.data.calibration:
             calib = load_data(recipe.data.calibration, lm.example, "data.calibration", loaded.base_dir, info)
@@ -101,7 +108,9 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         )
         if lm.onnx_path is not None:
             copy = models_dir / "fp32.onnx"
-            shutil.copyfile(lm.onnx_path, copy)
+            from edgekit.models.onnx_source import prepare_source  # opset/IR/folding, parity-checked
+
+            normalization = prepare_source(lm.onnx_path, copy, recipe, lm.example, (calib, evald), threads)
             state.onnx_path = copy
             state.add(Artifact("fp32", copy, "onnx", "fp32", "source", ("onnxruntime", "openvino")))
         records = _run_stages(loaded, state)
@@ -145,7 +154,7 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
                 if rt not in art.runs_on:
                     skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
                     continue
-                runner = open_runner(rt, art.path, threads, **art.options.get(rt, {}))
+                runner = open_artifact(rt, art, threads, recipe.stages)  # refusal of a made graph: exit 1
                 try:
                     where = f"artifact {art.name!r} on {rt}"
                     out = _outputs(runner.run, samples, progress(f"verifying {art.name} on {rt}", len(samples)))
@@ -182,7 +191,8 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
             "recipe": recipe.model_dump(mode="json"),
             "recipe_sha256": loaded.sha256,
             "recipe_file": str(loaded.path),
-            "source_model": {"kind": lm.source_kind, "ref": lm.source_ref, "sha256": lm.sha256, "task": lm.task},
+            "source_model": {"kind": lm.source_kind, "ref": lm.source_ref, "sha256": lm.sha256, "task": lm.task,
+                             **({"normalization": normalization} if normalization else {})},
             "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in lm.example.items()},
             "outputs": lm.output_names,
             "data": {
