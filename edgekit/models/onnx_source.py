@@ -151,6 +151,8 @@ def _fold(model: Any) -> tuple[Any, Optional[str]]:
     folded = onnxslim.slim(copy.deepcopy(model))
     if folded is None:
         raise RuntimeError("onnxslim returned no model")
+    if len(folded.graph.node) == before and len(folded.graph.initializer) == len(model.graph.initializer):
+        return model, None  # nothing folded: keep the graph as it was
     return folded, f"onnxslim: {before} -> {len(folded.graph.node)} nodes"
 
 
