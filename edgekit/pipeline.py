@@ -154,7 +154,7 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
                 if rt not in art.runs_on:
                     skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
                     continue
-                runner = open_artifact(rt, art, threads, recipe.stages)  # refusal of a made graph: exit 1
+                runner = open_artifact(rt, art, threads, recipe.stages, normalization)  # refusal of a made graph: exit 1
                 try:
                     where = f"artifact {art.name!r} on {rt}"
                     out = _outputs(runner.run, samples, progress(f"verifying {art.name} on {rt}", len(samples)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, StageError, first_line
 
@@ -36,10 +36,11 @@ def is_refusal(exc: EdgekitError) -> bool:
         and not isinstance(cause, ImportError)
 
 
-def refused(stage: str, runtime: str, path: Path, exc: BaseException) -> StageError:
+def refused(stage: str, runtime: str, path: Path, exc: BaseException, hint: str = "") -> StageError:
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     where, reason = describe(first_line(cause))
-    return StageError(f"{stage} made {Path(path).name}, which {runtime} refuses{where}: {reason}")
+    return StageError(f"{stage} made {Path(path).name}, which {runtime} refuses{where}: {reason}"
+                      + (f" ({hint})" if hint else ""))
 
 
 def stage_label(stages: Iterable[Any], artifact: Any) -> str:
@@ -54,8 +55,10 @@ def stage_label(stages: Iterable[Any], artifact: Any) -> str:
     return found or artifact.produced_by
 
 
-def open_artifact(runtime: str, artifact: Any, threads: int, stages: Iterable[Any]) -> Any:
-    """`open_runner` on an artifact; a refusal of one a stage made becomes that stage's failure."""
+def open_artifact(runtime: str, artifact: Any, threads: int, stages: Iterable[Any],
+                  normalization: Optional[dict[str, Any]] = None) -> Any:
+    """`open_runner` on an artifact; a refusal of one a stage made becomes that stage's failure,
+    with the source normalisation's notes (e.g. an opset upgrade that could not be done) as hint."""
     from edgekit.runners import open_runner
 
     try:
@@ -63,7 +66,8 @@ def open_artifact(runtime: str, artifact: Any, threads: int, stages: Iterable[An
     except (ModelLoadError, BackendUnavailable) as exc:
         if artifact.produced_by == "source" or not is_refusal(exc):
             raise
-        raise refused(stage_label(stages, artifact), runtime, artifact.path, exc) from exc
+        hint = "; ".join(f"source normalisation: {n}" for n in (normalization or {}).get("notes", []))
+        raise refused(stage_label(stages, artifact), runtime, artifact.path, exc, hint) from exc
 
 
 def refused_in_stage(label: str, exc: ModelLoadError) -> StageError:

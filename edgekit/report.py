@@ -69,6 +69,9 @@ def markdown(manifest: dict[str, Any]) -> str:
             lines.append(f"| {key} | {m['n']} | {fmt(m.get('p90_upper_bound_ms'), 3)} | {fmt(m.get('p99_ms'), 3)} | "
                          f"{fmt(m.get('peak_rss_mb'), 1)} | {e.get('provenance', '–')}{why} | "
                          f"{fmt(None if net is None else net * 1000)} |")
+    from edgekit.models.onnx_source import report_lines
+
+    lines += report_lines(manifest)
     lines += ["", "## Stages", ""]
     for s in manifest["stages"]:
         lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")

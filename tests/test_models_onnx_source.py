@@ -231,3 +231,53 @@ def test_a_current_graph_is_left_byte_identical_when_nothing_changes(tmp_path):
     assert second["from"] == first["to"] and second["to"] == first["to"]
     assert second["steps"] == [] and second["notes"] == []
     assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
+
+
+def test_runner_and_calibrator_feed_only_real_inputs(tmp_path):
+    """The runners (verify, evaluate, profile, sensitivity, gate A/B) and the calibrator take
+    their feed names from the same rule: an IR 4 graph listing its initializers as (overridable)
+    inputs is fed `x` alone."""
+    from edgekit.quantize.calibrate import exposing_session
+    from edgekit.runners import open_runner
+
+    model = onnx.load(str(old_cnn(tmp_path / "old.onnx")))
+    model.ir_version = 4
+    path = tmp_path / "ir4.onnx"
+    onnx.save(model, str(path))
+    runner = open_runner("onnxruntime", path, 1)
+    try:
+        assert runner.input_names == ["x"]
+        assert runner.run({"x": images(1, 0)})[0].shape == (1, 10)
+    finally:
+        runner.close()
+    _, names = exposing_session(path, ["c1"], 1)
+    assert names == ["x"]
+
+
+def test_an_undone_step_is_one_line_on_the_console_and_in_the_report(cli, tmp_path, monkeypatch):
+    import edgekit.models.onnx_source as src
+
+    def bad_fold(model):
+        raise RuntimeError("onnxslim: shape inference failed")
+
+    monkeypatch.setattr(src, "_fold", bad_fold)
+    result = cli("compress", "--recipe", old_recipe(tmp_path, ["onnxruntime"]), "--out", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "note: model.onnx normalisation: fold: could not be done: RuntimeError: onnxslim: shape inference failed\n" \
+        in result.output
+    report = (tmp_path / "out" / "old-cnn" / "report.md").read_text()
+    assert "## Source normalisation" in report and "opset 9 / IR 3 → opset 13 / IR 7" in report
+    assert "- not done: fold: could not be done" in report
+
+
+def test_a_refusal_after_a_failed_opset_upgrade_says_so(cli, tmp_path, monkeypatch):
+    import edgekit.models.onnx_source as src
+
+    def refuse(model, need, why):  # onnxruntime's quantizer calls the converter too: patch ours only
+        raise RuntimeError("No Adapter For Upsample")
+
+    monkeypatch.setattr(src, "_upgrade_opset", refuse)
+    result = cli("compress", "--recipe", old_recipe(tmp_path, ["onnxruntime"]), "--out", tmp_path / "out", "--quiet")
+    assert result.exit_code == 1, result.output
+    assert "which onnxruntime refuses at node '" in result.output
+    assert "(source normalisation: opset: could not be done: RuntimeError: No Adapter For Upsample)" in result.output

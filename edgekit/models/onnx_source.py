@@ -233,3 +233,18 @@ def prepare_source(onnx_path: Path, dst: Path, recipe: Any, example: dict[str, n
     """The pipeline's entry: normalise an ONNX source for the recipe's stages into `dst`."""
     need, why = required_opset(recipe.stages)
     return normalize(Path(onnx_path), Path(dst), need, why, parity_samples(example, datasets), threads)
+
+
+def report_lines(manifest: dict[str, Any]) -> list[str]:
+    """report.md's account of the normalisation (nothing for torch sources)."""
+    norm = manifest.get("source_model", {}).get("normalization")
+    if not norm:
+        return []
+    a, b = norm["from"], norm["to"]
+    lines = ["", "## Source normalisation", "", f"opset {a['opset']} / IR {a['ir']} → opset {b['opset']} / IR {b['ir']}", ""]
+    for s in norm["steps"]:
+        p = s["parity"]
+        lines.append(f"- `{s['step']}`: {s['did']} (parity vs the source on onnxruntime: max rel error "
+                     f"{p['max_rel_err']:.1e}, worst cosine {p['cosine_min']:.6f}, {p['samples']} samples)")
+    lines += [f"- not done: {n}" for n in norm["notes"]]
+    return lines
