@@ -168,10 +168,9 @@ def normalize(src: Path, dst: Path, need: int, why: str, samples: list[dict[str,
     (opset, IR), each step with what it did and its parity against `src` on ONNX Runtime, and
     `notes`, one line per step that could not be done and why. `dst` is a byte copy of `src`
     when no step changed anything."""
-    import onnx
-
     from edgekit.backends import require
 
+    onnx = require("onnx", extra="onnx")
     ort = require("onnxruntime", extra="onnx")
     t0 = time.perf_counter()
     original = onnx.load(str(src), load_external_data=False)
