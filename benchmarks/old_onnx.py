@@ -239,7 +239,10 @@ def _fmt(row: dict[str, Any]) -> str:
 
     def cos(a: str, rt: str) -> str:
         if rt not in mt[a]:
-            return f"**{row['openvino_crash']}**" if row.get("openvino_crash") else "–"
+            crash = row.get("openvino_crash", "")
+            if crash and f"compiling {a}.onnx" in crash:
+                return f"**crashed: {crash}**"
+            return "not measured (rerun without OpenVINO)" if crash else "–"
         p = mt[a][rt]["parity"]
         mark = "" if p["cosine_mean"] >= DEFAULT_COSINE_MIN else " (below 0.99)"
         agree = f", top-1 {p['top1_agreement']:.2f}" if "top1_agreement" in p else ""
@@ -281,6 +284,7 @@ def main() -> None:
     ap.add_argument("--calibration", type=int, default=16)
     ap.add_argument("--evaluation", type=int, default=16)
     ap.add_argument("--targets", default="onnxruntime,openvino")
+    ap.add_argument("--table", action="store_true", help="print the table of the last results JSON and exit")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--row", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -289,6 +293,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"old_onnx_{args.child}_") as tmp:
             row = one(args.child, Path(tmp), args.calibration, args.evaluation, targets)
         Path(args.row).write_text(json.dumps(row, default=str))
+        return
+    if args.table:
+        print_table(json.loads((RESULTS / "old_onnx.json").read_text())["rows"])
         return
     names = [n for n in args.only.split(",") if n] or MODELS
     unknown = [n for n in names if n not in MODELS]
@@ -300,18 +307,22 @@ def main() -> None:
     for name in names:
         rows.append(child(name, args.calibration, args.evaluation, targets))
         print(json.dumps({k: rows[-1].get(k) for k in ("model", "ok", "seconds", "error", "openvino_crash")}), flush=True)
-    print("\n| model | source opset / IR | normalised opset / IR | normalisation | parity of normalised fp32 (worst step) "
-          "| fp32 on OpenVINO vs source | INT8 on ONNX Runtime (cosine vs fp32) | INT8 on OpenVINO "
-          "| INT8 Conv/Gemm only, ONNX Runtime | INT8 Conv/Gemm only, OpenVINO |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(_fmt(row))
+    print_table(rows)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "old_onnx.json"
     out.write_text(json.dumps({"environment": fingerprint(), "calibration_samples": args.calibration,
                                "evaluation_samples": args.evaluation, "targets": targets,
                                "rows": rows}, indent=1, default=str))
     print(f"\nwrote {out}")
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print("\n| model | source opset / IR | normalised opset / IR | normalisation | parity of normalised fp32 (worst step) "
+          "| fp32 on OpenVINO vs source | INT8 on ONNX Runtime (cosine vs fp32) | INT8 on OpenVINO "
+          "| INT8 Conv/Gemm only, ONNX Runtime | INT8 Conv/Gemm only, OpenVINO |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(_fmt(row))
 
 
 if __name__ == "__main__":

@@ -281,3 +281,19 @@ def test_a_refusal_after_a_failed_opset_upgrade_says_so(cli, tmp_path, monkeypat
     assert result.exit_code == 1, result.output
     assert "which onnxruntime refuses at node '" in result.output
     assert "(source normalisation: opset: could not be done: RuntimeError: No Adapter For Upsample)" in result.output
+
+
+def test_benchmark_models_are_built_offline_as_old_exporters_wrote_them():
+    """benchmarks/old_onnx.py's realistic SqueezeNet: opset 9, IR 3, every initializer a graph
+    input, random weights in place of the ConstantOfShape fills, logits as the output."""
+    from benchmarks.old_onnx import LIGHT, realistic
+
+    if not (LIGHT / "light_squeezenet.onnx").is_file():
+        pytest.skip("the onnx package ships no backend test data here")
+    model = realistic("squeezenet")
+    g = model.graph
+    assert model.ir_version == 3 and model.opset_import[0].version == 9
+    assert {i.name for i in g.initializer} <= {i.name for i in g.input}
+    assert not any(n.op_type in ("ConstantOfShape", "Softmax") for n in g.node)
+    w = numpy_helper.to_array(next(i for i in g.initializer if i.name == "conv1_w_0"))
+    assert w.std() > 0.05  # He-normal, not a constant fill
