@@ -36,9 +36,18 @@ def is_refusal(exc: EdgekitError) -> bool:
         and not isinstance(cause, ImportError)
 
 
-def refused(stage: str, runtime: str, path: Path, exc: BaseException, hint: str = "") -> StageError:
+def cause_line(exc: BaseException) -> str:
+    """The informative line of a runtime's error: onnxruntime's first; OpenVINO's last, after its
+    chain of `Exception from src/...cpp:N:` lines."""
     cause = exc.__cause__ if exc.__cause__ is not None else exc
-    where, reason = describe(first_line(cause))
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Exception from"):
+        return lines[-1]
+    return first_line(cause)
+
+
+def refused(stage: str, runtime: str, path: Path, exc: BaseException, hint: str = "") -> StageError:
+    where, reason = describe(cause_line(exc))
     return StageError(f"{stage} made {Path(path).name}, which {runtime} refuses{where}: {reason}"
                       + (f" ({hint})" if hint else ""))
 
@@ -74,5 +83,5 @@ def refused_in_stage(label: str, exc: ModelLoadError) -> StageError:
     """A runner the stage itself opened (sensitivity scan, accuracy-aware trials) refused a graph
     the stage had just written."""
     runtime = str(exc).split(":", 1)[0]
-    where, reason = describe(first_line(exc.__cause__ if exc.__cause__ is not None else exc))
+    where, reason = describe(cause_line(exc))
     return StageError(f"{label} failed: {runtime} refuses a graph it made{where}: {reason}")
