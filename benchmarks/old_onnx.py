@@ -189,7 +189,7 @@ def _run(data: dict[str, Any], out: Path) -> Any:
     return run(loaded, out / "out", force=True, progress=progress)
 
 
-def one(name: str, work: Path, n_cal: int, n_eval: int, targets: list[str]) -> dict[str, Any]:
+def one(name: str, work: Path, n_cal: int, n_eval: int, targets: list[str], conv_gemm_only: bool = False) -> dict[str, Any]:
     model = realistic(name)
     real = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     feed = real[0].name
@@ -207,7 +207,7 @@ def one(name: str, work: Path, n_cal: int, n_eval: int, targets: list[str]) -> d
         # Conv/Gemm only first (verified first: if a runtime crashes on the default graph, this row
         # is already measured), then the plain default the issue asks about
         "stages": [{"kind": "quantize.int8", "name": "int8_conv_gemm", "op_types": ["Conv", "Gemm"]},
-                   {"kind": "quantize.int8"}],
+                   {"kind": "quantize.int8"}][: 1 if conv_gemm_only else 2],
         "targets": targets,
         "verify": {"cosine_min": 0.01, "samples": n_eval},
         "profile": {"enabled": False},
@@ -222,8 +222,8 @@ def one(name: str, work: Path, n_cal: int, n_eval: int, targets: list[str]) -> d
     norm = m["source_model"]["normalization"]
     row.update(ok=True, seconds=round(time.perf_counter() - t0, 1), normalization=norm,
                stages={r["outputs"][0]: r["measured"] for r in m["stages"]},
-               metrics={a: m["metrics"][a] for a in ("fp32", "int8", "int8_conv_gemm")},
-               int8_mb=round(next(a["bytes"] for a in m["artifacts"] if a["name"] == "int8") / 1e6, 1))
+               metrics={a: v for a, v in m["metrics"].items() if a != "reference"},
+               mb={a["name"]: round(a["bytes"] / 1e6, 1) for a in m["artifacts"]})
     return row
 
 
@@ -254,13 +254,16 @@ def _fmt(row: dict[str, Any]) -> str:
             f"{cos('int8_conv_gemm', 'onnxruntime')} | {cos('int8_conv_gemm', 'openvino')} |")
 
 
-def child(name: str, n_cal: int, n_eval: int, targets: list[str]) -> dict[str, Any]:
+def child(name: str, n_cal: int, n_eval: int, targets: list[str], conv_gemm_only: bool = False,
+          retry: bool = True) -> dict[str, Any]:
     """One model in a fresh process: a runtime that crashes (OpenVINO segfaulted compiling one of
-    these graphs) takes only its own row down; the rerun without it still reports the rest."""
+    these graphs) takes only its own row down; it is rerun without that runtime, then on OpenVINO
+    alone with the Conv/Gemm-only stage, so the rest of the row is still measured."""
     with tempfile.TemporaryDirectory(prefix=f"old_onnx_{name}_") as tmp:
         out = Path(tmp) / "row.json"
         cmd = [sys.executable, "-X", "faulthandler", "-m", "benchmarks.old_onnx", "--child", name, "--row", str(out),
                "--targets", ",".join(targets), "--calibration", str(n_cal), "--evaluation", str(n_eval)]
+        cmd += ["--conv-gemm-only"] if conv_gemm_only else []
         proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
         if proc.returncode == 0:
             return json.loads(out.read_text())
@@ -271,9 +274,13 @@ def child(name: str, n_cal: int, n_eval: int, targets: list[str]) -> dict[str, A
         doing = f"compiling {art}.onnx (compile_model)"
     tail = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith(("WARNING", "@@"))]
     crash = f"exit {proc.returncode} while {doing}" + (f": {tail[-1].strip()}" if proc.returncode > 0 and tail else "")
-    if proc.returncode < 0 and "openvino" in targets:
-        row = child(name, n_cal, n_eval, [t for t in targets if t != "openvino"])
+    if proc.returncode < 0 and "openvino" in targets and retry:
+        row = child(name, n_cal, n_eval, [t for t in targets if t != "openvino"], retry=False)
         row["openvino_crash"] = f"signal {-proc.returncode} ({signal.Signals(-proc.returncode).name}) while {doing}"
+        ov = child(name, n_cal, n_eval, ["openvino"], conv_gemm_only=True, retry=False)
+        for a, per_rt in (ov.get("metrics") or {}).items():
+            if row.get("ok") and a in row["metrics"]:
+                row["metrics"][a].update(per_rt)
         return row
     return {"model": name, "ok": False, "error": crash, "source": {"opset": 9, "ir": 3, "graph_inputs": "?"}}
 
@@ -286,12 +293,13 @@ def main() -> None:
     ap.add_argument("--targets", default="onnxruntime,openvino")
     ap.add_argument("--table", action="store_true", help="print the table of the last results JSON and exit")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--conv-gemm-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--row", help=argparse.SUPPRESS)
     args = ap.parse_args()
     targets = args.targets.split(",")
     if args.child:
         with tempfile.TemporaryDirectory(prefix=f"old_onnx_{args.child}_") as tmp:
-            row = one(args.child, Path(tmp), args.calibration, args.evaluation, targets)
+            row = one(args.child, Path(tmp), args.calibration, args.evaluation, targets, args.conv_gemm_only)
         Path(args.row).write_text(json.dumps(row, default=str))
         return
     if args.table:
@@ -307,9 +315,13 @@ def main() -> None:
     for name in names:
         rows.append(child(name, args.calibration, args.evaluation, targets))
         print(json.dumps({k: rows[-1].get(k) for k in ("model", "ok", "seconds", "error", "openvino_crash")}), flush=True)
+    out = RESULTS / "old_onnx.json"
+    if set(names) != set(MODELS) and out.is_file():  # --only: update those rows of the last full run
+        done = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+        done.update({r["model"]: r for r in rows})
+        rows = [done[n] for n in MODELS if n in done]
     print_table(rows)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "old_onnx.json"
     out.write_text(json.dumps({"environment": fingerprint(), "calibration_samples": args.calibration,
                                "evaluation_samples": args.evaluation, "targets": targets,
                                "rows": rows}, indent=1, default=str))
