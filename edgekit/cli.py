@@ -110,6 +110,8 @@ def compress(
         table.add_row(r["artifact"], r["runtime"], _fmt(r["precision"]), _fmt(r["size_mb"], 3), _fmt(r["metric"]),
                       _fmt(r["value"]), _fmt(r["drop"]), _fmt(r["cosine"]), _fmt(r["p50_ms"], 3), _fmt(r["p90_ms"], 3))
     out.print(table)
+    for note in m["source_model"].get("normalization", {}).get("notes", []):
+        out.print(f"note: model.onnx normalisation: {note}", markup=False, highlight=False, soft_wrap=True)
     _print_where_verified(m)
 
 

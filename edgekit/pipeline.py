@@ -5,7 +5,6 @@ directory atomically. The CLI and the Python API both call it."""
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -16,7 +15,7 @@ import edgekit
 from edgekit import evaluate, verify
 from edgekit.artifact import MANIFEST, atomic_dir, file_entry, write_json
 from edgekit.backends import extra_installed
-from edgekit.errors import BackendUnavailable, EdgekitError, RecipeError, StageError, first_line
+from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, RecipeError, StageError, first_line
 from edgekit.recipe import LoadedRecipe, required_extras
 from edgekit.stage import REGISTRY
 from edgekit.state import Artifact, Dataset, ModelState
@@ -60,6 +59,12 @@ def _run_stages(loaded: LoadedRecipe, state: ModelState) -> list[dict[str, Any]]
             state, record = stage.run(state, cfg)
         except RecipeError as exc:
             raise RecipeError(f"{loaded.path.name}: stages[{i}].{exc}") from exc
+        except ModelLoadError as exc:  # inside a stage, a runner refusing a graph the stage wrote
+            from edgekit.refusal import is_refusal, refused_in_stage
+
+            if not is_refusal(exc):
+                raise
+            raise refused_in_stage(f"stages[{i}] ({cfg.kind})", exc) from exc
         except EdgekitError:
             raise
         except Exception as exc:  # a library failing mid-stage: name the stage, keep the cause
@@ -77,6 +82,7 @@ class Loaded:
     evald: Optional[Dataset]
     state: ModelState
     info: dict[str, Any]
+    normalization: Optional[dict[str, Any]] = None  # what was done to an ONNX source (models/onnx_source.py)
 
 
 @dataclass
@@ -124,12 +130,15 @@ def _load(loaded: LoadedRecipe, models_dir: Path, progress: Progress) -> Loaded:
         example=lm.example, workdir=models_dir, calibration=calib, evaluation=evald, recipe=recipe,
         progress=progress, threads=recipe.profile.threads,
     )
+    normalization = None
     if lm.onnx_path is not None:
+        from edgekit.models.onnx_source import prepare_source  # opset/IR/folding, parity-checked
+
         copy = models_dir / "fp32.onnx"
-        shutil.copyfile(lm.onnx_path, copy)
+        normalization = prepare_source(lm.onnx_path, copy, recipe, lm.example, (calib, evald), recipe.profile.threads)
         state.onnx_path = copy
         state.add(Artifact("fp32", copy, "onnx", "fp32", "source"))
-    return Loaded(lm, calib, evald, state, info)
+    return Loaded(lm, calib, evald, state, info, normalization)
 
 
 def _reference(loaded: LoadedRecipe, ld: Loaded, progress: Progress) -> Reference:
@@ -181,7 +190,7 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
     from edgekit.cpu import describe
     from edgekit.environment import cpu_info
     from edgekit.profile.run import Target
-    from edgekit.runners import open_runner
+    from edgekit.refusal import open_artifact
 
     recipe, lm = loaded.recipe, ld.lm
     ver = Verification()
@@ -201,7 +210,8 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
             if rt not in art.runs_on:
                 ver.skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
                 continue
-            runner = open_runner(rt, art.path, recipe.profile.threads, **art.options.get(rt, {}))
+            # a runtime refusing a graph edgekit made is a stage failure (exit 1), not bad input
+            runner = open_artifact(rt, art, recipe.profile.threads, recipe.stages, ld.normalization)
             try:
                 where = f"artifact {art.name!r} on {rt} ({here['cpu_class']}, native)"
                 out = _outputs(runner.run, ref.samples, progress(f"verifying {art.name} on {rt}", len(ref.samples)))
@@ -324,7 +334,8 @@ def _manifest(loaded: LoadedRecipe, ld: Loaded, records: list[dict[str, Any]], v
         "recipe": recipe.model_dump(mode="json"),
         "recipe_sha256": loaded.sha256,
         "recipe_file": str(loaded.path),
-        "source_model": {"kind": lm.source_kind, "ref": lm.source_ref, "sha256": lm.sha256, "task": lm.task},
+        "source_model": {"kind": lm.source_kind, "ref": lm.source_ref, "sha256": lm.sha256, "task": lm.task,
+                         **({"normalization": ld.normalization} if ld.normalization else {})},
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in lm.example.items()},
         "outputs": lm.output_names,
         "data": {

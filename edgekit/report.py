@@ -122,6 +122,9 @@ def markdown(manifest: dict[str, Any]) -> str:
     note, known = verified_rows(manifest)
     lines += ["", "## Where it is known good", "", note, "", "| " + " | ".join(VERIFIED_HEADERS) + " |",
               "|" + "---|" * len(VERIFIED_HEADERS)] + ["| " + " | ".join(r) + " |" for r in known]
+    from edgekit.models.onnx_source import report_lines
+
+    lines += report_lines(manifest)
     lines += ["", "## Stages", ""]
     for s in manifest["stages"]:
         lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")

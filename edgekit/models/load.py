@@ -164,8 +164,9 @@ def _load_onnx(spec: Any, inputs: Optional[list[Any]], base_dir: Path) -> Loaded
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception as exc:
         raise ModelLoadError(f"model.onnx: {path} is not a readable ONNX model: {exc}") from exc
-    inits = {i.name for i in graph.initializer}
-    graph_inputs = [i for i in graph.input if i.name not in inits]
+    from edgekit.models.onnx_source import real_inputs
+
+    graph_inputs = real_inputs(graph)
     declared: dict[str, tuple[list[int | str], int]] = {}
     for gi in graph_inputs:
         t = gi.type.tensor_type

@@ -118,6 +118,13 @@ def timed_loop(run: Callable[[], Any], warmup_s: float, min_duration_s: float, m
     }
 
 
+def feed_names(session: Any) -> list[str]:
+    """The inputs a caller feeds an onnxruntime session: its inputs minus the initializers it lets
+    a caller override (edgekit.models.onnx_source.real_inputs is the same rule on the graph)."""
+    overridable = {i.name for i in session.get_overridable_initializers()}
+    return [i.name for i in session.get_inputs() if i.name not in overridable]
+
+
 class OrtModel:
     """An InferenceSession with the settings every edgekit measurement uses (`ort` is the
     imported module, so edgekit can import it with an install hint and a device without edgekit
@@ -138,7 +145,7 @@ class OrtModel:
         t0 = time.perf_counter()
         self.session = ort.InferenceSession(path, opts, providers=providers or ["CPUExecutionProvider"])
         self.load_s = time.perf_counter() - t0
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_names = feed_names(self.session)
         self.details = {"threads": threads, "providers": self.session.get_providers(), "onnxruntime": ort.__version__}
         if session_config:
             self.details["session_config"] = dict(session_config)

@@ -206,7 +206,9 @@ def exposing_session(model_path: Path, tensors: list[str], threads: int = 2) -> 
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess, [i.name for i in sess.get_inputs()]
+    from edgekit.profile.standalone import feed_names
+
+    return sess, feed_names(sess)
 
 
 def collect(model_path: Path, samples: list[dict[str, np.ndarray]], op_types: Optional[Iterable[str]],
