@@ -115,6 +115,7 @@ class Int4(Stage):
         # get two different packings under one name
         privatize(model, {"MatMul": 1, "Gather": 0} if cfg.embeddings else {"MatMul": 1}, consumers)
         excluded = resolve(cfg.exclude, [(n.name, n.op_type) for n in model.graph.node], "exclude")
+        matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
         algo = None
         n = 0
         if cfg.method == "gptq":
@@ -138,9 +139,9 @@ class Int4(Stage):
         ops = [op for _, op in node_names(out)]
         packed = ops.count("MatMulNBits")
         if packed + ops.count("GatherBlockQuantized") == 0:
-            candidates = sum(1 for n in model.graph.node if n.op_type == "MatMul")
             raise StageError(
-                f"{self.kind}: no weight was packed to INT4 ({candidates} MatMul nodes, {len(excluded)} excluded; "
+                f"{self.kind}: no weight was packed to INT4 ({len(matmuls)} MatMul nodes, "
+                f"{len(set(matmuls) & set(excluded))} of them excluded; "
                 "a MatMul is packed only when its weight is a constant 2-D initializer whose input dimension is "
                 f"at least group_size {cfg.group_size}); the artifact would be float labelled int4")
         state.add(Artifact(cfg.name, out, "onnx", "int4", self.kind, ("onnxruntime",)))
