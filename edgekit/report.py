@@ -19,7 +19,7 @@ def summary_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     ref = manifest["metrics"].get("reference", {})
     prof = manifest.get("profile", {})
     if ref:
-        p = prof.get("reference/pytorch", {})
+        p = prof.get(f"reference/{ref.get('runtime', 'pytorch')}", {})  # onnxruntime for an ONNX source
         rows.append({
             "artifact": "reference", "runtime": ref.get("runtime", "pytorch"), "precision": "fp32",
             "size_mb": None, "metric": ref.get("metric"), "value": ref.get("value"), "drop": 0.0,

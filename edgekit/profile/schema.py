@@ -109,7 +109,7 @@ class Measurement(LatencyStats):
     batch: int
     protocol: Protocol
     first_inference_ms: float
-    load_s: float
+    load_s: Optional[float] = None  # None: not measured (a torch module loaded before the runner)
     peak_rss_mb: Optional[float] = None
     started: str  # ISO time the timed window began (external meters align on it)
     samples_ms: list[float] = []
