@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -35,8 +36,33 @@ def file_entry(root: Path, path: Path, fmt: str, precision: str | None = None) -
     }
 
 
+def _non_finite(data: Any, where: str = "") -> str | None:
+    """The JSON path of the first NaN or infinity in `data`, if any."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return where or "<root>"
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
+
+
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    """Strict JSON (no NaN/Infinity, which most parsers reject), written atomically: a reader,
+    or a run killed halfway, sees the old file or the new one, never half of one."""
+    try:
+        text = json.dumps(data, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n"
+    except ValueError:
+        raise ValueError(f"{path.name}: {_non_finite(data)} is not a finite number; JSON cannot hold it") from None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_manifest(artifact_dir: Path) -> dict[str, Any]:

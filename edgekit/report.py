@@ -93,7 +93,8 @@ def sensitivity_lines(manifest: dict[str, Any], top: int = 10) -> list[str]:
                       f"{len(sens['nodes'])} nodes; most sensitive first)", "",
                   "| node | SQNR dB | metric, only this node quantized |", "|---|---|---|"]
         for r in sens["nodes"][:top]:
-            lines.append(f"| `{r['node']}` | {fmt(r['sqnr_db'], 1)} | {fmt(r.get('metric'))} |")
+            db = "∞ (lossless)" if r.get("lossless") else fmt(r["sqnr_db"], 1)
+            lines.append(f"| `{r['node']}` | {db} | {fmt(r.get('metric'))} |")
         aa = s["measured"].get("accuracy_aware")
         if aa:
             lines += ["", f"Accuracy-aware: {len(aa['trials'])} trials, final {aa['metric']} {fmt(aa['final_metric'])} "

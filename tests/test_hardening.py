@@ -16,3 +16,63 @@ def test_report_shows_the_reference_latency_of_an_onnx_source():
                 "profile": {"reference/onnxruntime": {"median_ms": 1.5, "p90_ms": 2.0}}, "artifacts": []}
     ref = summary_rows(manifest)[0]
     assert (ref["runtime"], ref["p50_ms"], ref["p90_ms"]) == ("onnxruntime", 1.5, 2.0)
+
+
+def _strict_json(path: Path):
+    def refuse(name: str):
+        raise ValueError(f"{path.name} holds {name}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_sensitivity_json_holds_a_lossless_node_as_strict_json(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    from edgekit.artifact import write_json
+    from edgekit.quantize import sensitivity as sens
+    from edgekit.state import Dataset
+
+    from test_quantize_shared_weights import _samples, _tied
+
+    src = _tied(tmp_path / "fp32.onnx")
+    data = Dataset("d", _samples(2, 0), None, [0, 1])
+    rows = sens.scan(lambda out, excluded: shutil.copyfile(src, out), src, ["lm_head"], [], data, None, 1)
+    assert rows == [{"node": "lm_head", "sqnr_db": None, "lossless": True}]
+    write_json(tmp_path / "sensitivity.json", sens.document(rows, data, None, None))
+    assert _strict_json(tmp_path / "sensitivity.json")["nodes"][0]["lossless"] is True
+
+
+def test_write_json_refuses_nan_and_names_where_it_is(tmp_path):
+    from edgekit.artifact import write_json
+
+    with pytest.raises(ValueError, match=r"m.json: metrics.int8\[1\] is not a finite number"):
+        write_json(tmp_path / "m.json", {"metrics": {"int8": [1.0, float("nan")]}})
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_json_replaces_the_file_atomically(tmp_path, monkeypatch):
+    import os
+
+    from edgekit import artifact
+
+    path = tmp_path / "manifest.json"
+    path.write_text('{"a": 1}\n')
+
+    def crash(src, dst):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        artifact.write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}  # never truncated or half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temp file left behind
+
+
+def test_energy_integral_needs_no_numpy_2(monkeypatch):
+    """pyproject allows numpy >= 1.24, which has no np.trapezoid."""
+    from edgekit.profile.energy.base import Trace
+
+    monkeypatch.delattr(np, "trapezoid", raising=False)
+    tr = Trace("sampled", t=[0.0, 1.0, 2.0, 3.0], v=[10.0, 10.0, 20.0, 20.0])
+    assert tr.joules(0.5, 2.5) == pytest.approx(5.0 + 15.0 + 10.0)
