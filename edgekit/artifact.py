@@ -83,8 +83,8 @@ _REQUIRED = {"recipe": dict, "source_model": dict, "inputs": dict, "artifacts": 
 
 
 def check_manifest(path: Path, manifest: Any) -> None:
-    """Reject a hand-edited or foreign manifest here, as one line, rather than as a KeyError deep
-    inside whichever command reads the missing field first."""
+    """Reject a hand-edited, truncated or foreign manifest here, as one line, rather than as a
+    KeyError deep inside whichever command reads the missing field first."""
     if not isinstance(manifest, dict):
         raise UsageError(f"{path}: not an edgekit manifest: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("schema") != SCHEMA:
@@ -93,6 +93,50 @@ def check_manifest(path: Path, manifest: Any) -> None:
         if not isinstance(manifest.get(key), kind):
             got = "missing" if key not in manifest else f"got {type(manifest[key]).__name__}"
             raise UsageError(f"{path}: field '{key}' must be a JSON {'object' if kind is dict else 'array'} ({got})")
+    from pydantic import ValidationError
+
+    from edgekit.manifest_shape import ManifestShape
+
+    try:
+        ManifestShape.model_validate(manifest)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        got = "missing" if e["type"] == "missing" else f"got {e.get('input')!r:.60}"
+        raise UsageError(f"{path}: field '{where}': {e['msg'].removeprefix('Value error, ')} ({got})") from None
+    listed = {f["path"] for f in manifest["files"]}
+    for i, a in enumerate(manifest["artifacts"]):
+        if a["path"] not in listed:
+            raise UsageError(f"{path}: field 'artifacts[{i}].path': {a['path']!r} is not among the manifest's files")
+
+
+def read_reference(root: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """reference.npz: the recorded inputs (`input.<name>` for every manifest input, batch first)
+    and outputs, checked against the manifest, or one UsageError line saying what is wrong."""
+    import zipfile
+
+    import numpy as np
+
+    path = root / "reference.npz"
+    if not path.is_file():
+        raise UsageError(f"{root}: no reference.npz (the recorded reference inputs and outputs)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{path}: not a readable .npz: {exc}") from None
+    need = [f"input.{k}" for k in manifest["inputs"]] + ["output"]
+    missing = [k for k in need if k not in arrays]
+    if missing:
+        raise UsageError(f"{path}: no array {missing[0]!r}; expected {', '.join(need)} (got {', '.join(arrays) or 'none'})")
+    inputs = {k: arrays[f"input.{k}"] for k in manifest["inputs"]}
+    n = len(arrays["output"]) if arrays["output"].ndim else 0
+    for k, v in inputs.items():
+        want = manifest["inputs"][k]
+        if v.ndim != len(want["shape"]) or tuple(v.shape[1:]) != tuple(want["shape"][1:]) or len(v) != n or n == 0:
+            raise UsageError(f"{path}: input.{k} has shape {list(v.shape)}, output {list(arrays['output'].shape)}; "
+                             f"the manifest's input is {want['shape']} per sample and both need the same samples")
+    return inputs, arrays["output"]
 
 
 @contextmanager

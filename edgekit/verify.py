@@ -46,7 +46,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     manifest, then each artifact on each runtime against the stored reference outputs."""
     from pathlib import Path
 
-    from edgekit.artifact import read_manifest, sha256_file
+    from edgekit.artifact import read_manifest, read_reference, sha256_file
     from edgekit.recipe import VerifySpec
     from edgekit.runners import open_runner
 
@@ -60,13 +60,11 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     for f in manifest["files"]:
         p = root / f["path"]
         if not p.is_file():
-            raise ParityError(f"verify: {root}: file {f['path']} listed in the manifest is missing")
+            raise UsageError(f"verify: {root}: file {f['path']} listed in the manifest is missing")
         if sha256_file(p) != f["sha256"]:
             raise ParityError(f"verify: {root}: file {f['path']} does not match its sha256 in the manifest")
     spec = VerifySpec(**manifest["recipe"]["verify"])
-    with np.load(root / "reference.npz") as z:
-        inputs = {k[len("input."):]: z[k] for k in z.files if k.startswith("input.")}
-        ref = z["output"]
+    inputs, ref = read_reference(root, manifest)
     n = len(ref)
     results = []
     for art in manifest["artifacts"]:

@@ -76,3 +76,30 @@ def test_energy_integral_needs_no_numpy_2(monkeypatch):
     monkeypatch.delattr(np, "trapezoid", raising=False)
     tr = Trace("sampled", t=[0.0, 1.0, 2.0, 3.0], v=[10.0, 10.0, 20.0, 20.0])
     assert tr.joules(0.5, 2.5) == pytest.approx(5.0 + 15.0 + 10.0)
+
+
+@pytest.mark.parametrize("name,content", [("m.onnx", b"not a model"), ("m.onnx", b""),
+                                          ("m.xml", b"<net><layers>")])
+def test_a_bad_model_file_is_the_same_failure_on_every_runtime(tmp_path, name, content):
+    from edgekit.errors import ModelLoadError
+    from edgekit.runners import open_runner
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    runtimes = ["openvino"] if name.endswith(".xml") else ["onnxruntime", "openvino"]
+    for rt in runtimes:
+        pytest.importorskip(rt)
+        with pytest.raises(ModelLoadError, match=rf"{rt}: cannot load .*{name}") as e:
+            open_runner(rt, path, 1)
+        assert e.value.exit_code == 2 and "\n" not in str(e.value)
+
+
+def test_an_absent_openvino_device_is_unavailable_not_a_bad_model(tmp_path):
+    pytest.importorskip("openvino")
+    from edgekit.errors import BackendUnavailable
+    from edgekit.runners import open_runner
+
+    from test_quantize_shared_weights import _tied
+
+    with pytest.raises(BackendUnavailable, match="no such device here"):
+        open_runner("openvino", _tied(tmp_path / "m.onnx"), 1, device="NPU")

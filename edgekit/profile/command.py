@@ -28,14 +28,11 @@ class Job:
 
 
 def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
-    from edgekit.artifact import read_manifest
+    from edgekit.artifact import read_manifest, read_reference
 
     manifest = read_manifest(root)
-    ref = root / "reference.npz"
-    if not ref.is_file():
-        raise UsageError(f"{root}: no reference.npz to take the input feeds from")
-    with np.load(ref) as z:
-        feeds = {k[len("input."):]: z[k][:1] for k in z.files if k.startswith("input.")}
+    inputs, _ = read_reference(root, manifest)
+    feeds = {k: v[:1] for k, v in inputs.items()}
     shas = {f["path"]: f["sha256"] for f in manifest["files"]}
     targets = manifest["recipe"]["targets"]
     jobs = []

@@ -184,7 +184,7 @@ def load_profile(path: Path) -> Profile:
         raise UsageError(f"{p}: profile file not found")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{p}: invalid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__

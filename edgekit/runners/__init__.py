@@ -77,7 +77,13 @@ class OpenVINORunner(OpenVINOModel, Runner):
         try:
             OpenVINOModel.__init__(self, ov, str(path), threads, device, precision)
         except RuntimeError as exc:
-            raise BackendUnavailable(f"openvino: cannot compile {path.name} on {device}: {first_line(exc)}") from exc
+            # a device that is not here is the machine's problem (exit 4); a file OpenVINO cannot
+            # read or compile is the model's (exit 2, as ONNX Runtime reports the same file)
+            base = device.split(":")[0].split(".")[0]
+            if base not in ("AUTO", "HETERO", "MULTI", "BATCH") and base not in ov.Core().available_devices:
+                raise BackendUnavailable(f"openvino: cannot compile {path.name} on {device}: no such device here "
+                                         f"(available: {', '.join(ov.Core().available_devices)}): {first_line(exc)}") from exc
+            raise ModelLoadError(f"openvino: cannot load {path}: {first_line(exc)}") from exc
 
 
 def open_runner(runtime: str, path: Path, threads: int, **options: Any) -> Runner:
