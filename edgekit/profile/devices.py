@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edgekit.errors import BackendUnavailable, UsageError, first_line
+from edgekit.strict import Strict
 
 STANDALONE = Path(__file__).with_name("standalone.py")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class LocalDevice(Strict):

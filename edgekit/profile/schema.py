@@ -16,16 +16,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from edgekit.errors import UsageError
+from edgekit.strict import Strict
 
 SCHEMA_VERSION = 1
 Provenance = Literal["measured_counter", "measured_sampled", "estimated_model", "unavailable"]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelIdentity(Strict):
@@ -122,7 +121,7 @@ class Profile(Strict):
     created: str
     measurements: dict[str, Measurement] = {}
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(**Strict.model_config, populate_by_name=True)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
