@@ -103,3 +103,16 @@ def test_an_absent_openvino_device_is_unavailable_not_a_bad_model(tmp_path):
 
     with pytest.raises(BackendUnavailable, match="no such device here"):
         open_runner("openvino", _tied(tmp_path / "m.onnx"), 1, device="NPU")
+
+
+def test_a_named_external_meter_whose_csv_is_missing_exits_4(cli, tmp_path):
+    from test_profile_devices import tiny_onnx
+
+    model = tiny_onnx(tmp_path / "t.onnx")
+    r = cli("profile", model, "--energy", "external", "--energy-csv", tmp_path / "nope.csv", "--idle-s", "0",
+            "--warmup", "0", "--min-duration", "0", "--min-iters", "2", "-o", tmp_path / "p.json")
+    assert r.exit_code == 4, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: profile.energy.meter 'external' cannot read here: "
+                                                  "external meter: cannot read"), r.output
+    assert "nope.csv" in lines[0] and not (tmp_path / "p.json").exists()
