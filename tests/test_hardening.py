@@ -116,3 +116,16 @@ def test_a_named_external_meter_whose_csv_is_missing_exits_4(cli, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: profile.energy.meter 'external' cannot read here: "
                                                   "external meter: cannot read"), r.output
     assert "nope.csv" in lines[0] and not (tmp_path / "p.json").exists()
+
+
+def test_the_working_directory_is_importable_only_while_the_entrypoint_is_imported(tmp_path, monkeypatch):
+    import sys
+
+    from edgekit.models.load import import_entrypoint
+
+    (tmp_path / "my_ep_mod9.py").write_text("def f():\n    return 42\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert import_entrypoint("my_ep_mod9:f", "model.python")() == 42
+    assert str(tmp_path) not in sys.path and "" not in sys.path
+    sys.modules.pop("my_ep_mod9", None)
