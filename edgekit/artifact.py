@@ -139,6 +139,38 @@ def read_reference(root: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any]
     return inputs, arrays["output"]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_leftovers(final: Path) -> list[Path]:
+    """Remove what a killed run of this artifact left beside it: `.<name>.tmp-<pid>-*` build
+    directories (and `.<name>.old-<pid>-*` copies of a replaced artifact, once `final` exists)
+    whose process is gone. A directory of a run still going, or named without a pid, is kept
+    unless it is a build directory from before pids were recorded."""
+    removed = []
+    for kind in ("tmp", "old"):
+        for p in final.parent.glob(f".{glob_escape(final.name)}.{kind}-*"):
+            pid = p.name[len(f".{final.name}.{kind}-"):].split("-", 1)[0]
+            if not p.is_dir() or (pid.isdigit() and _alive(int(pid))):
+                continue
+            if kind == "old" and (not final.exists() or not pid.isdigit()):
+                continue  # may be the only copy of an artifact whose swap was cut short
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @contextmanager
 def atomic_dir(final: Path, force: bool) -> Iterator[Path]:
     """Yield a temp dir beside `final`; on success it replaces `final`, on any error it and any
@@ -154,11 +186,12 @@ def atomic_dir(final: Path, force: bool) -> Iterator[Path]:
             break
         created.append(p)
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=parent))
+    remove_leftovers(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=parent))
     try:
         yield tmp
         if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=parent))
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-{os.getpid()}-", dir=parent))
             os.replace(final, trash / final.name)
             try:
                 os.replace(tmp, final)

@@ -129,3 +129,26 @@ def test_the_working_directory_is_importable_only_while_the_entrypoint_is_import
     assert import_entrypoint("my_ep_mod9:f", "model.python")() == 42
     assert str(tmp_path) not in sys.path and "" not in sys.path
     sys.modules.pop("my_ep_mod9", None)
+
+
+def test_the_next_run_removes_what_a_killed_run_left_beside_the_artifact(tmp_path):
+    import os
+    import subprocess
+
+    from edgekit.artifact import atomic_dir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen(["true"])  # a run that has ended without cleaning up
+    p.wait()
+    killed = out / f".digits.tmp-{p.pid}-abc123"
+    legacy = out / ".digits.tmp-k3j4h5"
+    running = out / f".digits.tmp-{os.getpid()}-zzz"
+    other = out / f".other.tmp-{p.pid}-abc"
+    for d in (killed, legacy, running, other):
+        (d / "models").mkdir(parents=True)
+    with atomic_dir(out / "digits", force=False) as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert not killed.exists() and not legacy.exists()
+    assert running.exists() and other.exists()  # a live run, and another recipe's leftovers
+    assert (out / "digits" / "manifest.json").is_file()
