@@ -95,7 +95,7 @@ def compress(
     """Run a recipe: export, compress, verify, evaluate and profile; write OUT/<name>/."""
     from edgekit.pipeline import run
     from edgekit.recipe import load_recipe
-    from edgekit.report import summary_rows
+    from edgekit.report import stage_warnings, summary_rows
 
     loaded = load_recipe(recipe)
     with _progress(not quiet and sys.stderr.isatty()) as progress:
@@ -107,6 +107,8 @@ def compress(
         table.add_row(r["artifact"], r["runtime"], _fmt(r["precision"]), _fmt(r["size_mb"], 3), _fmt(r["metric"]),
                       _fmt(r["value"]), _fmt(r["drop"]), _fmt(r["cosine"]), _fmt(r["p50_ms"], 3), _fmt(r["p90_ms"], 3))
     out.print(table)
+    for w in stage_warnings(result.manifest):
+        out.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

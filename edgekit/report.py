@@ -72,6 +72,7 @@ def markdown(manifest: dict[str, Any]) -> str:
     lines += ["", "## Stages", ""]
     for s in manifest["stages"]:
         lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")
+    lines += [f"- **warning**: {w}" for w in stage_warnings(manifest)]
     lines += sensitivity_lines(manifest)
     env = manifest["environment"]
     lines += ["", "## Environment", "",
@@ -79,6 +80,17 @@ def markdown(manifest: dict[str, Any]) -> str:
               f"- Python {env['python']}; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
               f"- profile threads: {manifest['recipe']['profile']['threads']}", ""]
     return "\n".join(lines)
+
+
+def stage_warnings(manifest: dict[str, Any]) -> list[str]:
+    """What stages recorded as possibly wrong, one line each (the compress summary prints them)."""
+    out = []
+    for i, s in enumerate(manifest.get("stages", [])):
+        tw = (s.get("measured") or {}).get("tracer_warnings") or []
+        if tw:
+            out.append(f"stages[{i}] ({s['kind']}): {len(tw)} TracerWarning(s): the exported graph may be wrong for "
+                       f"inputs unlike the example; first: {tw[0]}")
+    return out
 
 
 def sensitivity_lines(manifest: dict[str, Any], top: int = 10) -> list[str]:

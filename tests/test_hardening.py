@@ -152,3 +152,38 @@ def test_the_next_run_removes_what_a_killed_run_left_beside_the_artifact(tmp_pat
     assert not killed.exists() and not legacy.exists()
     assert running.exists() and other.exists()  # a live run, and another recipe's leftovers
     assert (out / "digits" / "manifest.json").is_file()
+
+
+TRACER_MODULE = '''
+import torch
+
+
+class Branchy(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # a Python branch on a tensor: the trace keeps only the branch taken
+            return x * 2
+        return x - 1
+
+
+def make():
+    return Branchy()
+'''
+
+
+def test_tracer_warnings_are_recorded_and_shown_in_the_summary(cli, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from tests.conftest import write_recipe
+
+    (tmp_path / "branchy_mod9.py").write_text(TRACER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    recipe = write_recipe(tmp_path, {
+        "edgekit": 1, "name": "branchy", "model": {"python": "branchy_mod9:make"},
+        "inputs": [{"name": "x", "shape": [1, 4]}], "stages": [{"kind": "export.onnx"}],
+        "targets": ["onnxruntime"], "profile": {"enabled": False}})
+    r = cli("compress", "-r", recipe, "-o", tmp_path / "out", "-q")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "out" / "branchy" / "manifest.json").read_text())
+    tw = manifest["stages"][0]["measured"]["tracer_warnings"]
+    assert len(tw) >= 1 and "branchy_mod9.py:7: Converting a tensor to a Python boolean" in tw[0]
+    assert "warning: stages[0] (export.onnx): 1 TracerWarning(s): the exported graph may be wrong" in r.output
+    assert "TracerWarning" in (tmp_path / "out" / "branchy" / "report.md").read_text()
