@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,14 @@ from typer.testing import CliRunner
 from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# trained zoo weights go to one temp dir for the whole test run (subprocesses inherit it), never
+# into the user's ~/.cache/edgekit
+# (this module is imported twice, as pytest's conftest and as tests.conftest: one dir for both)
+TEST_CACHE = os.environ.get("EDGEKIT_TEST_CACHE") or tempfile.mkdtemp(prefix="edgekit-test-cache-")
+if "EDGEKIT_TEST_CACHE" not in os.environ:
+    os.environ["EDGEKIT_TEST_CACHE"] = TEST_CACHE
+    atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
+os.environ["EDGEKIT_CACHE"] = TEST_CACHE
 # the machine is shared and noisy: hypothesis checks properties here, never timings
 settings.register_profile("edgekit", deadline=None)
 settings.load_profile("edgekit")

@@ -187,3 +187,12 @@ def test_tracer_warnings_are_recorded_and_shown_in_the_summary(cli, tmp_path, mo
     assert len(tw) >= 1 and "branchy_mod9.py:7: Converting a tensor to a Python boolean" in tw[0]
     assert "warning: stages[0] (export.onnx): 1 TracerWarning(s): the exported graph may be wrong" in r.output
     assert "TracerWarning" in (tmp_path / "out" / "branchy" / "report.md").read_text()
+
+
+def test_tests_never_write_into_the_users_cache():
+    from edgekit.models.train import cache_dir
+
+    from tests.conftest import TEST_CACHE
+
+    assert cache_dir() == Path(TEST_CACHE)
+    assert Path.home() not in cache_dir().parents
