@@ -72,7 +72,10 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
             if rt not in (runtimes or manifest["recipe"]["targets"]):
                 continue
             runner = open_runner(rt, root / art["path"], threads, **(art.get("runtime_options") or {}).get(rt, {}))
-            got = np.concatenate([np.asarray(runner.run({k: v[i : i + 1] for k, v in inputs.items()})[0]) for i in range(n)])
+            try:
+                got = np.concatenate([np.asarray(runner.run({k: v[i : i + 1] for k, v in inputs.items()})[0]) for i in range(n)])
+            finally:
+                runner.close()
             res = parity(ref, got)
             check(res, spec, f"artifact {art['name']!r} on {rt}")
             results.append({"artifact": art["name"], "runtime": rt, **res})

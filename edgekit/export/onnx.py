@@ -98,14 +98,17 @@ def check_parity(path: Path, module, samples: list[dict[str, np.ndarray]], rtol:
 
     runner = OrtRunner(path, threads=2)
     worst = 0.0
-    for feeds in samples:
-        with torch.no_grad():
-            ref = module(*[torch.from_numpy(v) for v in feeds.values()])
-        refs = ref if isinstance(ref, (tuple, list)) else [ref]
-        got = runner.run(feeds)
-        for r, g in zip(refs, got):
-            r = r.numpy()
-            worst = max(worst, float(np.max(np.abs(r - g)) / (np.max(np.abs(r)) + 1e-12)))
+    try:
+        for feeds in samples:
+            with torch.no_grad():
+                ref = module(*[torch.from_numpy(v) for v in feeds.values()])
+            refs = ref if isinstance(ref, (tuple, list)) else [ref]
+            got = runner.run(feeds)
+            for r, g in zip(refs, got):
+                r = r.numpy()
+                worst = max(worst, float(np.max(np.abs(r - g)) / (np.max(np.abs(r)) + 1e-12)))
+    finally:
+        runner.close()
     if worst > rtol:
         raise ExportError(
             f"{where}: ONNX Runtime output differs from torch by {worst:.3g} (relative max), "
