@@ -158,6 +158,7 @@ def test_missing_and_non_model_files(cli, tmp_path):
     ("{garbage", "not valid JSON"),
     ('{"ok": true}', "has no valid"),
     ('{"ok": true, "samples_ms": "fast"}', "has no valid 'samples_ms'"),
+    ('{"ok": true, "samples_ms": [NaN, 1]}', "has no valid"),
     ("[1, 2]", "gave no result"),
     ("", "gave no result"),
     ("SLEEP", "did not finish within 1 s"),

@@ -196,3 +196,12 @@ def test_tests_never_write_into_the_users_cache():
 
     assert cache_dir() == Path(TEST_CACHE)
     assert Path.home() not in cache_dir().parents
+
+
+def test_latency_statistics_of_a_zero_mean_are_null_not_nan(tmp_path):
+    from edgekit.artifact import write_json
+    from edgekit.profile.stats import summarize
+
+    s = summarize([0.0, 0.0, 0.0])
+    assert s["cv"] is None and s["throughput_per_s"] is None
+    write_json(tmp_path / "s.json", s)  # strict JSON: would refuse NaN

@@ -118,7 +118,8 @@ def _parse(name: str, stdout: str, stderr: str, rc: int) -> dict[str, Any]:
     cpu = result.get("cpu")
     if isinstance(cpu, dict) and not (isinstance(cpu.get("model"), str) and isinstance(cpu.get("flags"), dict)):
         missing.append("cpu")
-    if missing or not all(isinstance(v, (int, float)) for v in result["samples_ms"]) or not result["samples_ms"]:
+    if missing or not result["samples_ms"] or not all(
+            isinstance(v, (int, float)) and 0 <= v < float("inf") for v in result["samples_ms"]):
         bad = missing[0] if missing else "samples_ms"
         raise BackendUnavailable(f"device {name!r}: the runner's reply has no valid {bad!r} "
                                  f"(got {result.get(bad)!r:.60}); is the device's standalone.py an older version?")

@@ -93,10 +93,10 @@ class LatencyStats(Strict):
     p99_ms: float
     max_ms: float
     stdev_ms: float
-    cv: float
+    cv: Optional[float]  # None when the mean is 0
     iqr_ms: float
     p90_upper_bound_ms: Optional[float]  # MLPerf early stopping at 99%; None below 64 samples
-    throughput_per_s: float
+    throughput_per_s: Optional[float]
 
 
 class Measurement(LatencyStats):
