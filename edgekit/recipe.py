@@ -26,8 +26,6 @@ NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
 
 
-
-
 def check_patterns(patterns: list[str]) -> list[str]:
     """Per-node settings are keyed by exact name or `re:` regex; a bad regex is a recipe error."""
     for p in patterns:

@@ -41,6 +41,14 @@ class Cli:
         return self.runner.invoke(app, [str(a) for a in args])
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """Every test on the session's real pipeline run is `slow` (the first pays for training and
+    running the default recipe), so `pytest -m "not slow"` is the quick edit loop."""
+    for item in items:
+        if "digits_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def cli() -> Cli:
     return Cli()

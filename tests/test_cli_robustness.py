@@ -1,20 +1,17 @@
 """Corrupted inputs through the CLI, as a user's disk or device produces them: a truncated or
 foreign manifest/profile, a wrong reference .npz, missing model files, an artifact directory
 from an older schema, a device answering garbage or not at all. Every one is exit 2 or 4 with
-one `error:` line and no traceback."""
+one `error:` line and no traceback. (Tests on a copy of the real digits run are `slow`.)"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.slow  # needs the session's real digits run (about half a minute, once)
 
 
 def one_line(result, codes=(2, 4)) -> str:

@@ -82,6 +82,7 @@ def test_mse_range_beats_minmax_on_heavy_tails():
     assert _quant_error(x, lo, hi) < 0.9 * _quant_error(x, *choose_range(h, "minmax"))
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_over_many_samples():
     """2,000 samples of 64x32x32 floats (500 MB in total) through four tensors' histograms: the
     peak traced allocation stays under 8 MB (one sample plus the fixed-size histograms)."""

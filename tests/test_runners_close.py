@@ -29,7 +29,7 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-@pytest.mark.parametrize("runtime,count", [("onnxruntime", 300), ("openvino", 150)])
+@pytest.mark.parametrize("runtime,count", [("onnxruntime", 300), pytest.param("openvino", 150, marks=pytest.mark.slow)])
 def test_closed_runners_release_their_sessions(tmp_path, runtime, count):
     pytest.importorskip(runtime)
     path = _model(tmp_path / "m.onnx")

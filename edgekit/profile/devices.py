@@ -30,8 +30,6 @@ from edgekit.strict import Strict
 STANDALONE = Path(__file__).with_name("standalone.py")
 
 
-
-
 class LocalDevice(Strict):
     kind: Literal["local"] = "local"
     python: str = Field(sys.executable, description="interpreter for the isolated runner process")

@@ -25,8 +25,6 @@ SCHEMA_VERSION = 1
 Provenance = Literal["measured_counter", "measured_sampled", "estimated_model", "unavailable"]
 
 
-
-
 class ModelIdentity(Strict):
     artifact: str  # artifact name in the manifest ("fp32", "int8") or the file stem
     path: str  # as given to the runner (relative to the artifact dir when profiled from one)
