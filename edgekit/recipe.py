@@ -349,7 +349,7 @@ def _one_error(err: dict, data: Any) -> str:
         close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         where = f"{_path(parent)}: " if parent else ""
-        return f"{where}unknown key '{key}'{hint}; allowed keys: {', '.join(valid)}"
+        return f"{where}unknown key {str(key)!r}{hint}; allowed keys: {', '.join(valid)}"
     if etype in ("union_tag_invalid", "union_tag_not_found"):
         kinds = list(stage_registry.REGISTRY)
         tag = ctx.get("tag", value.get("kind") if isinstance(value, dict) else None)
@@ -376,7 +376,7 @@ def format_validation_error(source: str, exc: ValidationError, data: Any) -> str
     errors = exc.errors()
     first = _one_error(_primary(errors, data), data)
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: {first}{more}"
+    return f"{source}: {first}{more}".replace("\n", "\\n")  # one line, whatever the YAML held
 
 
 # ------------------------------------------------------------------------------------------

@@ -240,12 +240,25 @@ def write_reports(artifact_dir: Path, manifest: dict[str, Any]) -> list[dict[str
     return [file_entry(artifact_dir, md, "markdown"), file_entry(artifact_dir, page, "html")]
 
 
+def _finite(data: Any) -> Any:
+    """An older manifest may hold Infinity (a lossless sensitivity row) or NaN, which strict JSON
+    cannot: a lossless row becomes `"sqnr_db": null, "lossless": true`, any other value null."""
+    if isinstance(data, dict):
+        out = {k: _finite(v) for k, v in data.items()}
+        if isinstance(data.get("sqnr_db"), float) and math.isinf(data["sqnr_db"]) and data["sqnr_db"] > 0:
+            out["lossless"] = True
+        return out
+    if isinstance(data, list):
+        return [_finite(v) for v in data]
+    return None if isinstance(data, float) and not math.isfinite(data) else data
+
+
 def rebuild(artifact_dir: Path) -> list[Path]:
     """`edgekit report DIR`: re-render both reports from what the directory holds and refresh
     their sha256 entries, so the manifest keeps describing every file in it."""
     from edgekit.artifact import MANIFEST, read_manifest, write_json
 
-    manifest = read_manifest(artifact_dir)
+    manifest = _finite(read_manifest(artifact_dir))
     entries = write_reports(artifact_dir, manifest)
     paths = {e["path"] for e in entries}
     manifest["files"] = [f for f in manifest["files"] if f["path"] not in paths] + entries

@@ -174,3 +174,21 @@ def test_a_device_answering_garbage_or_nothing(cli, tmp_path, reply, expect):
                         "--warmup", "0", "--min-duration", "0", "--min-iters", "2"), codes=(4,))
     assert "device 'board'" in line and expect in line
     assert not (tmp_path / "p.json").exists()
+
+
+def test_report_rewrites_an_older_manifest_holding_infinity_as_strict_json(cli, art):
+    def old_sensitivity(m):
+        m["stages"][-1]["measured"]["sensitivity"] = {"samples": 8, "nodes": [
+            {"node": "/fc/Gemm", "sqnr_db": float("inf")}, {"node": "/c/Conv", "sqnr_db": 31.5}]}
+    _edit_manifest(art, old_sensitivity)
+    assert "Infinity" in (art / "manifest.json").read_text()
+    r = cli("report", art)
+    assert r.exit_code == 0, r.output
+
+    def refuse(name):
+        raise ValueError(name)
+
+    m = json.loads((art / "manifest.json").read_text(), parse_constant=refuse)
+    assert m["stages"][-1]["measured"]["sensitivity"]["nodes"][0] == {"node": "/fc/Gemm", "sqnr_db": None,
+                                                                     "lossless": True}
+    assert "∞ (lossless)" in (art / "report.md").read_text()

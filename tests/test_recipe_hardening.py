@@ -96,6 +96,14 @@ def test_an_unknown_key_named_like_a_pydantic_union_tag_is_still_named(key, wher
     assert str(e.value).startswith(f"r.yaml: {path}unknown key '{key}'"), str(e.value)
 
 
+def test_an_unknown_key_holding_a_newline_stays_one_line():
+    data = copy.deepcopy(BASE)
+    data["stages\n"] = 1
+    with pytest.raises(RecipeError) as e:
+        parse_recipe(data, "r.yaml")
+    assert str(e.value).startswith("r.yaml: unknown key 'stages\\n' (did you mean 'stages'?)"), str(e.value)
+
+
 # --- mutated recipes ------------------------------------------------------------------------
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
