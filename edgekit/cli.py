@@ -95,7 +95,7 @@ def compress(
     """Run a recipe: export, compress, verify, evaluate and profile; write OUT/<name>/."""
     from edgekit.pipeline import run
     from edgekit.recipe import load_recipe
-    from edgekit.report import summary_rows
+    from edgekit.report import stage_warnings, summary_rows
 
     loaded = load_recipe(recipe)
     with _progress(not quiet and sys.stderr.isatty()) as progress:
@@ -112,6 +112,8 @@ def compress(
     out.print(table)
     for note in m["source_model"].get("normalization", {}).get("notes", []):
         out.print(f"note: model.onnx normalisation: {note}", markup=False, highlight=False, soft_wrap=True)
+    for w in stage_warnings(m):
+        out.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
     _print_where_verified(m)
 
 
@@ -201,7 +203,7 @@ def profile(
     what: Path = typer.Argument(..., help="out/<name> dir, .onnx, .xml (OpenVINO IR), .engine/.plan (TensorRT) or recipe .yaml (torch eager)"),
     backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime | openvino | tensorrt | pytorch (default: by format)"),
     device: str = typer.Option("local", "--device", help="a device named in --devices, or local"),
-    devices: Optional[Path] = typer.Option(None, "--devices", help="devices.yaml (default: ./devices.yaml if present)"),
+    devices: Optional[Path] = typer.Option(None, "--devices", help="devices.yaml (default: ./devices.yaml if present and --device is not local)"),
     output: Path = typer.Option(Path("profile.json"), "--output", "-o", help="where profile.json is written"),
     threads: int = typer.Option(2, "--threads", min=1),
     warmup: float = typer.Option(1.0, "--warmup", min=0.0, help="warm-up seconds"),
@@ -231,7 +233,7 @@ def profile(
         e = exc.errors()[0]
         raise UsageError(f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}; "
                          f"got {e.get('input')!r}") from None
-    if devices is None and Path("devices.yaml").is_file():
+    if devices is None and device != "local" and Path("devices.yaml").is_file():  # local never needs it
         devices = Path("devices.yaml")
     _output_file(output, "--output")
     with _progress(sys.stderr.isatty()) as progress:

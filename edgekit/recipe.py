@@ -21,13 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from edgekit import stage as stage_registry
 from edgekit.errors import RecipeError, first_line
 from edgekit.profile.energy import EnergySpec
+from edgekit.strict import Strict
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def check_patterns(patterns: list[str]) -> list[str]:
@@ -246,6 +243,7 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
                         "stages: onnx-side stages need an 'export.onnx' stage before them "
                         "when the model is a torch model"
                     )
+            stage_registry.check_artifact_names(self.model.kind, self.stages)
             sides = [stage_registry.get(k).side for k in kinds]
             if "export" in sides:
                 i = sides.index("export")
@@ -345,26 +343,39 @@ def _is_tag(part: Any) -> bool:
     return isinstance(part, str) and (part in stage_registry.REGISTRY or bool(_UNION_TAG.search(part)))
 
 
-def _strip_tags(loc: tuple) -> tuple:
-    """pydantic inserts the union member's tag into loc: drop it so paths read as the YAML does."""
-    return tuple(p for p in loc if not _is_tag(p))
+def _strip_tags(loc: tuple, data: Any = None) -> tuple:
+    """pydantic inserts the union member's tag into loc: drop it so paths read as the YAML does.
+    A part that is a key (or index) of the user's data at that point is the user's, whatever it
+    is called ('int', 'a[b]'), so the walk follows the data and drops only what is not in it."""
+    out, node = [], data
+    for p in loc:
+        if isinstance(node, dict) and p in node:
+            node = node[p]
+        elif isinstance(node, list) and isinstance(p, int) and 0 <= p < len(node):
+            node = node[p]
+        elif _is_tag(p):
+            continue
+        else:
+            node = None
+        out.append(p)
+    return tuple(out)
 
 
-def _primary(errors: list[dict]) -> dict:
+def _primary(errors: list[dict], data: Any = None) -> dict:
     """The error worth the one line: an unknown key inside a section (a typo there also shows as
     a missing field, which hides it); within a plain union (`r: int | list[int]`), the branch that
     got furthest (`r[1]` rather than "r is not an int")."""
-    nested_typos = [e for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) > 1]
-    first = nested_typos[0] if nested_typos else errors[0]
+    typos = sorted((e for e in errors if e["type"] == "extra_forbidden"), key=lambda e: len(e["loc"]) == 1)
+    first = typos[0] if typos else errors[0]  # nested typos first, then top-level ones ('stagez')
     if any(_is_tag(p) and p not in stage_registry.REGISTRY for p in first["loc"]):
-        stem = _strip_tags(first["loc"])
-        same = [e for e in errors if _strip_tags(e["loc"])[: len(stem)] == stem]
-        first = max(same, key=lambda e: len(_strip_tags(e["loc"])))
+        stem = _strip_tags(first["loc"], data)
+        same = [e for e in errors if _strip_tags(e["loc"], data)[: len(stem)] == stem]
+        first = max(same, key=lambda e: len(_strip_tags(e["loc"], data)))
     return first
 
 
 def _one_error(err: dict, data: Any) -> str:
-    loc = _strip_tags(err["loc"])
+    loc = _strip_tags(err["loc"], data)
     etype = err["type"]
     value = err.get("input")
     ctx = err.get("ctx", {}) or {}
@@ -374,7 +385,7 @@ def _one_error(err: dict, data: Any) -> str:
         close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         where = f"{_path(parent)}: " if parent else ""
-        return f"{where}unknown key '{key}'{hint}; allowed keys: {', '.join(valid)}"
+        return f"{where}unknown key {str(key)!r}{hint}; allowed keys: {', '.join(valid)}"
     if etype in ("union_tag_invalid", "union_tag_not_found"):
         kinds = list(stage_registry.REGISTRY)
         tag = ctx.get("tag", value.get("kind") if isinstance(value, dict) else None)
@@ -399,9 +410,9 @@ def _one_error(err: dict, data: Any) -> str:
 
 def format_validation_error(source: str, exc: ValidationError, data: Any) -> str:
     errors = exc.errors()
-    first = _one_error(_primary(errors), data)
+    first = _one_error(_primary(errors, data), data)
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: {first}{more}"
+    return f"{source}: {first}{more}".replace("\n", "\\n")  # one line, whatever the YAML held
 
 
 # ------------------------------------------------------------------------------------------

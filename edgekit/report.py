@@ -19,7 +19,7 @@ def summary_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     ref = manifest["metrics"].get("reference", {})
     prof = manifest.get("profile", {})
     if ref:
-        p = prof.get("reference/pytorch", {})
+        p = prof.get(f"reference/{ref.get('runtime', 'pytorch')}", {})  # onnxruntime for an ONNX source
         rows.append({
             "artifact": "reference", "runtime": ref.get("runtime", "pytorch"), "precision": "fp32",
             "size_mb": None, "metric": ref.get("metric"), "value": ref.get("value"), "drop": 0.0,
@@ -128,6 +128,7 @@ def markdown(manifest: dict[str, Any]) -> str:
     lines += ["", "## Stages", ""]
     for s in manifest["stages"]:
         lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")
+    lines += [f"- **warning**: {w}" for w in stage_warnings(manifest)]
     lines += sensitivity_lines(manifest)
     env = manifest["environment"]
     lines += ["", "## Environment", "",
@@ -135,6 +136,17 @@ def markdown(manifest: dict[str, Any]) -> str:
               f"- Python {env['python']}; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
               f"- profile threads: {manifest['recipe']['profile']['threads']}", ""]
     return "\n".join(lines)
+
+
+def stage_warnings(manifest: dict[str, Any]) -> list[str]:
+    """What stages recorded as possibly wrong, one line each (the compress summary prints them)."""
+    out = []
+    for i, s in enumerate(manifest.get("stages", [])):
+        tw = (s.get("measured") or {}).get("tracer_warnings") or []
+        if tw:
+            out.append(f"stages[{i}] ({s['kind']}): {len(tw)} TracerWarning(s): the exported graph may be wrong for "
+                       f"inputs unlike the example; first: {tw[0]}")
+    return out
 
 
 def sensitivity_lines(manifest: dict[str, Any], top: int = 10) -> list[str]:
@@ -149,7 +161,8 @@ def sensitivity_lines(manifest: dict[str, Any], top: int = 10) -> list[str]:
                       f"{len(sens['nodes'])} nodes; most sensitive first)", "",
                   "| node | SQNR dB | metric, only this node quantized |", "|---|---|---|"]
         for r in sens["nodes"][:top]:
-            lines.append(f"| `{r['node']}` | {fmt(r['sqnr_db'], 1)} | {fmt(r.get('metric'))} |")
+            db = "∞ (lossless)" if r.get("lossless") else fmt(r["sqnr_db"], 1)
+            lines.append(f"| `{r['node']}` | {db} | {fmt(r.get('metric'))} |")
         aa = s["measured"].get("accuracy_aware")
         if aa:
             lines += ["", f"Accuracy-aware: {len(aa['trials'])} trials, final {aa['metric']} {fmt(aa['final_metric'])} "

@@ -142,6 +142,10 @@ def _energy(profile: Any) -> str:
     return "".join(parts)
 
 
+def _lossless(row: dict[str, Any]) -> bool:
+    return bool(row.get("lossless")) or (row["sqnr_db"] is not None and not math.isfinite(row["sqnr_db"]))
+
+
 def _sensitivity(artifact_dir: Path, top: int = 25) -> str:
     """sensitivity.json as `edgekit.quantize.sensitivity.document` writes it."""
     from edgekit.report_plots import bars
@@ -152,12 +156,13 @@ def _sensitivity(artifact_dir: Path, top: int = 25) -> str:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
         nodes = data["nodes"]
-        finite = sorted((n for n in nodes if math.isfinite(n["sqnr_db"])), key=lambda n: n["sqnr_db"])[:top]
+        # lossless rows: "sqnr_db": null with "lossless": true (older files: Infinity)
+        finite = sorted((n for n in nodes if not _lossless(n)), key=lambda n: float(n["sqnr_db"]))[:top]
         values = {n["node"]: float(n["sqnr_db"]) for n in finite}
     except (ValueError, KeyError, TypeError) as exc:
         return (f'<p class="warn">sensitivity.json has an unexpected shape ({_e(type(exc).__name__)}: {_e(exc)}); '
                 'expected {"nodes": [{"node": ..., "sqnr_db": ...}]}</p>')
-    lossless = sum(1 for n in nodes if not math.isfinite(n["sqnr_db"]))
+    lossless = sum(1 for n in nodes if _lossless(n))
     parts = [_note(f"{data.get('method', '')}; {data.get('samples', '?')} samples; {len(nodes)} nodes"
                    + (f", {lossless} unchanged when quantized alone (SQNR +inf, not drawn)" if lossless else ""))]
     if values:
@@ -242,12 +247,25 @@ def write_reports(artifact_dir: Path, manifest: dict[str, Any]) -> list[dict[str
     return [file_entry(artifact_dir, md, "markdown"), file_entry(artifact_dir, page, "html")]
 
 
+def _finite(data: Any) -> Any:
+    """An older manifest may hold Infinity (a lossless sensitivity row) or NaN, which strict JSON
+    cannot: a lossless row becomes `"sqnr_db": null, "lossless": true`, any other value null."""
+    if isinstance(data, dict):
+        out = {k: _finite(v) for k, v in data.items()}
+        if isinstance(data.get("sqnr_db"), float) and math.isinf(data["sqnr_db"]) and data["sqnr_db"] > 0:
+            out["lossless"] = True
+        return out
+    if isinstance(data, list):
+        return [_finite(v) for v in data]
+    return None if isinstance(data, float) and not math.isfinite(data) else data
+
+
 def rebuild(artifact_dir: Path) -> list[Path]:
     """`edgekit report DIR`: re-render both reports from what the directory holds and refresh
     their sha256 entries, so the manifest keeps describing every file in it."""
     from edgekit.artifact import MANIFEST, read_manifest, write_json
 
-    manifest = read_manifest(artifact_dir)
+    manifest = _finite(read_manifest(artifact_dir))
     entries = write_reports(artifact_dir, manifest)
     paths = {e["path"] for e in entries}
     manifest["files"] = [f for f in manifest["files"] if f["path"] not in paths] + entries

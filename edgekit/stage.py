@@ -12,23 +12,38 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from edgekit.strict import Strict
 
 if TYPE_CHECKING:
     from edgekit.state import ModelState
 
 
-class StageConfig(BaseModel):
+class StageConfig(Strict):
     """Base of every stage's config: unknown keys are errors, never ignored."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: str
 
+    def produces(self) -> list[str]:
+        """Names of the artifacts this stage adds (its `name`, if it has one)."""
+        name = getattr(self, "name", None)
+        return [name] if isinstance(name, str) else []
 
-class StageRecord(BaseModel):
+
+def check_artifact_names(model_kind: str, stages: list[Any]) -> None:
+    """Two artifacts with one name would overwrite each other's file and manifest entry: refuse
+    the recipe before any stage runs, naming both stages."""
+    seen = {"fp32": "the ONNX source model (artifact 'fp32')"} if model_kind == "onnx" else {}
+    for i, s in enumerate(stages):
+        for name in s.produces():
+            if name in seen:
+                raise ValueError(f"stages[{i}] ({s.kind}): artifact name {name!r} is already taken by {seen[name]}; "
+                                 f"set name: to another value (allowed: letters, digits, _ and -)")
+            seen[name] = f"stages[{i}] ({s.kind})"
+
+
+class StageRecord(Strict):
     """What a stage did, with what settings and what it measured; stored in the manifest."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: str
     settings: dict[str, Any]
     seconds: float = 0.0

@@ -62,7 +62,7 @@ def _check_files(root: Any, manifest: dict[str, Any]) -> None:
     for f in manifest["files"]:
         p = root / f["path"]
         if not p.is_file():
-            raise ParityError(f"verify: {root}: file {f['path']} listed in the manifest is missing")
+            raise UsageError(f"verify: {root}: file {f['path']} listed in the manifest is missing")
         if sha256_file(p) != f["sha256"]:
             raise ParityError(f"verify: {root}: file {f['path']} does not match its sha256 in the manifest")
 
@@ -77,7 +77,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     from pathlib import Path
 
     from edgekit import emulate
-    from edgekit.artifact import read_manifest, write_json_atomic
+    from edgekit.artifact import read_manifest, read_reference, write_json
     from edgekit.cpu import describe
     from edgekit.environment import cpu_info
     from edgekit.errors import BackendUnavailable
@@ -100,9 +100,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
         raise BackendUnavailable(f"verify: --cpu {cls}: cannot verify here: {why}")
     _check_files(root, manifest)
     spec = VerifySpec(**manifest["recipe"]["verify"])
-    with np.load(root / "reference.npz") as z:
-        inputs = {k[len("input."):]: z[k] for k in z.files if k.startswith("input.")}
-        ref = z["output"]
+    inputs, ref = read_reference(root, manifest)
     pairs = [(art, rt) for art in manifest["artifacts"] for rt in art["runs_on"]
              if rt in (runtimes or manifest["recipe"]["targets"])]
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -147,5 +145,5 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
             kept = [v for v in by_name[r["artifact"]].get("verified_on") or []
                     if (v.get("runtime"), v.get("cpu_class"), v.get("mode")) != (r["runtime"], r["cpu_class"], r["mode"])]
             by_name[r["artifact"]]["verified_on"] = kept + [entry]
-        write_json_atomic(root / "manifest.json", manifest)
+        write_json(root / "manifest.json", manifest)
     return results

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,14 @@ from typer.testing import CliRunner
 from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# trained zoo weights go to one temp dir for the whole test run (subprocesses inherit it), never
+# into the user's ~/.cache/edgekit
+# (this module is imported twice, as pytest's conftest and as tests.conftest: one dir for both)
+TEST_CACHE = os.environ.get("EDGEKIT_TEST_CACHE") or tempfile.mkdtemp(prefix="edgekit-test-cache-")
+if "EDGEKIT_TEST_CACHE" not in os.environ:
+    os.environ["EDGEKIT_TEST_CACHE"] = TEST_CACHE
+    atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
+os.environ["EDGEKIT_CACHE"] = TEST_CACHE
 # the machine is shared and noisy: hypothesis checks properties here, never timings
 settings.register_profile("edgekit", deadline=None)
 settings.load_profile("edgekit")
@@ -28,6 +39,14 @@ class Cli:
         from edgekit.cli import app
 
         return self.runner.invoke(app, [str(a) for a in args])
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Every test on the session's real pipeline run is `slow` (the first pays for training and
+    running the default recipe), so `pytest -m "not slow"` is the quick edit loop."""
+    for item in items:
+        if "digits_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

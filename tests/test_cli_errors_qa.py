@@ -87,10 +87,13 @@ def test_usage_errors_are_one_line(cli, args, message):
 # --- artifacts ------------------------------------------------------------------------------
 
 def manifest(**over) -> dict:
-    m = {"schema": 1, "recipe": {"targets": ["onnxruntime"]}, "source_model": {}, "inputs": {},
+    m = {"schema": 1, "name": "t", "edgekit_version": "0.1.0", "recipe_sha256": "0" * 64,
+         "recipe": {"targets": ["onnxruntime"]}, "source_model": {"kind": "onnx", "ref": "m.onnx", "sha256": "0" * 64},
+         "inputs": {"x": {"shape": [1, 4], "dtype": "float32"}},
          "artifacts": [{"name": "fp32", "path": "models/fp32.onnx", "format": "onnx", "precision": "fp32",
-                        "runs_on": ["onnxruntime", "openvino"]}],
-         "files": [], "stages": [], "metrics": {}, "profile": {}, "environment": {}}
+                        "runs_on": ["onnxruntime", "openvino"], "bytes": 1}],
+         "files": [{"path": "models/fp32.onnx", "sha256": "0" * 64}], "stages": [], "metrics": {}, "profile": {},
+         "environment": {"python": "3", "cpu": {"model": "x"}, "versions": {}}}
     m.update(over)
     return m
 
@@ -120,7 +123,7 @@ def test_profile_missing_artifact_file(cli, tmp_path):
     (tmp_path / "reference.npz").write_bytes(b"")
     import numpy as np
 
-    np.savez(tmp_path / "reference.npz", **{"input.x": np.zeros((1, 4), np.float32)})
+    np.savez(tmp_path / "reference.npz", **{"input.x": np.zeros((1, 4), np.float32), "output": np.zeros((1, 2))})
     one_line_error(cli("profile", tmp_path, "-o", tmp_path / "p.json"), 2,
                    "artifact 'fp32': models/fp32.onnx listed in the manifest is missing")
 

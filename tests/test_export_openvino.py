@@ -180,6 +180,7 @@ def test_exclude_pattern_matching_nothing_is_refused(tiny, tmp_path):
 # through the pipeline: verified, evaluated and profiled on OpenVINO only
 
 
+@pytest.mark.slow
 def test_pipeline_verifies_the_ir_on_openvino(tiny, tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")

@@ -68,6 +68,7 @@ def test_report_md_has_summary_table(digits_run):
     assert "quantize.int8" in text
 
 
+@pytest.mark.slow
 def test_existing_output_is_refused_without_force(cli, tmp_path, int8_pc_data):
     path = write_recipe(tmp_path, fast_profile(int8_pc_data))
     out = tmp_path / "out"
@@ -80,6 +81,7 @@ def test_existing_output_is_refused_without_force(cli, tmp_path, int8_pc_data):
     assert marker.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_failure_mid_run_leaves_nothing(cli, tmp_path, int8_pc_data, monkeypatch):
     from edgekit.quantize.static_int8 import StaticInt8
 
@@ -101,6 +103,7 @@ def test_failure_mid_run_leaves_nothing(cli, tmp_path, int8_pc_data, monkeypatch
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_force_replaces_and_parity_failure_is_exit_1(cli, tmp_path, int8_pc_data):
     data = fast_profile(int8_pc_data)
     data["stages"][1]["activations"]["calibration"] = "minmax"
@@ -118,6 +121,7 @@ def test_force_replaces_and_parity_failure_is_exit_1(cli, tmp_path, int8_pc_data
     assert (out / "digits-cnn-int8" / "old.txt").read_text() == "old"
 
 
+@pytest.mark.slow
 def test_cli_compress_prints_summary(cli, tmp_path, int8_pc_data):
     data = fast_profile(int8_pc_data)
     data["targets"] = ["onnxruntime"]

@@ -181,6 +181,7 @@ RUN_CASES = [
 
 
 @pytest.mark.parametrize("label,change,message", RUN_CASES, ids=[c[0] for c in RUN_CASES])
+@pytest.mark.slow
 def test_compress_golden_errors(cli, tmp_path, int8_pc_data, label, change, message):
     data = copy.deepcopy(int8_pc_data)
     change(data, tmp_path)

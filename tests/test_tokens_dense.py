@@ -51,6 +51,7 @@ def seg_model():
     return digits_vit_seg().module
 
 
+@pytest.mark.slow
 def test_merge_and_restore_keeps_per_patch_accuracy_on_real_digits(seg_model):
     from edgekit.metrics import token_top1
 
@@ -66,6 +67,7 @@ def test_merge_and_restore_keeps_per_patch_accuracy_on_real_digits(seg_model):
     assert not np.allclose(merged, base, atol=1e-4)  # tokens really were merged
 
 
+@pytest.mark.slow
 def test_seg_tome_recipe_runs_and_exported_graph_matches_pytorch(seg_model, tmp_path, cli):
     import yaml
 

@@ -118,6 +118,7 @@ def test_finetune_distils_a_copy_and_leaves_the_reference_alone(tmp_path):
     assert all(torch.equal(v, original.state_dict()[k]) for k, v in before.items())
 
 
+@pytest.mark.slow
 def test_end_to_end_merge_then_export_verifies_on_runtimes(tmp_path, cli):
     data = fast_profile(copy.deepcopy(BASE))
     targets = ["onnxruntime"] + (["openvino"] if is_available("openvino") else [])

@@ -44,16 +44,32 @@ def _simplify(path: Path, how: str) -> str:
     return "onnxsim"
 
 
+def _tracer_warnings(caught: list) -> list[str]:
+    """The TracerWarnings among the warnings an export raised, one line each, deduplicated:
+    each says the trace took one branch or one shape of a value that may differ for other
+    inputs, so the exported graph may be wrong for them. The exporters' other warnings
+    (deprecations, opset notes) stay silent."""
+    import torch
+
+    lines = []
+    for w in caught:
+        if issubclass(w.category, torch.jit.TracerWarning):
+            msg = (str(w.message).strip().splitlines() or [""])[0]
+            lines.append(f"{Path(w.filename).name}:{w.lineno}: {msg}")
+    return list(dict.fromkeys(lines))
+
+
 def export_torch(module, example: dict[str, np.ndarray], out: Path, cfg: ExportOnnxConfig,
-                 output_names: list[str]) -> None:
+                 output_names: list[str]) -> list[str]:
+    """Export; returns the TracerWarnings raised (see `_tracer_warnings`)."""
     import torch
 
     require("onnx", extra="onnx", why="torch.onnx.export writes through it")
     args = tuple(torch.from_numpy(v) for v in example.values())
     names = list(example)
     dyn = {n: {0: "batch"} for n in names + output_names} if cfg.dynamic_batch else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             if cfg.exporter == "torchscript":
                 torch.onnx.export(module, args, str(out), opset_version=cfg.opset, input_names=names,
@@ -71,6 +87,7 @@ def export_torch(module, example: dict[str, np.ndarray], out: Path, cfg: ExportO
                 prog.save(str(out))
         except Exception as exc:
             raise ExportError(f"export.onnx: {cfg.exporter} exporter failed: {first_line(exc)}") from exc
+    return _tracer_warnings(caught)
 
 
 def check_parity(path: Path, module, samples: list[dict[str, np.ndarray]], rtol: float, where: str) -> float:
@@ -81,14 +98,17 @@ def check_parity(path: Path, module, samples: list[dict[str, np.ndarray]], rtol:
 
     runner = OrtRunner(path, threads=2)
     worst = 0.0
-    for feeds in samples:
-        with torch.no_grad():
-            ref = module(*[torch.from_numpy(v) for v in feeds.values()])
-        refs = ref if isinstance(ref, (tuple, list)) else [ref]
-        got = runner.run(feeds)
-        for r, g in zip(refs, got):
-            r = r.numpy()
-            worst = max(worst, float(np.max(np.abs(r - g)) / (np.max(np.abs(r)) + 1e-12)))
+    try:
+        for feeds in samples:
+            with torch.no_grad():
+                ref = module(*[torch.from_numpy(v) for v in feeds.values()])
+            refs = ref if isinstance(ref, (tuple, list)) else [ref]
+            got = runner.run(feeds)
+            for r, g in zip(refs, got):
+                r = r.numpy()
+                worst = max(worst, float(np.max(np.abs(r - g)) / (np.max(np.abs(r)) + 1e-12)))
+    finally:
+        runner.close()
     if worst > rtol:
         raise ExportError(
             f"{where}: ONNX Runtime output differs from torch by {worst:.3g} (relative max), "
@@ -106,7 +126,7 @@ class ExportOnnx(Stage):
         if state.torch_model is None:
             raise StageError("export.onnx: the model is already ONNX; remove this stage")
         out = state.workdir / f"{cfg.name}.onnx"
-        export_torch(state.torch_model, state.example, out, cfg, state.output_names)
+        tracer_warnings = export_torch(state.torch_model, state.example, out, cfg, state.output_names)
         simplifier = _simplify(out, cfg.simplify)
         try:
             onnx.checker.check_model(str(out), full_check=True)
@@ -128,5 +148,7 @@ class ExportOnnx(Stage):
                 "nodes": len(graph.node),
                 "parity_max_rel_err": worst,
                 "parity_samples": len(samples),
+                # the trace may not hold for other inputs: shown in the compress summary and report
+                "tracer_warnings": tracer_warnings,
             },
         )

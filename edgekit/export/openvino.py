@@ -112,6 +112,9 @@ class OpenVINOConfig(StageConfig):
     def artifact_name(self) -> str:
         return self.name or f"ov_{self.precision}"
 
+    def produces(self) -> list[str]:
+        return [self.artifact_name]
+
 
 def _convert(state: ModelState, cfg: OpenVINOConfig, ov: Any) -> Any:
     if cfg.source == "torch":

@@ -45,15 +45,17 @@ def resolve(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) ->
     """A model file (.onnx, feeds from the recipe's inputs or the model's static shapes) or an
     artifact directory (its final artifact, or `artifact`, fed with its recorded reference input)."""
     if spec.is_dir():
-        from edgekit.artifact import read_manifest
+        from edgekit.artifact import read_manifest, read_reference
 
         manifest = read_manifest(spec)
         arts = {a["name"]: a for a in manifest["artifacts"]}
+        if not arts:
+            raise UsageError(f"--ab {spec}: the manifest lists no artifacts")
         name = artifact or manifest["artifacts"][-1]["name"]
         if name not in arts:
             raise UsageError(f"--artifact {name!r} is not in {spec}; allowed: {', '.join(arts)}")
-        ref = np.load(spec / "reference.npz")
-        feeds = {k: ref[f"input.{k}"][: v["shape"][0]] for k, v in manifest["inputs"].items()}
+        inputs, _ = read_reference(spec, manifest)
+        feeds = {k: inputs[k][: v["shape"][0]] for k, v in manifest["inputs"].items()}
         return Side(f"{spec.name}:{name}", spec / arts[name]["path"], feeds, arts[name].get("runtime_options", {}))
     if spec.suffix != ".onnx" or not spec.is_file():
         raise UsageError(f"--ab {spec}: not an artifact directory or an .onnx file")

@@ -49,19 +49,26 @@ def _sha256_module(module: Any) -> str:
 
 
 def import_entrypoint(ref: str, field_name: str) -> Any:
-    """Import `pkg.module:attr`. The working directory is importable, as for `python -m`, so
-    that a user's own package next to the recipe works from the console script too."""
+    """Import `pkg.module:attr`. The working directory is importable while the entrypoint is
+    imported, as for `python -m`, so that a user's own package next to the recipe works from the
+    console script too; it is taken off `sys.path` again afterwards, so the rest of the process
+    (the runtimes' own imports) never picks up a stray module from wherever edgekit was started."""
     import sys
 
     module_name, _, attr = ref.partition(":")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    cwd = os.getcwd()
+    added = "" not in sys.path and cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
         raise ModelLoadError(
             f"{field_name}: cannot import {module_name!r} from {ref!r}: {type(exc).__name__}: {exc}"
         ) from exc
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -28,14 +28,11 @@ class Job:
 
 
 def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
-    from edgekit.artifact import read_manifest
+    from edgekit.artifact import read_manifest, read_reference
 
     manifest = read_manifest(root)
-    ref = root / "reference.npz"
-    if not ref.is_file():
-        raise UsageError(f"{root}: no reference.npz to take the input feeds from")
-    with np.load(ref) as z:
-        feeds = {k[len("input."):]: z[k][:1] for k in z.files if k.startswith("input.")}
+    inputs, _ = read_reference(root, manifest)
+    feeds = {k: v[:1] for k, v in inputs.items()}
     shas = {f["path"]: f["sha256"] for f in manifest["files"]}
     targets = manifest["recipe"]["targets"]
     jobs = []
@@ -137,17 +134,24 @@ def profile(what: Path, spec: Any, backend: Optional[str] = None, device: str = 
     devices = load_devices(devices_file)
     dev = pick_device(devices, device, devices_file)
     measurements = {}
-    for job in resolve(what, backend, spec.threads):
-        key = key_of(job.target.artifact, job.target.runtime)
-        if job.runner is None and spec.isolation == "in_process" and device == "local":
-            from edgekit.runners import open_runner
+    jobs = resolve(what, backend, spec.threads)
+    try:
+        for job in jobs:
+            key = key_of(job.target.artifact, job.target.runtime)
+            if job.runner is None and spec.isolation == "in_process" and device == "local":
+                from edgekit.runners import open_runner
 
-            job.runner = open_runner(job.target.runtime, job.target.path, spec.threads, **job.target.options)
-        if job.runner is not None:
-            if device != "local":
-                raise UsageError(f"{key}: {job.target.runtime} runs only on --device local here")
-            measurements[key] = measure_runner(job.target, job.runner, job.feeds, spec, Path.cwd(),
-                                               progress(f"profiling {key}", spec.min_iters))
-        else:
-            measurements[key] = measure_job(job.target, job.feeds, spec, Path.cwd(), device, dev)
+                job.runner = open_runner(job.target.runtime, job.target.path, spec.threads, **job.target.options)
+            if job.runner is not None:
+                if device != "local":
+                    raise UsageError(f"{key}: {job.target.runtime} runs only on --device local here")
+                measurements[key] = measure_runner(job.target, job.runner, job.feeds, spec, Path.cwd(),
+                                                   progress(f"profiling {key}", spec.min_iters))
+                job.runner.close()  # each measured in turn, not all held at once
+            else:
+                measurements[key] = measure_job(job.target, job.feeds, spec, Path.cwd(), device, dev)
+    finally:
+        for job in jobs:
+            if job.runner is not None:
+                job.runner.close()
     return new_profile(measurements)

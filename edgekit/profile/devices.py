@@ -22,15 +22,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edgekit.errors import BackendUnavailable, UsageError, first_line
+from edgekit.strict import Strict
 
 STANDALONE = Path(__file__).with_name("standalone.py")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class LocalDevice(Strict):
@@ -39,11 +36,17 @@ class LocalDevice(Strict):
     timeout_s: float = Field(900.0, gt=0)
 
 
+# a host name, IPv4 or IPv6 address, or ssh_config alias: never an option ("-oProxyCommand=..."),
+# never whitespace or shell metacharacters
+HOST_RE = r"^[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*$"
+USER_RE = r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$"
+
+
 class SshDevice(Strict):
     kind: Literal["ssh"]
-    host: str
+    host: str = Field(pattern=HOST_RE, max_length=253)
     port: int = Field(22, ge=1, le=65535)
-    user: Optional[str] = None
+    user: Optional[str] = Field(None, pattern=USER_RE, max_length=64)
     key: Optional[str] = Field(None, description="private key file (ssh -i)")
     python: str = "python3"
     workdir: str = "/tmp/edgekit"
@@ -61,7 +64,8 @@ class DevicesFile(Strict):
 
 
 def load_devices(path: Optional[Path]) -> dict[str, Any]:
-    """name -> device config; `local` always exists unless the file redefines it."""
+    """name -> device config; `local` always exists and is always this interpreter (a file may
+    not redefine it, so a devices.yaml lying in a directory cannot swap the Python that runs)."""
     devices: dict[str, Any] = {"local": LocalDevice()}
     if path is None:
         return devices
@@ -76,7 +80,13 @@ def load_devices(path: Optional[Path]) -> dict[str, Any]:
     except ValidationError as exc:
         e = exc.errors()[0]
         loc = ".".join(str(p) for p in e["loc"] if p not in ("local", "ssh") or p == e["loc"][1])
-        raise UsageError(f"{path}: {loc}: {e['msg']}; got {e.get('input')!r}") from None
+        msg = e["msg"]
+        if e["type"] == "string_pattern_mismatch":
+            msg = "not a host/user name (no leading '-', whitespace or shell characters)"
+        raise UsageError(f"{path}: {loc}: {msg}; got {e.get('input')!r}") from None
+    if "local" in parsed.devices:
+        raise UsageError(f"{path}: devices.local: 'local' is reserved for this machine with this Python; "
+                         "give the device another name")
     devices.update(parsed.devices)
     return devices
 
@@ -93,10 +103,31 @@ def _parse(name: str, stdout: str, stderr: str, rc: int) -> dict[str, Any]:
     if not lines:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise BackendUnavailable(f"device {name!r}: the runner gave no result (exit {rc}): {last}")
-    result = json.loads(lines[-1])
+    try:
+        result = json.loads(lines[-1])
+    except ValueError as exc:  # truncated (a killed runner, a dropped connection) or not JSON at all
+        raise BackendUnavailable(f"device {name!r}: the runner's reply is not valid JSON ({exc.msg} at char {exc.pos}"
+                                 f" of {len(lines[-1])}): {lines[-1][:80]!r}") from None
+    if not isinstance(result, dict):
+        raise BackendUnavailable(f"device {name!r}: the runner's reply is a JSON {type(result).__name__}, not an object")
     if not result.get("ok"):
         raise BackendUnavailable(f"device {name!r}: the runner failed: {result.get('error')}")
+    missing = [k for k, kind in _REPLY.items() if not isinstance(result.get(k), kind)]
+    cpu = result.get("cpu")
+    if isinstance(cpu, dict) and not (isinstance(cpu.get("model"), str) and isinstance(cpu.get("flags"), dict)):
+        missing.append("cpu")
+    if missing or not result["samples_ms"] or not all(
+            isinstance(v, (int, float)) and 0 <= v < float("inf") for v in result["samples_ms"]):
+        bad = missing[0] if missing else "samples_ms"
+        raise BackendUnavailable(f"device {name!r}: the runner's reply has no valid {bad!r} "
+                                 f"(got {result.get(bad)!r:.60}); is the device's standalone.py an older version?")
     return result
+
+
+# what a measurement reads from a runner's reply (standalone.run_job), with its JSON type
+_REPLY = {"samples_ms": list, "first_inference_ms": (int, float), "warmup_iters": int, "capped": bool,
+          "started": (int, float), "ended": (int, float), "backend": dict, "peak_rss_mb": (int, float, type(None)),
+          "cpu": dict, "gpus": list, "load_s": (int, float, type(None))}
 
 
 def _job_files(tmp: Path, job: dict[str, Any], feeds: dict[str, Any]) -> None:
@@ -129,8 +160,18 @@ def ssh_command(dev: SshDevice, remote_cmd: str) -> list[str]:
         cmd += ["-o", f"UserKnownHostsFile={Path(dev.known_hosts).expanduser()}"]
     if dev.key:
         cmd += ["-i", str(Path(dev.key).expanduser()), "-o", "IdentitiesOnly=yes"]
-    cmd += [f"{dev.user}@{dev.host}" if dev.user else dev.host, remote_cmd]
+    cmd += ["--", f"{dev.user}@{dev.host}" if dev.user else dev.host, remote_cmd]  # "--": never an option
     return cmd
+
+
+def remote_script(dev: SshDevice, remote: str) -> str:
+    """Unpack, run under `timeout` (so the job ends on the device even when the connection is
+    gone and nobody is left to kill it), then remove the job directory whatever happened."""
+    q = shlex.quote(remote)
+    limit = max(1, int(dev.timeout_s))
+    return (f"mkdir -p {q} && tar xf - -C {q} && cd {q} && "
+            f"timeout -k 5 {limit} {shlex.quote(dev.python)} standalone.py job.json; "
+            f"rc=$?; cd / && rm -rf {q}; exit $rc")
 
 
 def run_ssh(name: str, dev: SshDevice, model: Path, files: list[Path], job: dict[str, Any],
@@ -143,21 +184,27 @@ def run_ssh(name: str, dev: SshDevice, model: Path, files: list[Path], job: dict
             for f in [STANDALONE, tmp / "feeds.npz", tmp / "job.json", *files]:
                 tar.add(f, arcname=f.name)
         remote = f"{dev.workdir.rstrip('/')}/job-{uuid.uuid4().hex[:12]}"
-        q = shlex.quote(remote)
-        script = (f"mkdir -p {q} && tar xf - -C {q} && cd {q} && {shlex.quote(dev.python)} standalone.py job.json; "
-                  f"rc=$?; cd / && rm -rf {q}; exit $rc")
         where = f"{dev.user + '@' if dev.user else ''}{dev.host}:{dev.port}"
+        late = f"device {name!r} ({where}): no result within {dev.timeout_s:g} s"
         try:
-            proc = subprocess.run(ssh_command(dev, script), input=buf.getvalue(), capture_output=True,
-                                  timeout=dev.timeout_s)
+            # the device's own `timeout` ends the job first; this one covers a hung connection
+            proc = subprocess.run(ssh_command(dev, remote_script(dev, remote)), input=buf.getvalue(),
+                                  capture_output=True, timeout=dev.timeout_s + dev.connect_timeout_s + 10)
         except subprocess.TimeoutExpired:
-            raise BackendUnavailable(f"device {name!r} ({where}): no result within {dev.timeout_s:g} s") from None
+            try:  # best effort: the remote `timeout` removes it too once the job is killed
+                subprocess.run(ssh_command(dev, f"rm -rf {shlex.quote(remote)}"), capture_output=True,
+                               timeout=dev.connect_timeout_s + 5)
+            except (subprocess.SubprocessError, OSError):
+                pass
+            raise BackendUnavailable(late) from None
         except FileNotFoundError:
             raise BackendUnavailable("the ssh client is not installed (apt-get install openssh-client)") from None
         out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
         if proc.returncode == 255:
             last = (err.strip().splitlines() or ["ssh failed"])[-1]
             raise BackendUnavailable(f"device {name!r} ({where}) cannot be reached: {last}")
+        if proc.returncode in (124, 137):  # the device's `timeout` ended the job (137: after -k)
+            raise BackendUnavailable(f"{late} (the job was stopped and removed on the device)")
         return _parse(name, out, err, proc.returncode)
 
 

@@ -47,7 +47,7 @@ def _iso(epoch: float) -> str:
 
 def recorder_for(energy: EnergySpec, base_dir: Path) -> EnergyRecorder:
     meter, reason = open_meter(energy, base_dir)
-    return EnergyRecorder(meter, reason, energy.idle_s, energy.period_s)
+    return EnergyRecorder(meter, reason, energy.idle_s, energy.period_s, named=energy.meter not in ("none", "auto"))
 
 
 def _build(target: Target, raw: dict[str, Any], spec: Any, device: Device, energy: Any, isolation: str,

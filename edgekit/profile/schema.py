@@ -16,16 +16,13 @@ import json
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from edgekit.errors import UsageError
+from edgekit.strict import Strict
 
 SCHEMA_VERSION = 1
 Provenance = Literal["measured_counter", "measured_sampled", "estimated_model", "unavailable"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelIdentity(Strict):
@@ -95,10 +92,10 @@ class LatencyStats(Strict):
     p99_ms: float
     max_ms: float
     stdev_ms: float
-    cv: float
+    cv: Optional[float]  # None when the mean is 0
     iqr_ms: float
     p90_upper_bound_ms: Optional[float]  # MLPerf early stopping at 99%; None below 64 samples
-    throughput_per_s: float
+    throughput_per_s: Optional[float]
 
 
 class Measurement(LatencyStats):
@@ -110,7 +107,7 @@ class Measurement(LatencyStats):
     batch: int
     protocol: Protocol
     first_inference_ms: float
-    load_s: float
+    load_s: Optional[float] = None  # None: not measured (a torch module loaded before the runner)
     peak_rss_mb: Optional[float] = None
     started: str  # ISO time the timed window began (external meters align on it)
     samples_ms: list[float] = []
@@ -123,7 +120,7 @@ class Profile(Strict):
     created: str
     measurements: dict[str, Measurement] = {}
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(**Strict.model_config, populate_by_name=True)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -193,7 +190,7 @@ def load_profile(path: Path) -> Profile:
         raise UsageError(f"{p}: profile file not found")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{p}: invalid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__

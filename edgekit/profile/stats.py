@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -42,8 +41,8 @@ def summarize(samples_ms: list[float] | np.ndarray) -> dict[str, Any]:
         "p99_ms": float(np.percentile(x, 99)),
         "max_ms": float(x.max()),
         "stdev_ms": std,
-        "cv": std / mean if mean > 0 else math.nan,
+        "cv": std / mean if mean > 0 else None,  # None, not NaN: profile.json is strict JSON
         "iqr_ms": float(q3 - q1),
         "p90_upper_bound_ms": early_stopping_upper(x, 0.90),
-        "throughput_per_s": 1000.0 / mean if mean > 0 else math.nan,
+        "throughput_per_s": 1000.0 / mean if mean > 0 else None,
     }

@@ -88,8 +88,10 @@ def percentile_range(h: Histogram, percentile: float) -> tuple[float, float]:
     edges = h.edges()
     lo_i = int(np.searchsorted(cdf, tail, side="right"))
     hi_i = int(np.searchsorted(cdf, 1.0 - tail, side="left"))
-    lo = max(float(edges[min(lo_i, h.bins - 1)]), h.vmin)
-    hi = min(float(edges[min(hi_i + 1, h.bins)]), h.vmax)
+    # clamped to the observed extremes on both sides: with a range of a few denormals the bin
+    # edges underflow, and an edge may fall outside [vmin, vmax] on the other side
+    lo = min(max(float(edges[min(lo_i, h.bins - 1)]), h.vmin), h.vmax)
+    hi = max(min(float(edges[min(hi_i + 1, h.bins)]), h.vmax), h.vmin)
     return min(lo, hi), max(lo, hi)
 
 

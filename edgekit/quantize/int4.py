@@ -18,7 +18,8 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from edgekit.backends import require
-from edgekit.errors import DataError
+from edgekit.errors import DataError, StageError
+from edgekit.quantize.graph import Consumers, privatize
 from edgekit.recipe import check_patterns
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
@@ -63,15 +64,17 @@ class _Reader:
         return iter(self.samples)
 
 
-def gemm_to_matmul(model: object) -> int:
+def gemm_to_matmul(model: object, consumers: Optional[Consumers] = None) -> int:
     """Rewrite Gemm(A, B const, C) with alpha = beta = 1 and no transA as MatMul(A, B') + C, in
     place; returns how many. MatMulNBits replaces only MatMul, and onnxslim fuses every Linear
-    layer into Gemm, so without this a transformer would get no INT4 weight at all."""
+    layer into Gemm, so without this a transformer would get no INT4 weight at all. A B that
+    must be transposed and is read elsewhere too (a tied embedding) is transposed in a copy."""
     import onnx
     from onnx import numpy_helper
 
     g = model.graph  # type: ignore[attr-defined]
-    inits = {i.name: i for i in g.initializer}
+    c = consumers or Consumers(model)
+    inits = c.inits
     nodes, count = [], 0
     for n in g.node:
         a = {x.name: onnx.helper.get_attribute_value(x) for x in n.attribute}
@@ -80,8 +83,9 @@ def gemm_to_matmul(model: object) -> int:
             nodes.append(n)
             continue
         if a.get("transB", 0):
-            w = numpy_helper.to_array(inits[n.input[1]]).T.copy()
-            inits[n.input[1]].CopyFrom(numpy_helper.from_array(w, n.input[1]))
+            init = c.private_initializer(n, 1)
+            w = numpy_helper.to_array(init).T.copy()
+            init.CopyFrom(numpy_helper.from_array(w, init.name))
         if len(n.input) > 2 and n.input[2]:
             mm = f"{n.output[0]}_matmul"
             nodes.append(onnx.helper.make_node("MatMul", [n.input[0], n.input[1]], [mm], name=f"{n.name}_MatMul"))
@@ -91,6 +95,7 @@ def gemm_to_matmul(model: object) -> int:
         count += 1
     del g.node[:]
     g.node.extend(nodes)
+    c.refresh()
     return count
 
 
@@ -104,8 +109,13 @@ class Int4(Stage):
         from edgekit.quantize.nodes import node_names, resolve
 
         model = onnx.load(str(state.onnx_path))
-        rewritten = gemm_to_matmul(model)
+        consumers = Consumers(model)
+        rewritten = gemm_to_matmul(model, consumers)
+        # onnxruntime names a packed weight after its source: two nodes reading one table would
+        # get two different packings under one name
+        privatize(model, {"MatMul": 1, "Gather": 0} if cfg.embeddings else {"MatMul": 1}, consumers)
         excluded = resolve(cfg.exclude, [(n.name, n.op_type) for n in model.graph.node], "exclude")
+        matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
         algo = None
         n = 0
         if cfg.method == "gptq":
@@ -128,6 +138,12 @@ class Int4(Stage):
         quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
         ops = [op for _, op in node_names(out)]
         packed = ops.count("MatMulNBits")
+        if packed + ops.count("GatherBlockQuantized") == 0:
+            raise StageError(
+                f"{self.kind}: no weight was packed to INT4 ({len(matmuls)} MatMul nodes, "
+                f"{len(set(matmuls) & set(excluded))} of them excluded; "
+                "a MatMul is packed only when its weight is a constant 2-D initializer whose input dimension is "
+                f"at least group_size {cfg.group_size}); the artifact would be float labelled int4")
         state.add(Artifact(cfg.name, out, "onnx", "int4", self.kind))
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.name],
                                   measured={"matmulnbits_nodes": packed, "gather_quantized_nodes": ops.count("GatherBlockQuantized"), "gemm_rewritten": rewritten, "excluded_nodes": excluded,

@@ -1,6 +1,9 @@
 """Per-node quantization sensitivity: the error of the model output when only that node is
 quantized (every other candidate kept float), as SQNR in dB, plus the task metric when
-evaluation data is given. Cost is capped by scanning a fixed subset of samples (recorded)."""
+evaluation data is given. Cost is capped by scanning a fixed subset of samples (recorded).
+
+A node whose quantization leaves the output bit-identical has an infinite SQNR, which JSON
+cannot hold: its row says so explicitly, `"sqnr_db": null, "lossless": true`."""
 
 from __future__ import annotations
 
@@ -53,12 +56,19 @@ def scan(quantize: Callable[[Path, list[str]], None], float_path: Path, candidat
         for node in candidates:
             quantize(one, [c for c in candidates if c != node] + always_float)
             got = outputs(one, data.samples, threads, options)
-            row: dict[str, Any] = {"node": node, "sqnr_db": sqnr_db(ref, got)}
+            db = sqnr_db(ref, got)
+            row: dict[str, Any] = {"node": node, "sqnr_db": db if np.isfinite(db) else None,
+                                   "lossless": not np.isfinite(db)}
             if score is not None:
                 row["metric"] = score(one, data, ref)
             rows.append(row)
             tick(1)
-    return sorted(rows, key=lambda r: r["sqnr_db"])
+    return sorted(rows, key=sort_key)
+
+
+def sort_key(row: dict[str, Any]) -> float:
+    """Most sensitive (lowest SQNR) first; lossless rows last."""
+    return float("inf") if row.get("lossless") or row.get("sqnr_db") is None else float(row["sqnr_db"])
 
 
 def document(rows: list[dict[str, Any]], data: Dataset, metric: Optional[str], reference: Optional[float]) -> dict[str, Any]:

@@ -71,11 +71,14 @@ def apply(model_path: Path, out_path: Path, samples: list[dict[str, np.ndarray]]
     import onnx
     from onnx import numpy_helper
 
+    from edgekit.quantize.graph import Consumers
+
     model = onnx.load(str(model_path))
+    consumers = Consumers(model)
     groups = {t: [n for n in ns if n.name not in exclude] for t, ns in smoothable(model).items()}
     groups = {t: ns for t, ns in groups.items() if ns}
     amax = channel_absmax(model_path, list(groups), samples, threads, tick)
-    inits = {i.name: i for i in model.graph.initializer}
+    inits = consumers.inits
     new_nodes = []
     done = []
     for t, nodes in groups.items():
@@ -91,8 +94,10 @@ def apply(model_path: Path, out_path: Path, samples: list[dict[str, np.ndarray]]
         new_nodes.append((nodes[0], onnx.helper.make_node("Mul", [t, inv.name], [scaled], name=f"{t}_smooth")))
         for n, w, ax in zip(nodes, weights, axes):
             scaled_w = w * (s[:, None] if ax == 0 else s[None, :])
-            inits[n.input[1]].CopyFrom(numpy_helper.from_array(scaled_w.astype(w.dtype), n.input[1]))
-            n.input[0] = scaled
+            # a weight another node also reads (tied, or shared across groups) is scaled in a copy
+            init = consumers.private_initializer(n, 1)
+            init.CopyFrom(numpy_helper.from_array(scaled_w.astype(w.dtype), init.name))
+            consumers.rewire(n, 0, scaled)
         done.append({"tensor": t, "matmuls": [n.name for n in nodes],
                      "scale_min": float(s.min()), "scale_max": float(s.max())})
     # insert each Mul right before its first consumer, keeping the graph topologically sorted

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from edgekit.backends import require
 from edgekit.errors import DataError
@@ -31,6 +31,7 @@ from edgekit.quantize.overflow import OverflowChoice, choose_overflow_fix, deplo
 from edgekit.recipe import check_patterns
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
+from edgekit.strict import Strict
 
 TRANSFORMER_OPS = ["MatMul", "Gemm"]
 WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -38,15 +39,13 @@ WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 TRANSFORMER_MARKERS = {"Softmax", "LayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization"}
 
 
-class WeightsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WeightsConfig(Strict):
     granularity: Literal["per_channel", "per_tensor"] = "per_channel"
     symmetric: bool = True
     dtype: Literal["int8", "uint8"] = "int8"
 
 
-class ActivationsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ActivationsConfig(Strict):
     granularity: Literal["per_tensor"] = "per_tensor"
     dtype: Literal["uint8", "int8"] = "uint8"
     symmetric: bool = False
@@ -54,18 +53,16 @@ class ActivationsConfig(BaseModel):
     percentile: float = Field(99.999, gt=90.0, le=100.0)
 
 
-class AccuracyAwareConfig(BaseModel):
+class AccuracyAwareConfig(Strict):
     """Move the most sensitive nodes back to float until recipe.accuracy.max_drop holds."""
 
-    model_config = ConfigDict(extra="forbid")
     enabled: bool = False
     max_trials: int = Field(8, ge=1)
     time_budget_s: float = Field(300.0, gt=0)
     samples: int = Field(64, ge=1, description="evaluation samples used for per-node sensitivity")
 
 
-class SmoothQuantConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SmoothQuantConfig(Strict):
     enabled: bool = False
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     samples: int = Field(32, ge=1, description="calibration samples for the per-channel maxima")

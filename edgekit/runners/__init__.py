@@ -19,18 +19,29 @@ RUNTIMES = ("pytorch", "onnxruntime", "openvino", "tensorrt")
 
 class Runner:
     runtime: str = ""
-    load_s: float = 0.0
+    load_s: Optional[float] = None  # load/compile seconds; None where this runner did not load the model
     details: dict[str, Any]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        """Release the session / compiled model now rather than whenever the runner object is
+        collected (a caller may keep it, e.g. in a list of results); idempotent. The runner
+        cannot run afterwards."""
+        for attr in self._holds:
+            if hasattr(self, attr):
+                setattr(self, attr, None)
+
+    _holds: tuple[str, ...] = ()
 
 
 class TorchRunner(Runner):
+    """Runs a module that is already loaded: its load time belongs to the model source, so
+    `load_s` stays None (unmeasured) rather than a 0.0 that reads as a measurement."""
+
     runtime = "pytorch"
+    _holds = ("module",)
 
     def __init__(self, module: Any, threads: int) -> None:
         import torch
@@ -48,6 +59,8 @@ class TorchRunner(Runner):
 
 
 class OrtRunner(OrtModel, Runner):
+    _holds = ("session",)
+
     def __init__(self, path: Path, threads: int, providers: Optional[list[str]] = None,
                  session_config: Optional[dict[str, str]] = None) -> None:
         ort = require("onnxruntime", extra="onnx")
@@ -58,12 +71,20 @@ class OrtRunner(OrtModel, Runner):
 
 
 class OpenVINORunner(OpenVINOModel, Runner):
+    _holds = ("request",)  # the infer request holds the compiled model, which holds the plugin's copy
+
     def __init__(self, path: Path, threads: int, device: str = "CPU", precision: Optional[str] = None) -> None:
         ov = require("openvino", extra="openvino")
         try:
             OpenVINOModel.__init__(self, ov, str(path), threads, device, precision)
         except RuntimeError as exc:
-            raise BackendUnavailable(f"openvino: cannot compile {path.name} on {device}: {first_line(exc)}") from exc
+            # a device that is not here is the machine's problem (exit 4); a file OpenVINO cannot
+            # read or compile is the model's (exit 2, as ONNX Runtime reports the same file)
+            base = device.split(":")[0].split(".")[0]
+            if base not in ("AUTO", "HETERO", "MULTI", "BATCH") and base not in ov.Core().available_devices:
+                raise BackendUnavailable(f"openvino: cannot compile {path.name} on {device}: no such device here "
+                                         f"(available: {', '.join(ov.Core().available_devices)}): {first_line(exc)}") from exc
+            raise ModelLoadError(f"openvino: cannot load {path}: {first_line(exc)}") from exc
 
 
 def open_runner(runtime: str, path: Path, threads: int, **options: Any) -> Runner:

@@ -50,6 +50,12 @@ class TensorRTRunner(Runner):
             (self.inputs if is_input else self.outputs)[name] = buf
         self.details = {"threads": threads, "device": torch.cuda.get_device_name(), "tensorrt": trt.__version__}
 
+    _holds = ("context", "engine", "inputs", "outputs", "stream")
+
+    def close(self) -> None:
+        Runner.close(self)
+        self.inputs, self.outputs = {}, {}
+
     def example_feeds(self) -> dict[str, np.ndarray]:
         return {k: np.zeros(tuple(v.shape), dtype=self.torch.empty(0, dtype=v.dtype).numpy().dtype)
                 for k, v in self.inputs.items()}

@@ -9,18 +9,18 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edgekit.errors import DataError, RecipeError
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import ModelState
+from edgekit.strict import Strict
 
 
-class FinetuneConfig(BaseModel):
+class FinetuneConfig(Strict):
     """A short distillation of the reduced model toward the unreduced one on the calibration
     inputs (no labels needed); off unless asked for."""
 
-    model_config = ConfigDict(extra="forbid")
     epochs: int = Field(ge=1, le=100)
     lr: float = Field(1e-4, gt=0, le=1e-1)
     batch: int = Field(32, ge=1)

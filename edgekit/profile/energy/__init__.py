@@ -11,9 +11,10 @@ import importlib
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edgekit.errors import BackendUnavailable
+from edgekit.strict import Strict
 
 MeterName = Literal["none", "auto", "rapl", "nvml", "jetson", "external", "estimate"]
 # name -> "module:class"; imported only when that meter is asked for
@@ -27,8 +28,7 @@ PLUGINS = {
 AUTO_ORDER = ("nvml", "jetson", "rapl")
 
 
-class EnergySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EnergySpec(Strict):
     meter: MeterName = "none"
     idle_s: float = Field(2.0, ge=0.0, description="idle power is measured this long before the run; 0 = no net figure")
     period_s: float = Field(0.05, gt=0.0, le=10.0, description="sampling period of live meters")

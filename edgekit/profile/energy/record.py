@@ -6,13 +6,18 @@ from __future__ import annotations
 import time
 from typing import Any, Optional
 
+from edgekit.errors import BackendUnavailable
 from edgekit.profile.energy.base import PROVENANCE, MeterError
 from edgekit.profile.schema import Energy
 
 
 class EnergyRecorder:
-    def __init__(self, meter: Any, reason: str, idle_s: float, period_s: float) -> None:
+    """`named`: the recipe or command line named this meter (not `auto`), so a meter that
+    cannot read is an error (exit 4), not a quiet `unavailable`."""
+
+    def __init__(self, meter: Any, reason: str, idle_s: float, period_s: float, named: bool = False) -> None:
         self.meter, self.reason, self.idle_s, self.period_s = meter, reason, idle_s, period_s
+        self.named = named
         self.idle: Optional[tuple[float, float]] = None
 
     def start(self) -> None:
@@ -34,6 +39,8 @@ class EnergyRecorder:
             gross = trace.joules(started, ended)
             idle_w = trace.joules(*self.idle) / (self.idle[1] - self.idle[0]) if self.idle else None
         except MeterError as exc:
+            if self.named:
+                raise BackendUnavailable(f"profile.energy.meter {info.name!r} cannot read here: {exc}") from None
             return Energy(provenance="unavailable", reason=f"{info.name}: {exc}", meter=info)
         window = ended - started
         net = (gross - idle_w * window) / inferences if idle_w is not None else None
