@@ -136,6 +136,15 @@ REGISTRY: dict[str, StageInfo] = {
             "Token pruning (EViT: keep the top tokens by class-token attention, fuse the rest into "
             "one) with a static per-layer schedule; exports with static shapes.",
         ),
+        StageInfo(
+            "prune.structured",
+            "edgekit.prune.structured:PruneStructured",
+            ("prune",),
+            "torch",
+            "Remove whole conv channels, attention heads and FFN neurons (Torch-Pruning dependency "
+            "graph; l1/l2/taylor/hessian importance, uniform or global ratio, round_to, ignore); "
+            "the history is recorded as JSON and replayable.",
+        ),
     )
 }
 
