@@ -145,6 +145,14 @@ REGISTRY: dict[str, StageInfo] = {
             "graph; l1/l2/taylor/hessian importance, uniform or global ratio, round_to, ignore); "
             "the history is recorded as JSON and replayable.",
         ),
+        StageInfo(
+            "finetune",
+            "edgekit.finetune:Finetune",
+            (),
+            "torch",
+            "Recovery training after pruning: epochs, lr, built-in digits data or a user entrypoint, "
+            "optional distillation from the unpruned model; zero weights stay zero.",
+        ),
     )
 }
 
