@@ -30,8 +30,11 @@ class DistillSpec(BaseModel):
     temperature: float = Field(2.0, gt=0.0, le=20.0)
 
 
-class FinetuneConfig(StageConfig):
-    kind: Literal["finetune"]
+class TrainSpec(BaseModel):
+    """How to train: the `finetune` stage's settings, also nested in pruning stages that
+    interleave training with pruning steps."""
+
+    model_config = ConfigDict(extra="forbid")
     epochs: int = Field(..., ge=1, le=1000)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     batch: int = Field(64, ge=1)
@@ -61,6 +64,10 @@ class FinetuneConfig(StageConfig):
         return v
 
 
+class FinetuneConfig(StageConfig, TrainSpec):
+    kind: Literal["finetune"]
+
+
 def _entrypoint(ref: str, field: str) -> Callable[..., Any]:
     module, _, name = ref.partition(":")
     try:
@@ -74,7 +81,7 @@ def _entrypoint(ref: str, field: str) -> Callable[..., Any]:
     return obj
 
 
-def training_data(cfg: FinetuneConfig, state: ModelState) -> tuple[tuple[Any, ...], Optional[Any]]:
+def training_data(cfg: TrainSpec, state: ModelState) -> tuple[tuple[Any, ...], Optional[Any]]:
     """(inputs stacked per model input, targets or None) as tensors."""
     import torch
 
@@ -155,7 +162,7 @@ def _distill_loss(out: Any, teacher: Any, spec: DistillSpec) -> Any:
     return F.mse_loss(out, teacher)
 
 
-def train(model: Any, inputs: tuple[Any, ...], targets: Optional[Any], cfg: FinetuneConfig,
+def train(model: Any, inputs: tuple[Any, ...], targets: Optional[Any], cfg: TrainSpec,
           teacher: Optional[Any] = None, masks: Optional[dict[str, Any]] = None,
           tick: Callable[[int], None] = lambda n: None, epochs: Optional[int] = None) -> list[float]:
     """Train `model` in place; mean loss per epoch. `masks` are re-applied after every step."""

@@ -153,6 +153,22 @@ REGISTRY: dict[str, StageInfo] = {
             "Recovery training after pruning: epochs, lr, built-in digits data or a user entrypoint, "
             "optional distillation from the unpruned model; zero weights stay zero.",
         ),
+        StageInfo(
+            "prune.magnitude",
+            "edgekit.prune.magnitude:PruneMagnitude",
+            (),
+            "torch",
+            "Unstructured magnitude pruning (global, per layer, or layer-adaptive LAMP) with a "
+            "gradual polynomial schedule interleaved with finetuning; zeros only, no CPU speed-up.",
+        ),
+        StageInfo(
+            "prune.nm",
+            "edgekit.prune.magnitude:PruneNM",
+            (),
+            "torch",
+            "N:M semi-structured sparsity (2:4): N of every M input weights kept, masks recorded; "
+            "sparse tensor-core GPUs can use it, CPU runtimes do not speed up.",
+        ),
     )
 }
 
