@@ -169,6 +169,14 @@ REGISTRY: dict[str, StageInfo] = {
             "N:M semi-structured sparsity (2:4): N of every M input weights kept, masks recorded; "
             "sparse tensor-core GPUs can use it, CPU runtimes do not speed up.",
         ),
+        StageInfo(
+            "prune.depth",
+            "edgekit.prune.depth:PruneDepth",
+            (),
+            "torch",
+            "Drop the transformer attention/MLP sublayers or blocks that change their input least "
+            "(cosine of input vs output on calibration data); every candidate's score recorded.",
+        ),
     )
 }
 
