@@ -73,6 +73,9 @@ def markdown(manifest: dict[str, Any]) -> str:
     for s in manifest["stages"]:
         lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")
     lines += sensitivity_lines(manifest)
+    from edgekit.prune.report import pruning_lines
+
+    lines += pruning_lines(manifest)
     env = manifest["environment"]
     lines += ["", "## Environment", "",
               f"- CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores)",

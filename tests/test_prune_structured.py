@@ -224,3 +224,37 @@ def test_prune_finetune_export_through_cli(cli, tmp_path):
     assert export["measured"]["parity_max_rel_err"] <= 1e-4
     # the reference stayed the unpruned model: the pruned artifact is not identical to it
     assert manifest["metrics"]["fp32"]["onnxruntime"]["parity"]["cosine_mean"] < 0.99999
+    report = (tmp_path / "out" / "tiny-prune" / "report.md").read_text()
+    assert "## Pruning (`prune.structured`)" in report
+    assert "| `features.0` | 1 → 1 | 8 → 4 |" in report
+
+
+@pytest.mark.parametrize("arch", ["bert", "vit"])
+def test_structured_cut_of_hf_directory_through_cli(cli, tmp_path, arch):
+    """`model: {hf: DIR}` built offline from a config: heads and FFN cut, exported, verified."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("onnxruntime")
+    from tests.conftest import fast_profile, write_recipe
+
+    torch.manual_seed(0)
+    if arch == "bert":
+        cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      intermediate_size=64, max_position_embeddings=128)
+        model = transformers.BertModel(cfg)
+    else:
+        cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, image_size=32, patch_size=8, num_labels=5)
+        model = transformers.ViTForImageClassification(cfg)
+    model.eval().save_pretrained(tmp_path / "hf")
+    data = fast_profile({
+        "edgekit": 1, "name": f"hf-{arch}-prune", "model": {"hf": str(tmp_path / "hf")},
+        "stages": [{"kind": "prune.structured", "ratio": 0.5}, {"kind": "export.onnx"}],
+        "targets": ["onnxruntime"], "verify": {"cosine_min": 0.05, "samples": 1},
+    })
+    result = cli("compress", "-q", "-r", write_recipe(tmp_path, data), "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / f"hf-{arch}-prune" / "manifest.json").read_text())
+    prune, export = manifest["stages"]
+    assert {v["after"] for v in prune["measured"]["heads"].values()} == {2}
+    assert prune["measured"]["after"]["macs"] < 0.7 * prune["measured"]["before"]["macs"]
+    assert export["measured"]["parity_max_rel_err"] <= 1e-4
