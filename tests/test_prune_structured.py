@@ -258,3 +258,23 @@ def test_structured_cut_of_hf_directory_through_cli(cli, tmp_path, arch):
     assert {v["after"] for v in prune["measured"]["heads"].values()} == {2}
     assert prune["measured"]["after"]["macs"] < 0.7 * prune["measured"]["before"]["macs"]
     assert export["measured"]["parity_max_rel_err"] <= 1e-4
+
+
+def test_resnet18_shape_global_cut_keeps_residuals_aligned():
+    from edgekit.models.resnet import resnet18_shape
+
+    model = resnet18_shape()
+    fresh = copy.deepcopy(model)
+    example = {"x": np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)}
+    before = common.snapshot(model, example)
+    history, _ = prune_structured(model, _cfg(ratio=0.5, scope="global", round_to=8), example)
+    summ = common.summary(None, model, example, before)
+    assert summ["ratio_after_over_before"]["params"] < 0.4
+    for stage in model.layers:  # the two blocks of a stage share the residual width
+        a, b = stage[0], stage[1]
+        assert a.conv2.out_channels == b.conv2.out_channels == b.conv1.in_channels
+        assert a.conv2.out_channels % 8 == 0
+    assert model.fc.out_features == 1000
+    replay(history, fresh)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(_run(fresh, example), _run(model, example))
