@@ -2,7 +2,7 @@
 and OpenVINO in the same run (batch 1, 2 threads, interleaved rounds), with accuracy on the
 digits test split and fidelity on real sentences.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/prune.py [--only resnet18,digits_cnn,digits_vit,vit_small,hf_vit,minilm,nm] [--seconds 1.0]
+    PYTHONPATH=. .venv/bin/python benchmarks/prune.py [--only resnet18,digits_cnn,digits_vit,vit_small,hf_vit,minilm,nm,compose] [--seconds 1.0]
 
 Prints one table per section and writes benchmarks/results/prune.json. Targets (issue 10):
 ResNet-18 shape, 50% channels removed globally -> >= 2x on both runtimes; digits CNN 50% +
@@ -287,8 +287,45 @@ def nm(tmp: Path, seconds: float) -> dict[str, Any]:
     return info
 
 
+def int8(path: Path, calib: list[dict[str, np.ndarray]], tmp: Path, name: str) -> Path:
+    """edgekit's quantize.int8 stage as recipes/int8_pc.yaml configures it (U8S8 QDQ, per-channel)."""
+    from edgekit.quantize.static_int8 import StaticInt8, StaticInt8Config
+    from edgekit.state import Dataset, ModelState
+
+    work = tmp / name
+    work.mkdir()
+    state = ModelState(None, list(calib[0]), ["logits"], calib[0], work, onnx_path=path,
+                       calibration=Dataset("random", calib))
+    cfg = StaticInt8Config(kind="quantize.int8", name=name, weights={"granularity": "per_channel"},
+                           activations={"dtype": "uint8", "calibration": "percentile", "percentile": 99.999})
+    state, _ = StaticInt8().run(state, cfg)
+    return state.artifacts[-1].path
+
+
+def compose(tmp: Path, seconds: float) -> dict[str, Any]:
+    """Pruning and INT8 together on the ResNet-18 shape: is the pruned INT8 graph faster than
+    either alone?"""
+    from edgekit.models.resnet import resnet18_shape
+
+    base = resnet18_shape()
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(16)]
+    pruned, _ = structured(base, feeds[0], ratio=0.5, scope="global", round_to=8)
+    paths = {}
+    paths["fp32"], _ = export(base, feeds[0], feeds[1:3], tmp, "c_fp32")
+    paths["pruned fp32"], _ = export(pruned, feeds[0], feeds[1:3], tmp, "c_pruned")
+    paths["int8"] = int8(paths["fp32"], feeds, tmp, "c_int8")
+    paths["pruned + int8"] = int8(paths["pruned fp32"], feeds, tmp, "c_pruned_int8")
+    info = speed(paths, feeds[0], seconds, "fp32")
+    print_table("ResNet-18 shape: 50% channels (global) and static INT8 (U8S8 QDQ), batch 1, 2 threads",
+                ["variant", "ORT ms", "ORT speedup", "OV ms", "OV speedup"],
+                [[k, v["onnxruntime_ms"], v["onnxruntime_speedup"], v["openvino_ms"], v["openvino_speedup"]]
+                 for k, v in info.items()])
+    return info
+
+
 SECTIONS = {"resnet18": resnet18, "digits_cnn": digits_cnn, "digits_vit": digits_vit, "vit_small": vit_small,
-            "hf_vit": hf_vit, "minilm": minilm, "nm": nm}
+            "hf_vit": hf_vit, "minilm": minilm, "nm": nm, "compose": compose}
 
 
 def main() -> None:

@@ -17,8 +17,10 @@ def working_copy(state: Any, kind: str) -> Any:
     loaded model stays the verification reference and the distillation teacher."""
     if state.torch_model is None:
         raise RecipeError(f"kind: {kind} needs a torch model; this recipe's model is ONNX")
-    source = state.source_model()
-    return copy.deepcopy(state.torch_model) if state.torch_model is source else state.torch_model
+    if state.original_model is None:  # the first stage to change weights: never touch what it got
+        state.original_model = state.torch_model
+        return copy.deepcopy(state.torch_model)
+    return copy.deepcopy(state.torch_model) if state.torch_model is state.original_model else state.torch_model
 
 
 def torch_inputs(feeds: dict[str, np.ndarray]) -> tuple:
