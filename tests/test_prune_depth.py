@@ -76,3 +76,17 @@ def test_depth_ignore_and_parts(tmp_path):
     assert state.torch_model.blocks[1].mlp is None and state.torch_model.blocks[0].mlp is not None
     with pytest.raises(RecipeError, match=r"ignore: 'blocks.9' matches no block"):
         _apply(_state(tmp_path, "vit"), kind="prune.depth", drop=1, ignore=["blocks.9"])
+
+
+def test_replay_of_two_stages_in_order(tmp_path):
+    """structured, then depth: replaying both histories rebuilds the final architecture."""
+    pytest.importorskip("torch_pruning")
+    state = _state(tmp_path, "vit")
+    fresh = copy.deepcopy(state.torch_model)
+    state, first = _apply(state, kind="prune.structured", ratio=0.5)
+    state, second = _apply(state, kind="prune.depth", drop=1, samples=6)
+    histories = json.loads(json.dumps([first.measured["history"], second.measured["history"]]))
+    replay(histories, fresh)
+    fresh.load_state_dict(state.torch_model.state_dict())
+    assert torch.equal(_run(fresh, state.example), _run(state.torch_model, state.example))
+    assert fresh.blocks[0].attn.heads == 2
