@@ -344,7 +344,9 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    # torch only prunes, finetunes and exports here (timings are ONNX Runtime / OpenVINO at 2
+    # threads); one torch thread avoids OpenMP spin-waiting on a shared, oversubscribed machine
+    torch.set_num_threads(1)
     cpu = cpu_class()
     print(f"CPU class: {cpu}")
     results: dict[str, Any] = {"cpu_class": cpu, "threads": 2, "batch": 1}
