@@ -145,6 +145,7 @@ def _gradients(model: Any, scorer: Any, cfg: StructuredConfig, state: ModelState
 
     model.zero_grad()
     n = 0
+    fisher: dict[Any, Any] = {}
     with torch.enable_grad():
         for inputs, labels in common.calibration_batches(state, cfg.kind, cfg.samples, cfg.batch):
             with torch.no_grad():
@@ -157,8 +158,17 @@ def _gradients(model: Any, scorer: Any, cfg: StructuredConfig, state: ModelState
                     one = tuple(t[i : i + 1] for t in inputs)
                     lab = None if labels is None else labels[i : i + 1]
                     common.task_loss(model(*one), lab, ref[i : i + 1]).backward()
-                    scorer.accumulate_grad(model)
+                    for p in model.parameters():
+                        if p.grad is not None:
+                            sq = p.grad.detach().pow(2)
+                            fisher[p] = fisher[p] + sq if p in fisher else sq
             n += len(inputs[0])
+    if cfg.importance == "hessian":
+        # the scorer divides these sums by the counts; filled here because Torch-Pruning 1.6.1's
+        # own accumulate_grad keys its check by name but stores by parameter, so it keeps only
+        # the last sample
+        scorer._accu_grad = fisher
+        scorer._counter = {p: n for p in fisher}
     return n
 
 
