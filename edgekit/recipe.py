@@ -310,8 +310,11 @@ def _is_tag(part: Any) -> bool:
 
 
 def _strip_tags(loc: tuple) -> tuple:
-    """pydantic inserts the union member's tag into loc: drop it so paths read as the YAML does."""
-    return tuple(p for p in loc if not _is_tag(p))
+    """pydantic inserts the union member's tag into loc: drop it so paths read as the YAML does.
+    A stage kind is a tag only right after a list index (`stages[1].finetune`), not a field
+    that shares its name (`stages[0].finetune.epochs`)."""
+    return tuple(p for i, p in enumerate(loc)
+                 if not _is_tag(p) or (p in stage_registry.REGISTRY and not (i and isinstance(loc[i - 1], int))))
 
 
 def _primary(errors: list[dict]) -> dict:

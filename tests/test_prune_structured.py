@@ -179,6 +179,10 @@ def test_replay_refuses_a_different_model():
     ({"kind": "prune.structured", "ratio": 0.5, "importance": "l3"},
      "stages[0].importance: got 'l3'; allowed: 'l1', 'l2', 'taylor' or 'hessian'"),
     ({"kind": "prune.structured", "ratio": 0.5, "round": 8}, "stages[0]: unknown key 'round' (did you mean 'round_to'?)"),
+    ({"kind": "prune.magnitude", "sparsity": 0.5, "finetune": {"epochs": 0}},
+     "stages[0].finetune.epochs: Input should be greater than or equal to 1"),
+    ({"kind": "prune.nm", "n": 4, "m": 4}, "stages[0]: n must be below m (n of every m weights kept), got n=4, m=4"),
+    ({"kind": "prune.depth", "drop": 1, "parts": ["ffn"]}, "stages[0].parts[0]: got 'ffn'; allowed: 'attention' or 'mlp'"),
     ({"kind": "finetune", "epochs": 2, "data": "imagenet"},
      "stages[0].data: got 'imagenet'; allowed: 'digits', 'calibration' or an entrypoint 'pkg.mod:fn'"),
 ])
