@@ -63,9 +63,12 @@ def _tiny(which: str):
                                       intermediate_size=64, max_position_embeddings=32)
         return _mean_pool_module(transformers.BertModel(cfg).eval()), {
             "input_ids": rng.integers(0, 99, (1, 12)), "attention_mask": np.ones((1, 12), np.int64)}
-    cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                 image_size=16, patch_size=8, num_labels=7)
-    return _logits_module(transformers.ViTForImageClassification(cfg).eval(), ["pixel_values"]), {
+    vision = {"hfvit": (transformers.ViTConfig, transformers.ViTForImageClassification),
+              "deit": (transformers.DeiTConfig, transformers.DeiTForImageClassification)}
+    config, cls = vision[which]
+    cfg = config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                 image_size=16, patch_size=8, num_labels=7)
+    return _logits_module(cls(cfg).eval(), ["pixel_values"]), {
         "pixel_values": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}
 
 
@@ -78,7 +81,7 @@ def _run(model, example):
         return model(*common.torch_inputs(example))
 
 
-@pytest.mark.parametrize("which", ["cnn", "vit", "branchy", "bert", "hfvit"])
+@pytest.mark.parametrize("which", ["cnn", "vit", "branchy", "bert", "hfvit", "deit"])
 def test_structured_shrinks_and_replays_exactly(which):
     model, example = _tiny(which)
     fresh = copy.deepcopy(model)
@@ -98,7 +101,7 @@ def test_structured_shrinks_and_replays_exactly(which):
     assert torch.equal(_run(fresh, example), out_after)
 
 
-@pytest.mark.parametrize("which", ["vit", "bert", "hfvit"])
+@pytest.mark.parametrize("which", ["vit", "bert", "hfvit", "deit"])
 def test_heads_are_removed_whole_and_attributes_patched(which):
     model, example = _tiny(which)
     _, details = prune_structured(model, _cfg(ratio=0.5, head_ratio=0.5), example)
