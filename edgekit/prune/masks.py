@@ -24,7 +24,7 @@ def lamp_scores(w: Any) -> Any:
     # suffix sums: sum of every squared weight at or after this one in ascending order
     suffix = torch.flip(torch.cumsum(torch.flip(s, [0]), 0), [0])
     scores = torch.zeros_like(flat)
-    scores[order] = torch.where(suffix > 0, s / suffix.clamp_min(1e-300), torch.ones_like(s))
+    scores[order] = torch.where(suffix > 0, s / suffix.clamp_min(1e-300), torch.zeros_like(s))  # zeros score 0
     return scores.reshape(w.shape)
 
 
