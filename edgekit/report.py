@@ -130,6 +130,9 @@ def markdown(manifest: dict[str, Any]) -> str:
         lines.append(f"- `{s['kind']}` ({s['seconds']:.2f} s) → {', '.join(s['outputs']) or '–'}")
     lines += [f"- **warning**: {w}" for w in stage_warnings(manifest)]
     lines += sensitivity_lines(manifest)
+    from edgekit.prune.report import pruning_lines
+
+    lines += pruning_lines(manifest)
     env = manifest["environment"]
     lines += ["", "## Environment", "",
               f"- CPU: {env['cpu']['model']} ({env['cpu']['logical_cores']} logical cores, class {cls})",

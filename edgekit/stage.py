@@ -154,6 +154,47 @@ REGISTRY: dict[str, StageInfo] = {
             "Token pruning (EViT: keep the top tokens by class-token attention, fuse the rest into "
             "one) with a static per-layer schedule; exports with static shapes.",
         ),
+        StageInfo(
+            "prune.structured",
+            "edgekit.prune.structured:PruneStructured",
+            ("prune",),
+            "torch",
+            "Remove whole conv channels, attention heads and FFN neurons (Torch-Pruning dependency "
+            "graph; l1/l2/taylor/hessian importance, uniform or global ratio, round_to, ignore); "
+            "the history is recorded as JSON and replayable.",
+        ),
+        StageInfo(
+            "finetune",
+            "edgekit.finetune:Finetune",
+            (),
+            "torch",
+            "Recovery training after pruning: epochs, lr, built-in digits data or a user entrypoint, "
+            "optional distillation from the unpruned model; zero weights stay zero.",
+        ),
+        StageInfo(
+            "prune.magnitude",
+            "edgekit.prune.magnitude:PruneMagnitude",
+            (),
+            "torch",
+            "Unstructured magnitude pruning (global, per layer, or layer-adaptive LAMP) with a "
+            "gradual polynomial schedule interleaved with finetuning; zeros only, no CPU speed-up.",
+        ),
+        StageInfo(
+            "prune.nm",
+            "edgekit.prune.magnitude:PruneNM",
+            (),
+            "torch",
+            "N:M semi-structured sparsity (2:4): N of every M input weights kept, masks recorded; "
+            "sparse tensor-core GPUs can use it, CPU runtimes do not speed up.",
+        ),
+        StageInfo(
+            "prune.depth",
+            "edgekit.prune.depth:PruneDepth",
+            (),
+            "torch",
+            "Drop the transformer attention/MLP sublayers or blocks that change their input least "
+            "(cosine of input vs output on calibration data); every candidate's score recorded.",
+        ),
     )
 }
 

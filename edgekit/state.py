@@ -82,6 +82,15 @@ class ModelState:
     recipe: Any = None  # the whole typed recipe (accuracy budget, verify tolerance, targets)
     progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: (lambda n: None)
     threads: int = 2
+    # the torch model as loaded, before any torch-side stage changed it: the teacher for
+    # distillation; set by the first stage that modifies a copy (`source_model()`)
+    original_model: Any = None
+
+    def source_model(self) -> Any:
+        """The unmodified torch model; remembers the current one if no stage has copied yet."""
+        if self.original_model is None:
+            self.original_model = self.torch_model
+        return self.original_model
 
     def add(self, artifact: Artifact) -> None:
         if any(a.name == artifact.name for a in self.artifacts):

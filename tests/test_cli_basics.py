@@ -8,7 +8,7 @@ import sys
 from edgekit.stage import REGISTRY
 from tests.conftest import RECIPES
 
-HEAVY = ("onnxruntime", "openvino", "nncf", "tensorrt", "transformers")
+HEAVY = ("onnxruntime", "openvino", "nncf", "tensorrt", "transformers", "torch_pruning")
 
 
 def test_import_and_validate_import_no_backend():

@@ -10,6 +10,7 @@ ZOO = {
     "digits_vit_seg": "the digits ViT with a per-patch head: (1, 64, 11), digit or background per patch",
     "minilm": "all-MiniLM-L6-v2 sentence embedder (real weights, mean pooling; extra hf)",
     "vit_small_shape": "ViT-Small/16 shape at 224 px (197 tokens, width 384, 12 blocks), random weights",
+    "resnet18_shape": "ResNet-18 shape at 224 px (basic blocks 64-512, residual adds), random weights",
 }
 # extras a zoo entry needs beyond the core install; `edgekit validate` reports them
 EXTRAS = {"minilm": ("hf",)}
@@ -70,6 +71,19 @@ def vit_small_shape(seed: int = 0) -> ModelBundle:
     import numpy as np
 
     from edgekit.models.vit import vit_small_shape as build
+
+    return ModelBundle(
+        module=build(seed),
+        example={"x": np.zeros((1, 3, 224, 224), np.float32)},
+        output_names=["logits"],
+        task="classification",
+    )
+
+
+def resnet18_shape(seed: int = 0) -> ModelBundle:
+    import numpy as np
+
+    from edgekit.models.resnet import resnet18_shape as build
 
     return ModelBundle(
         module=build(seed),

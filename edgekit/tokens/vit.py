@@ -48,7 +48,7 @@ def _edgekit_block(blk: Any) -> BlockView:
 
     def qkv(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, c = h.shape
-        t = att.qkv(h).reshape(b, n, 3, att.heads, c // att.heads).permute(2, 0, 3, 1, 4)
+        t = att.qkv(h).reshape(b, n, 3, att.heads, -1).permute(2, 0, 3, 1, 4)
         return t[0], t[1], t[2]
 
     return BlockView(blk.norm1, qkv, att.scale, att.proj, blk.norm2, blk.mlp)
