@@ -333,9 +333,7 @@ def verify_cmd(
     bad = [c for c in cpu or () if c not in CLASSES]
     if bad:
         raise UsageError(f"verify: --cpu {bad[0]!r} is not a CPU class; allowed: {', '.join(CLASSES)}")
-    warning = unverified_here(read_manifest(artifact_dir), local_class())
-    if warning and not cpu:
-        err.print(f"note: {warning.split(';')[0]}; verifying now", markup=False, highlight=False, soft_wrap=True)
+    before = unverified_here(read_manifest(artifact_dir), local_class())
     table = Table(title=f"verify {artifact_dir}")
     for col in ("artifact", "runtime", "cpu class", "mode", "samples", "cosine", "worst", "max abs", "top-1 agr."):
         table.add_column(col)
@@ -343,6 +341,9 @@ def verify_cmd(
         table.add_row(r["artifact"], r["runtime"], r["cpu_class"], r["mode"], str(r["samples"]), _fmt(r["cosine_mean"]),
                       _fmt(r["cosine_worst"]), _fmt(r["max_abs_err"]), _fmt(r.get("top1_agreement")))
     out.print(table)
+    if before and not cpu:  # said after the run, so that a failure stays one line
+        err.print(f"note: {before.split(';')[0]}; now verified here and recorded in manifest.json",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -15,8 +15,9 @@ import importlib
 from typing import Any, Callable, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from edgekit.strict import Strict
 from edgekit.errors import DataError, RecipeError, first_line
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import ModelState
@@ -24,17 +25,15 @@ from edgekit.state import ModelState
 ENTRYPOINT = r"^[\w.]+:[\w.]+$"
 
 
-class DistillSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DistillSpec(Strict):
     weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the loss from the teacher (1: distil only)")
     temperature: float = Field(2.0, gt=0.0, le=20.0)
 
 
-class TrainSpec(BaseModel):
+class TrainSpec(Strict):
     """How to train: the `finetune` stage's settings, also nested in pruning stages that
     interleave training with pruning steps."""
 
-    model_config = ConfigDict(extra="forbid")
     epochs: int = Field(..., ge=1, le=1000)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     batch: int = Field(64, ge=1)

@@ -302,19 +302,19 @@ def test_benchmark_models_are_built_offline_as_old_exporters_wrote_them():
 def test_an_openvino_refusal_quotes_its_last_line(tmp_path):
     """OpenVINO prefixes its reason with `Exception from src/...` lines: the refusal quotes the
     reason, and a refusal of a graph a stage made is that stage's failure (exit 1, not 4)."""
-    from edgekit.errors import BackendUnavailable, StageError
+    from edgekit.errors import ModelLoadError, StageError
     from edgekit.refusal import open_artifact
     from edgekit.state import Artifact
 
     pytest.importorskip("openvino")
     bad = tmp_path / "int8.onnx"
     bad.write_bytes(b"not an onnx file")
-    art = Artifact("int8", bad, "onnx", "int8", "quantize.int8", ("onnxruntime", "openvino"))
+    art = Artifact("int8", bad, "onnx", "int8", "quantize.int8")
     with pytest.raises(StageError) as info:
         open_artifact("openvino", art, 1, [])
     msg = str(info.value)
     assert msg.startswith("quantize.int8 made int8.onnx, which openvino refuses: ")
     assert "Exception from" not in msg and info.value.exit_code == 1
-    src = Artifact("fp32", bad, "onnx", "fp32", "source", ("openvino",))
-    with pytest.raises(BackendUnavailable):  # the user's own file: unchanged
+    src = Artifact("fp32", bad, "onnx", "fp32", "source")
+    with pytest.raises(ModelLoadError):  # the user's own file: bad input (exit 2), as on ONNX Runtime
         open_artifact("openvino", src, 1, [])

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from edgekit.strict import Strict
 from edgekit.errors import StageError
 from edgekit.finetune import TrainSpec, apply_masks, train, training_data
 from edgekit.prune import common
@@ -22,8 +23,7 @@ from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import ModelState
 
 
-class ScheduleSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ScheduleSpec(Strict):
     steps: int = Field(1, ge=1, le=100)
     initial: float = Field(0.0, ge=0.0, lt=1.0)
     power: float = Field(3.0, gt=0.0, le=10.0)
