@@ -105,3 +105,14 @@ def test_forced_saturating_scheme_fails_verify_on_avx2_and_names_the_class(cli, 
     assert line.startswith("error: verify: artifact 'int8' on onnxruntime") and "x86-avx2" in line, line
     assert "below verify.cosine_min" in line
     assert not (out / "digits-cnn-int8").exists()
+
+
+def test_dynamic_int8_auto_uses_the_runtime_option_for_per_tensor_weights():
+    """Per-tensor 7-bit weights cost MiniLM 0.09 cosine (benchmarks/quantize_ort.py): dynamic
+    INT8 keeps full-range weights and carries the session option instead."""
+    from edgekit.quantize.dynamic_int8 import DynamicInt8Config
+
+    c = choose_overflow_fix("auto", "int8", ALL_X86, auto="runtime")
+    assert c.fix == "runtime" and c.runner_options and "session.x64quantprecision" in c.reason
+    assert DynamicInt8Config(kind="quantize.dynamic").saturation_problem(ALL_X86) is None
+    assert "x86-avx2" in DynamicInt8Config(kind="quantize.dynamic", overflow_fix="none").saturation_problem(ALL_X86)

@@ -47,7 +47,8 @@ class DynamicInt8(Stage):
 
         excluded = resolve(cfg.exclude, node_names(state.onnx_path), "exclude")
         out = state.workdir / f"{cfg.name}.onnx"
-        overflow = choose_overflow_fix(cfg.overflow_fix, cfg.weight_dtype, deploy_classes(state))
+        overflow = choose_overflow_fix(cfg.overflow_fix, cfg.weight_dtype, deploy_classes(state),
+                                       auto="reduce_range" if cfg.per_channel else "runtime")
         q.quantize_dynamic(
             str(state.onnx_path),
             str(out),
