@@ -166,8 +166,8 @@ def mutated(draw):
                     node = node[p]
                 v = node[path[-1]]
                 node[path[-1]] = [v] if not isinstance(v, list) else (v[0] if v else {})
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier mutation removed this path
+        except (KeyError, IndexError, TypeError, AttributeError):
+            continue  # an earlier mutation removed this path or made it a scalar
     return data
 
 
