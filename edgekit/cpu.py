@@ -66,3 +66,12 @@ def describe(info: Mapping[str, Any]) -> str:
     cls = classify(info)
     extra = arm_features(info) if cls == "arm64" else []
     return f"{cls} ({', '.join(extra)})" if extra else cls
+
+
+def native_where() -> dict[str, Any]:
+    """How a verification record names this machine: class, mode, CPU model and flags."""
+    from edgekit.environment import cpu_info
+
+    cpu = cpu_info()
+    return {"cpu_class": describe(cpu), "mode": "native", "cpu_model": cpu["model"],
+            "cpu_flags": sorted(f for f, on in cpu["flags"].items() if on)}

@@ -71,6 +71,11 @@ class EmulatedRun:
     seconds: float
     host_cpu: str
 
+    def where(self) -> dict[str, Any]:
+        """How a verification record names this run (the counterpart of cpu.native_where)."""
+        return {"cpu_class": self.cls, "mode": "emulated", "cpu_model": f"QEMU {self.qemu_model}",
+                "emulator": f"qemu-x86_64 -cpu {self.qemu_model}", "host_cpu": self.host_cpu}
+
 
 class EmulationError(RuntimeError):
     """QEMU itself failed (not a model): the class stays unverified, with this reason."""

@@ -187,8 +187,7 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
     """Every artifact on every target runtime that runs it, on this machine: parity against the
     reference, the task metric against the budget, then latency."""
     from edgekit.artifact import sha256_file
-    from edgekit.cpu import describe
-    from edgekit.environment import cpu_info
+    from edgekit.cpu import native_where
     from edgekit.profile.run import Target
     from edgekit.refusal import open_artifact
 
@@ -200,9 +199,7 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
     profile(f"reference/{ref.runtime}", ref.runner,
             Target("reference", ref.runtime, "pytorch" if ref.runtime == "pytorch" else "onnx", lm.sha256,
                    path=lm.onnx_path, shown_path=lm.source_ref))
-    cpu = cpu_info()
-    here = {"cpu_class": describe(cpu), "mode": "native", "cpu_model": cpu["model"],
-            "cpu_flags": sorted(f for f, on in cpu["flags"].items() if on)}
+    here = native_where()
     for art in ld.state.artifacts:
         ver.metrics[art.name] = {}
         ver.verified_on[art.name] = []
@@ -286,10 +283,8 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
             if builtin and ref_value is not None:
                 summary = evaluate.summary(ref.metric, ref_value, evaluate.score(ref.metric, got, ref.outputs[:n], labels),
                                            recipe.accuracy.higher_is_better)
-            ver.verified_on[art.name].append({
-                "runtime": rt, "cpu_class": cls, "mode": "emulated", "cpu_model": f"QEMU {qemu_model}",
-                "emulator": f"qemu-x86_64 -cpu {qemu_model}", "host_cpu": res.host_cpu,
-                "seconds": round(res.seconds, 1), **_entry(par, summary, n)})
+            ver.verified_on[art.name].append({"runtime": rt, **res.where(), "seconds": round(res.seconds, 1),
+                                              **_entry(par, summary, n)})
 
 
 def _speed_warnings(manifest: dict[str, Any]) -> list[str]:

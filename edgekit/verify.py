@@ -78,8 +78,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
 
     from edgekit import emulate
     from edgekit.artifact import read_manifest, read_reference, write_json
-    from edgekit.cpu import describe
-    from edgekit.environment import cpu_info
+    from edgekit.cpu import local_class, native_where
     from edgekit.errors import BackendUnavailable
     from edgekit.recipe import VerifySpec
     from edgekit.runners import open_runner
@@ -91,8 +90,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     if unknown:
         raise UsageError(f"verify: --runtime {unknown[0]!r}: no artifact in {root} runs on it; "
                          f"allowed: {', '.join(available)}")
-    cpu = cpu_info()
-    native = describe(cpu).split(" ")[0]
+    native = local_class()
     wanted = list(dict.fromkeys(cpus or [native]))
     p = emulate.plan([c for c in wanted if c != native], native)
     if p.unverified:
@@ -106,8 +104,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     results = []
     if native in wanted:
-        here = {"cpu_class": describe(cpu), "mode": "native", "cpu_model": cpu["model"],
-                "cpu_flags": sorted(f for f, on in cpu["flags"].items() if on)}
+        here = native_where()
         for art, rt in pairs:
             runner = open_runner(rt, root / art["path"], threads, **(art.get("runtime_options") or {}).get(rt, {}))
             try:
@@ -134,9 +131,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
                                   f"(qemu {qemu_model}): {run.errors[key]}")
             res = parity(ref[:n], run.outputs[key])
             check(res, spec, f"artifact {art['name']!r} on {rt} under emulated {cls} (qemu {qemu_model})")
-            results.append({"artifact": art["name"], "runtime": rt, "cpu_class": cls, "mode": "emulated",
-                            "cpu_model": f"QEMU {qemu_model}", "emulator": f"qemu-x86_64 -cpu {qemu_model}",
-                            "host_cpu": run.host_cpu, **res})
+            results.append({"artifact": art["name"], "runtime": rt, **run.where(), **res})
     if record and results:
         by_name = {a["name"]: a for a in manifest["artifacts"]}
         for r in results:
