@@ -45,7 +45,7 @@ from edgekit.cpu import local_class  # noqa: E402
 from edgekit.pipeline import run  # noqa: E402
 from edgekit.profile.latency import measure  # noqa: E402
 from edgekit.recipe import load_recipe  # noqa: E402
-from edgekit.runners import open_runner  # noqa: E402
+from edgekit.runtimes import open_runner  # noqa: E402
 
 SCHEMES: dict[str, dict[str, Any]] = {
     "u8s8": {"overflow_fix": "none"},

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).side_from().parent / "results"
 
 
 def matmul_chain(path: Path, depth: int, n: int = 192, rows: int = 32) -> Path:
@@ -60,17 +60,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    from edgekit.gate.ab import AbSettings, resolve, run_rounds
+    from edgekit.gate.ab import AbSettings, run_rounds, side_from
     from edgekit.gate.compare import compare
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
     s = AbSettings(rounds=args.rounds, block_s=args.block_s, warmup_s=0.2)
     seconds = args.rounds * args.block_s  # the naive check gets the same timed seconds per side
     tmp = Path(tempfile.mkdtemp())
-    base = resolve(matmul_chain(tmp / "d4.onnx", 4), None, None)
+    base = side_from(matmul_chain(tmp / "d4.onnx", 4), None, None)
     rows = []
     for depth, truth in ((4, "same work"), (5, "+25% work"), (8, "+100% work")):
-        cand = resolve(matmul_chain(tmp / f"c{depth}.onnx", depth), None, None)
+        cand = side_from(matmul_chain(tmp / f"c{depth}.onnx", depth), None, None)
         rb = open_runner("onnxruntime", base.model, args.threads)
         rc = open_runner("onnxruntime", cand.model, args.threads)
         run_b, run_c = (lambda: rb.run(base.feeds)), (lambda: rc.run(cand.feeds))

@@ -77,7 +77,7 @@ def finetune(model: Any, teacher: Any, epochs: int, lr: float) -> list[float]:
 
 
 def top1_onnx(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
     r = open_runner("onnxruntime", path, 2)
     pred = np.concatenate([np.asarray(r.run({"x": x[i : i + 1]})[0]) for i in range(len(x))]).argmax(1)

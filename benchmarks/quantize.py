@@ -36,7 +36,8 @@ from edgekit.data.load import load_data
 from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig
 from edgekit.profile.latency import measure
 from edgekit.recipe import DataSpec, load_recipe
-from edgekit.runners import TorchRunner, open_runner
+from edgekit.runtimes import open_runner
+from edgekit.runtimes.pytorch import TorchRunner
 from edgekit.stage import REGISTRY
 from edgekit.state import Artifact, Dataset, ModelState
 

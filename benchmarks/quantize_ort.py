@@ -29,7 +29,7 @@ from onnxruntime import quantization as q
 from edgekit import metrics
 from edgekit.profile.latency import measure
 from edgekit.recipe import LoadedRecipe, parse_recipe
-from edgekit.runners import open_runner
+from edgekit.runtimes import open_runner
 
 RESULTS = Path(__file__).parent / "results"
 

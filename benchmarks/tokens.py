@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig
 from edgekit.profile.latency import measure
-from edgekit.runners import open_runner
+from edgekit.runtimes import open_runner
 from edgekit.state import Dataset, ModelState
 
 THREADS = 2
@@ -270,8 +270,8 @@ def minilm(tmp: Path, seconds: float) -> dict[str, Any]:
 def int8(tmp: Path, seconds: float) -> dict[str, Any]:
     import torch
 
-    from edgekit.models.vit import vit_small_shape
     from edgekit.metrics import cosine_per_sample
+    from edgekit.models.vit import vit_small_shape
     from edgekit.quantize.static_int8 import StaticInt8, StaticInt8Config
     from edgekit.tokens.vit import ReducedViT
 

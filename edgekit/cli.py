@@ -16,8 +16,6 @@ from rich.table import Table
 
 from edgekit.errors import EdgekitError
 
-
-
 # typer >= 0.29 vendors its own click (typer._click), whose exceptions are not the `click`
 # package's; take the class typer itself raises, whichever click that is
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -150,7 +148,7 @@ def stages() -> None:
     for col in ("kind", "extra", "side", "runs on", "description"):
         table.add_column(col)
     for info in REGISTRY.values():
-        table.add_row(info.kind, ",".join(info.extras) or "-", info.side, ",".join(info.runs_on) or "-", info.summary)
+        table.add_row(info.kind, ",".join(info.extras) or "-", info.side, ",".join(info.runs_on()) or "-", info.summary)
     out.print(table)
 
 

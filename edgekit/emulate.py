@@ -5,7 +5,7 @@ Why QEMU and not a flag to the runtime: ONNX Runtime and OpenVINO pick their ker
 at load time and offer no switch to force the AVX2 ones; `qemu-x86_64 -cpu Haswell` makes the
 same unmodified Python, runtime and model see an AVX2 CPU, and reproduced natively measured
 AVX2 numbers exactly (FACTS.md), at 50-300x the time. The job itself is the target-side runner
-(`profile/standalone.py --outputs` mode), so nothing of edgekit runs under emulation."""
+(`runtimes/device_side.py` in its `outputs` mode), so nothing of edgekit runs under emulation."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
     import time
 
     from edgekit.environment import cpu_info
-    from edgekit.profile import standalone
+    from edgekit.runtimes import device_side
+    from edgekit.runtimes.registry import device_job
 
     qemu = qemu_binary()
     if qemu is None:
@@ -97,10 +98,11 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as d:
         tmp = Path(d)
         np.savez(tmp / "inputs.npz", **inputs)
-        job = {"mode": "outputs", "models": [{**m, "model": str(m["model"])} for m in models],
+        job = {"mode": "outputs", "models": [{**m, **device_job(m["runtime"], m.get("options")), "model": str(m["model"])}
+                                             for m in models],
                "inputs": str(tmp / "inputs.npz"), "output": str(tmp / "outputs.npz"), "threads": threads}
         (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        cmd = [qemu, "-cpu", model_name, sys.executable, standalone.__file__, str(tmp / "job.json")]
+        cmd = [qemu, "-cpu", model_name, sys.executable, device_side.__file__, str(tmp / "job.json")]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)

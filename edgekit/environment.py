@@ -8,7 +8,7 @@ from typing import Any
 from edgekit.backends import KNOWN, version_of
 
 # cpu_info/gpu_info live in the target-side runner, which must run without edgekit on a device
-from edgekit.profile.standalone import cpu_info, gpu_info  # noqa: F401
+from edgekit.runtimes.device_side import cpu_info, gpu_info  # noqa: F401
 
 
 def versions() -> dict[str, str | None]:

@@ -17,6 +17,8 @@ from edgekit.artifact import MANIFEST, atomic_dir, file_entry, write_json
 from edgekit.backends import extra_installed
 from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, RecipeError, StageError, first_line
 from edgekit.recipe import LoadedRecipe, required_extras
+from edgekit.runtimes import ort, pytorch
+from edgekit.runtimes import registry as runtimes
 from edgekit.stage import REGISTRY
 from edgekit.state import Artifact, Dataset, ModelState
 
@@ -111,6 +113,7 @@ class Verification:
     not_verified: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     measurements: dict[str, Any] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # target runtime -> why it cannot run here
 
 
 def _load(loaded: LoadedRecipe, models_dir: Path, progress: Progress) -> Loaded:
@@ -143,7 +146,8 @@ def _load(loaded: LoadedRecipe, models_dir: Path, progress: Progress) -> Loaded:
 
 def _reference(loaded: LoadedRecipe, ld: Loaded, progress: Progress) -> Reference:
     """The source model's outputs on the evaluation set (or what data there is) and its score."""
-    from edgekit.runners import TorchRunner, open_runner
+    from edgekit.runtimes import open_runner
+    from edgekit.runtimes.pytorch import TorchRunner
 
     recipe, lm, evald, calib = loaded.recipe, ld.lm, ld.evald, ld.calib
     samples = evald.samples if evald else (calib.samples[: recipe.verify.samples] if calib else [lm.example])
@@ -152,7 +156,7 @@ def _reference(loaded: LoadedRecipe, ld: Loaded, progress: Progress) -> Referenc
     if lm.torch_model is not None:
         runner: Any = TorchRunner(lm.torch_model, threads)
     else:
-        runner = open_runner("onnxruntime", lm.onnx_path, threads)
+        runner = open_runner(ort.NAME, lm.onnx_path, threads)
     try:
         out = _outputs(runner.run, samples, progress("reference outputs", len(samples)))
         user_eval = evaluate.load_evaluator(recipe.accuracy, evald)
@@ -171,13 +175,13 @@ def _profiler(loaded: LoadedRecipe, ref: Reference, ver: Verification, progress:
 
     pspec = loaded.recipe.profile
 
-    def profile(key: str, runner: Any, target: Any) -> None:
+    def profile(key: str, runner: Any, timed: Any) -> None:
         if not pspec.enabled:
             return
-        if pspec.isolation == "subprocess" and target.runtime in ("onnxruntime", "openvino"):
-            ver.measurements[key] = measure_job(target, ref.samples[0], pspec, loaded.base_dir, "local", LocalDevice())
+        if pspec.isolation == "subprocess" and runtimes.runs_device_side(timed.runtime):
+            ver.measurements[key] = measure_job(timed, ref.samples[0], pspec, loaded.base_dir, "local", LocalDevice())
         else:
-            ver.measurements[key] = measure_runner(target, runner, ref.samples[0], pspec, loaded.base_dir,
+            ver.measurements[key] = measure_runner(timed, runner, ref.samples[0], pspec, loaded.base_dir,
                                                    progress(f"profiling {key}", pspec.min_iters))
 
     return profile
@@ -188,16 +192,16 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
     reference, the task metric against the budget, then latency."""
     from edgekit.artifact import sha256_file
     from edgekit.cpu import native_where
-    from edgekit.profile.run import Target
+    from edgekit.profile.run import Timed
     from edgekit.refusal import open_artifact
 
     recipe, lm = loaded.recipe, ld.lm
-    ver = Verification()
+    ver = Verification(unavailable={rt: why for rt in recipe.targets if (why := runtimes.get(rt).missing_here())})
     ver.metrics["reference"] = {"runtime": ref.runtime, "metric": ref.metric, "value": ref.score,
                                 "samples": len(ref.samples)}
     profile = _profiler(loaded, ref, ver, progress)
     profile(f"reference/{ref.runtime}", ref.runner,
-            Target("reference", ref.runtime, "pytorch" if ref.runtime == "pytorch" else "onnx", lm.sha256,
+            Timed("reference", ref.runtime, pytorch.FORMAT if ref.runtime == pytorch.NAME else ort.FORMAT, lm.sha256,
                    path=lm.onnx_path, shown_path=lm.source_ref))
     here = native_where()
     for art in ld.state.artifacts:
@@ -206,6 +210,11 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
         for rt in recipe.targets:
             if rt not in art.runs_on:
                 ver.skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
+                continue
+            if rt in ver.unavailable:  # an accelerator that is not here: lint offline, run where it is
+                problems = [p.line() for p in runtimes.get(rt).check(art.path)]
+                ver.skipped.append({"artifact": art.name, "runtime": rt, "reason": f"not here: {ver.unavailable[rt]}",
+                                    "problems": problems})
                 continue
             # a runtime refusing a graph edgekit made is a stage failure (exit 1), not bad input
             runner = open_artifact(rt, art, recipe.profile.threads, recipe.stages, ld.normalization)
@@ -221,7 +230,7 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
                 ver.metrics[art.name][rt] = {"parity": par, **summary}
                 ver.verified_on[art.name].append({"runtime": rt, **here, **_entry(par, summary, len(ref.samples))})
                 profile(f"{art.name}/{rt}", runner,
-                        Target(art.name, rt, art.format, sha256_file(art.path), path=art.path,
+                        Timed(art.name, rt, art.format, sha256_file(art.path), path=art.path,
                                precision=art.precision, shown_path=art.path.relative_to(tmp).as_posix(),
                                options=art.options.get(rt, {})))
             finally:
@@ -250,7 +259,8 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
     p = emulate.plan(recipe.deploy.classes(), local_class(), recipe.verify.emulate)
     ver.not_verified.update(p.unverified)
     jobs = [(art, rt) for art in ld.state.artifacts for rt in recipe.targets
-            if rt in art.runs_on and rt in ("onnxruntime", "openvino")]
+            if rt in art.runs_on and runtimes.get(rt).cpu_bound and runtimes.runs_device_side(rt)
+            and rt not in ver.unavailable]
     if not p.emulated or not jobs:
         return
     n = min(ref.nv, recipe.verify.emulate_samples or ref.nv)
@@ -295,7 +305,7 @@ def _speed_warnings(manifest: dict[str, Any]) -> list[str]:
     precision = {a["name"]: a["precision"] for a in manifest["artifacts"]}
     out = []
     for rt in manifest["recipe"]["targets"]:
-        base = prof.get(f"fp32/{rt}") or (prof.get("reference/onnxruntime") if rt == "onnxruntime" else None)
+        base = prof.get(f"fp32/{rt}") or (prof.get(f"reference/{ort.NAME}") if rt == ort.NAME else None)
         if not base or not base.get("median_ms"):
             continue
         for name, prec in precision.items():

@@ -68,7 +68,7 @@ def open_artifact(runtime: str, artifact: Any, threads: int, stages: Iterable[An
                   normalization: Optional[dict[str, Any]] = None) -> Any:
     """`open_runner` on an artifact; a refusal of one a stage made becomes that stage's failure,
     with the source normalisation's notes (e.g. an opset upgrade that could not be done) as hint."""
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
     try:
         return open_runner(runtime, artifact.path, threads, **artifact.options.get(runtime, {}))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekit.runtimes import pytorch
+
 
 def fmt(v: Any, digits: int = 4) -> str:
     if v is None:
@@ -19,9 +21,9 @@ def summary_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     ref = manifest["metrics"].get("reference", {})
     prof = manifest.get("profile", {})
     if ref:
-        p = prof.get(f"reference/{ref.get('runtime', 'pytorch')}", {})  # onnxruntime for an ONNX source
+        p = prof.get(f"reference/{ref.get('runtime', pytorch.NAME)}", {})  # onnxruntime for an ONNX source
         rows.append({
-            "artifact": "reference", "runtime": ref.get("runtime", "pytorch"), "precision": "fp32",
+            "artifact": "reference", "runtime": ref.get("runtime", pytorch.NAME), "precision": "fp32",
             "size_mb": None, "metric": ref.get("metric"), "value": ref.get("value"), "drop": 0.0,
             "cosine": 1.0, "p50_ms": p.get("median_ms"), "p90_ms": p.get("p90_ms"),
         })

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from edgekit.runtimes import ort, ov
 from edgekit.strict import Strict
 
 if TYPE_CHECKING:
@@ -72,17 +73,23 @@ class StageInfo:
     kind: str
     where: str  # "package.module:Class"
     extras: tuple[str, ...]
-    side: str  # "torch" (before export), "export", "onnx" (after export), "target"
+    side: str  # "torch" (before export), "export", "onnx" (after export), "backend" (a runtime's own format)
     summary: str
-    runs_on: tuple[str, ...] = field(default=())  # runtimes that can run what it produces
+    makes: str = ""  # the artifact format it writes ("" for a stage that changes the torch model)
+    only: tuple[str, ...] = ()  # runtimes that alone run what it makes, of all that read the format
+
+    def runs_on(self) -> tuple[str, ...]:
+        """Runtimes that can run what it produces: every registered reader of its format, or
+        the few named in `only` (a graph of one runtime's own operators)."""
+        from edgekit.runtimes.registry import runs
+
+        return tuple(r for r in runs(self.makes) if not self.only or r in self.only) if self.makes else ()
 
     def load(self) -> type[Stage]:
         module, _, name = self.where.partition(":")
         return getattr(importlib.import_module(module), name)
 
 
-# what runs an ONNX file given as the recipe's model (no stage made it)
-SOURCE_RUNS_ON = ("onnxruntime", "openvino")
 
 REGISTRY: dict[str, StageInfo] = {
     info.kind: info
@@ -93,7 +100,7 @@ REGISTRY: dict[str, StageInfo] = {
             ("onnx",),
             "export",
             "Export the torch model to ONNX (opset >= 17), simplify it and check parity with torch.",
-            ("onnxruntime", "openvino"),
+            makes=ort.FORMAT,
         ),
         StageInfo(
             "quantize.int8",
@@ -102,7 +109,7 @@ REGISTRY: dict[str, StageInfo] = {
             "onnx",
             "Static post-training INT8 (QDQ) with streaming calibration (minmax/percentile/entropy/"
             "mse), cnn/transformer presets, SmoothQuant, sensitivity scan, accuracy-aware fallback.",
-            ("onnxruntime", "openvino"),
+            makes=ort.FORMAT,
         ),
         StageInfo(
             "quantize.dynamic",
@@ -110,7 +117,7 @@ REGISTRY: dict[str, StageInfo] = {
             ("onnx",),
             "onnx",
             "Dynamic INT8 (weights int8, activation ranges at run time; MatMul/Gemm by default).",
-            ("onnxruntime",),
+            makes=ort.FORMAT, only=(ort.NAME,),
         ),
         StageInfo(
             "quantize.fp16",
@@ -118,7 +125,7 @@ REGISTRY: dict[str, StageInfo] = {
             ("onnx",),
             "onnx",
             "Cast the float graph to fp16 (float32 inputs/outputs, unsafe ops kept float32).",
-            ("onnxruntime", "openvino"),
+            makes=ort.FORMAT,
         ),
         StageInfo(
             "quantize.int4",
@@ -127,16 +134,16 @@ REGISTRY: dict[str, StageInfo] = {
             "onnx",
             "Weight-only INT4 of MatMul weights as MatMulNBits (rtn/gptq/hqq, group size); "
             "ONNX Runtime only (OpenVINO INT4: target.openvino).",
-            ("onnxruntime",),
+            makes=ort.FORMAT, only=(ort.NAME,),
         ),
         StageInfo(
             "target.openvino",
             "edgekit.export.openvino:TargetOpenVINO",
             ("openvino",),
-            "target",
+            "backend",
             "OpenVINO IR (.xml/.bin) of the float model: fp32, NNCF INT8 (transformer-aware, "
             "SmoothQuant), or NNCF weight-only INT8 / INT4 (group size, ratio, AWQ/GPTQ/scale estimation).",
-            ("openvino",),
+            makes=ov.FORMAT,
         ),
         StageInfo(
             "tokens.merge",

@@ -15,7 +15,7 @@ class Artifact:
 
     name: str  # short id used in tables and file names: "fp32", "int8"
     path: Path  # absolute, inside the run's working directory
-    format: str  # "onnx" | "openvino"
+    format: str  # an artifact format a registered runtime reads: "onnx", "openvino", "tensorrt"
     precision: str  # "fp32" | "int8" | "int4" | "fp16" | "mixed"
     produced_by: str  # stage kind, or "source" for an ONNX model given as the recipe's model
     extra_files: tuple[Path, ...] = ()  # e.g. an OpenVINO .bin or ONNX external data
@@ -23,10 +23,12 @@ class Artifact:
 
     @property
     def runs_on(self) -> tuple[str, ...]:
-        """Runtimes able to run it: the producing stage's registry row says, in one place."""
-        from edgekit.stage import REGISTRY, SOURCE_RUNS_ON
+        """Runtimes able to run it: the registered readers of its format, narrowed by the
+        producing stage's registry row (a model given as the recipe's source has no stage)."""
+        from edgekit.runtimes.registry import runs
+        from edgekit.stage import REGISTRY
 
-        return SOURCE_RUNS_ON if self.produced_by == "source" else REGISTRY[self.produced_by].runs_on
+        return tuple(runs(self.format)) if self.produced_by == "source" else REGISTRY[self.produced_by].runs_on()
 
     def files(self) -> list[Path]:
         return [self.path, *self.extra_files]

@@ -123,7 +123,7 @@ def _apply(state, stage: dict):
 
 
 def _outputs(art, samples) -> np.ndarray:
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
     runner = open_runner("openvino", art.path, 1, **art.options.get("openvino", {}))
     return np.concatenate([runner.run(s)[0] for s in samples])

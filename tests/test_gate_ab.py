@@ -12,9 +12,9 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from benchmarks.gate_ab import matmul_chain  # noqa: E402
-from edgekit.gate.ab import AbSettings, check_ab, resolve, run_rounds  # noqa: E402
+from edgekit.gate.ab import AbSettings, check_ab, run_rounds, side_from  # noqa: E402
 from edgekit.gate.compare import compare  # noqa: E402
-from edgekit.runners import open_runner  # noqa: E402
+from edgekit.runtimes import open_runner  # noqa: E402
 
 FAST = ["--rounds", "8", "--block-s", "0.03"]
 
@@ -28,7 +28,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_injected_double_run_fails_the_ab_rounds(models: dict[str, Path]) -> None:
     """The documented test hook: run_rounds times plain callables; the candidate runs the same
     model twice per inference."""
-    side = resolve(models["base"], None, None)
+    side = side_from(models["base"], None, None)
     runner = open_runner("onnxruntime", side.model, 1)
     base = lambda: runner.run(side.feeds)  # noqa: E731
     slow = lambda: (runner.run(side.feeds), runner.run(side.feeds))  # noqa: E731
@@ -49,7 +49,7 @@ def test_cli_ab_twice_the_work_fails(cli, models: dict[str, Path], tmp_path: Pat
 
 
 def test_same_model_never_fails_across_repeated_runs(models: dict[str, Path]) -> None:
-    side = resolve(models["base"], None, None)
+    side = side_from(models["base"], None, None)
     statuses = [check_ab(side, side, "onnxruntime", 1, AbSettings(rounds=6, block_s=0.02, warmup_s=0.05)).status
                 for _ in range(5)]
     assert "fail" not in statuses, statuses

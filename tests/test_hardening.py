@@ -29,11 +29,11 @@ def test_sensitivity_json_holds_a_lossless_node_as_strict_json(tmp_path):
     pytest.importorskip("onnxruntime")
     import shutil
 
+    from test_quantize_shared_weights import _samples, _tied
+
     from edgekit.artifact import write_json
     from edgekit.quantize import sensitivity as sens
     from edgekit.state import Dataset
-
-    from test_quantize_shared_weights import _samples, _tied
 
     src = _tied(tmp_path / "fp32.onnx")
     data = Dataset("d", _samples(2, 0), None, [0, 1])
@@ -82,7 +82,7 @@ def test_energy_integral_needs_no_numpy_2(monkeypatch):
                                           ("m.xml", b"<net><layers>")])
 def test_a_bad_model_file_is_the_same_failure_on_every_runtime(tmp_path, name, content):
     from edgekit.errors import ModelLoadError
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
     path = tmp_path / name
     path.write_bytes(content)
@@ -96,10 +96,10 @@ def test_a_bad_model_file_is_the_same_failure_on_every_runtime(tmp_path, name, c
 
 def test_an_absent_openvino_device_is_unavailable_not_a_bad_model(tmp_path):
     pytest.importorskip("openvino")
-    from edgekit.errors import BackendUnavailable
-    from edgekit.runners import open_runner
-
     from test_quantize_shared_weights import _tied
+
+    from edgekit.errors import BackendUnavailable
+    from edgekit.runtimes import open_runner
 
     with pytest.raises(BackendUnavailable, match="no such device here"):
         open_runner("openvino", _tied(tmp_path / "m.onnx"), 1, device="NPU")
@@ -191,7 +191,6 @@ def test_tracer_warnings_are_recorded_and_shown_in_the_summary(cli, tmp_path, mo
 
 def test_tests_never_write_into_the_users_cache():
     from edgekit.models.train import cache_dir
-
     from tests.conftest import TEST_CACHE
 
     assert cache_dir() == Path(TEST_CACHE)

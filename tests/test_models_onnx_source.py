@@ -131,7 +131,7 @@ def test_constant_of_shape_weights_calibrate_on_real_inputs(cli, tmp_path):
 
 def test_real_inputs_one_rule_for_graph_and_session(tmp_path):
     from edgekit.models.onnx_source import real_inputs
-    from edgekit.profile.standalone import feed_names
+    from edgekit.runtimes.device_side import feed_names
 
     path = old_cnn(tmp_path / "old.onnx", constant_of_shape=True)
     model = onnx.load(str(path))
@@ -238,7 +238,7 @@ def test_runner_and_calibrator_feed_only_real_inputs(tmp_path):
     their feed names from the same rule: an IR 4 graph listing its initializers as (overridable)
     inputs is fed `x` alone."""
     from edgekit.quantize.calibrate import exposing_session
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
     model = onnx.load(str(old_cnn(tmp_path / "old.onnx")))
     model.ir_version = 4

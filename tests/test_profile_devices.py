@@ -77,10 +77,10 @@ def sshd(tmp_path):
 
 
 def test_profile_onnx_through_real_sshd(tmp_path, sshd):
-    from edgekit.profile.run import Target, measure_job
+    from edgekit.profile.run import Timed, measure_job
 
     model = tiny_onnx(tmp_path / "tiny.onnx")
-    target = Target("tiny", "onnxruntime", "onnx", "abc", path=model)
+    target = Timed("tiny", "onnxruntime", "onnx", "abc", path=model)
     m = measure_job(target, {"x": np.ones((1, 16), np.float32)}, ProfileSpec(**FAST), tmp_path, "loopback", sshd)
     assert m.device.kind == "ssh" and m.device.host == "127.0.0.1" and m.device.name == "loopback"
     assert m.protocol.isolation == "remote" and m.n >= 8 and len(m.samples_ms) == m.n
@@ -90,16 +90,16 @@ def test_profile_onnx_through_real_sshd(tmp_path, sshd):
 
 
 def test_ssh_device_refuses_local_meters(tmp_path, sshd):
-    from edgekit.profile.run import Target, measure_job
+    from edgekit.profile.run import Timed, measure_job
 
     spec = ProfileSpec(**FAST, energy={"meter": "auto"})
     with pytest.raises(UsageError, match="reads this machine, not device 'loopback'"):
-        measure_job(Target("t", "onnxruntime", "onnx", "x", path=tiny_onnx(tmp_path / "t.onnx")), {}, spec, tmp_path,
+        measure_job(Timed("t", "onnxruntime", "onnx", "x", path=tiny_onnx(tmp_path / "t.onnx")), {}, spec, tmp_path,
                     "loopback", sshd)
 
 
 def test_unreachable_device_is_a_quick_clear_error(tmp_path):
-    from edgekit.profile.run import Target, measure_job
+    from edgekit.profile.run import Timed, measure_job
 
     if shutil.which("ssh") is None:
         pytest.skip("no ssh client")
@@ -107,7 +107,7 @@ def test_unreachable_device_is_a_quick_clear_error(tmp_path):
                     known_hosts=str(tmp_path / "kh"))
     t0 = time.monotonic()
     with pytest.raises(BackendUnavailable, match=r"device 'board' \(127.0.0.1:\d+\) cannot be reached: .*refused"):
-        measure_job(Target("t", "onnxruntime", "onnx", "x", path=tiny_onnx(tmp_path / "t.onnx")),
+        measure_job(Timed("t", "onnxruntime", "onnx", "x", path=tiny_onnx(tmp_path / "t.onnx")),
                     {"x": np.ones((1, 16), np.float32)}, ProfileSpec(**FAST), tmp_path, "board", dev)
     assert time.monotonic() - t0 < 20
 

@@ -149,9 +149,8 @@ def test_ignore_pattern_matching_nothing_is_an_error():
 
 @pytest.mark.parametrize("importance", ["l1", "taylor", "hessian"])
 def test_data_driven_importance_picks_other_channels(tmp_path, importance):
-    from edgekit.state import Dataset, ModelState
-
     from edgekit.data.digits import split
+    from edgekit.state import Dataset, ModelState
 
     x, y, _ = split()["train"]
     model, example = _tiny("cnn")

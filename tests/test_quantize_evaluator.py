@@ -58,10 +58,10 @@ def test_lower_is_better_evaluators_count_drops_upwards():
 def test_pipeline_scores_every_artifact_with_the_user_evaluator(tmp_path):
     pytest.importorskip("onnxruntime")
     import yaml
+    from test_quantize_modes import _mlp
 
     from edgekit.pipeline import run
     from edgekit.recipe import load_recipe
-    from test_quantize_modes import _mlp
 
     _mlp(tmp_path / "m.onnx")
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from edgekit import metrics  # noqa: E402
 from edgekit.errors import AccuracyError, RecipeError  # noqa: E402
 from edgekit.recipe import parse_recipe  # noqa: E402
-from edgekit.runners import open_runner  # noqa: E402
+from edgekit.runtimes import open_runner  # noqa: E402
 from edgekit.state import Dataset, ModelState  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def _ops(path: Path) -> set[str]:
 def test_static_int8_every_calibration_method(tmp_path, method):
     state, rec = _run("quantize.int8", _state(tmp_path), activations={"calibration": method})
     art = state.artifacts[-1]
-    assert art.runs_on == ("onnxruntime", "openvino")
+    assert {"onnxruntime", "openvino"} <= set(art.runs_on)
     assert "QuantizeLinear" in _ops(art.path)
     assert rec.measured["preset"] == "cnn" and rec.measured["calibration_method"] == method
     assert _cosine(state, art.path) > 0.99

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 
 from edgekit import emulate

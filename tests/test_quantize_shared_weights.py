@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgekit import verify  # noqa: E402
 from edgekit.recipe import VerifySpec  # noqa: E402
-from edgekit.runners import open_runner  # noqa: E402
+from edgekit.runtimes import open_runner  # noqa: E402
 from edgekit.state import Dataset, ModelState  # noqa: E402
 
 V, D = 96, 64

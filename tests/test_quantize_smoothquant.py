@@ -29,7 +29,7 @@ def test_smoothing_keeps_float_outputs_and_shrinks_the_outlier_channel(tmp_path)
     from onnx import TensorProto, helper, numpy_helper
 
     from edgekit.quantize import smoothquant
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
     rng = np.random.default_rng(0)
     wq, wk = (rng.normal(size=(8, 16)).astype(np.float32) for _ in range(2))

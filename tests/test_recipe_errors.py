@@ -72,7 +72,8 @@ CASES = [
     (
         "unknown target",
         lambda d: d.update(targets=["tflite"]),
-        "targets[0]: got 'tflite'; allowed: 'onnxruntime', 'openvino' or 'tensorrt'",
+        "targets[0]: got 'tflite'; allowed: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, onnxruntime-openvino, "
+        "openvino, tensorrt",
     ),
 ]
 

@@ -12,7 +12,8 @@ psutil = pytest.importorskip("psutil")
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgekit.runners import TorchRunner, open_runner  # noqa: E402
+from edgekit.runtimes import open_runner  # noqa: E402
+from edgekit.runtimes.pytorch import TorchRunner  # noqa: E402
 
 
 def _model(path: Path) -> Path:

@@ -94,7 +94,7 @@ def check_parity(path: Path, module, samples: list[dict[str, np.ndarray]], rtol:
     """Largest |onnx - torch| / (max|torch| + eps) over the samples; raises past `rtol`."""
     import torch
 
-    from edgekit.runners import OrtRunner
+    from edgekit.runtimes.ort import OrtRunner
 
     runner = OrtRunner(path, threads=2)
     worst = 0.0

@@ -18,7 +18,8 @@ from pydantic import Field, field_validator, model_validator
 
 from edgekit.backends import require, version_of
 from edgekit.errors import DataError, RecipeError
-from edgekit.recipe import check_patterns
+from edgekit.patterns import check_patterns
+from edgekit.runtimes import ov as ov_runtime
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
 
@@ -152,9 +153,9 @@ def _dataset(state: ModelState, cfg: OpenVINOConfig, nncf: Any, needed_by: str) 
 
 
 def _ignored(cfg: OpenVINOConfig, model: Any, nncf: Any) -> tuple[Any, list[str]]:
-    from edgekit.quantize.nodes import resolve
+    from edgekit.quantize.nodes import nodes_matching
 
-    names = resolve(cfg.exclude, _op_names(model), "exclude") if cfg.exclude else []
+    names = nodes_matching(cfg.exclude, _op_names(model), "exclude") if cfg.exclude else []
     return (nncf.IgnoredScope(names=names) if names else None), names
 
 
@@ -256,9 +257,9 @@ class TargetOpenVINO(Stage):
         xml = state.workdir / f"{cfg.artifact_name}.xml"
         # keep the weights as computed: fp16 storage would silently change an fp32 artifact's numbers
         ov.save_model(model, str(xml), compress_to_fp16=False)
-        options = {} if cfg.inference_precision == "auto" else {"openvino": {"precision": cfg.inference_precision}}
+        options = {} if cfg.inference_precision == "auto" else {ov_runtime.NAME: {"precision": cfg.inference_precision}}
         state.add(Artifact(
-            cfg.artifact_name, xml, "openvino", {"int8_weights": "int8"}.get(cfg.precision, cfg.precision),
+            cfg.artifact_name, xml, ov_runtime.FORMAT, {"int8_weights": "int8"}.get(cfg.precision, cfg.precision),
             self.kind, extra_files=(xml.with_suffix(".bin"),), options=options,
         ))
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.artifact_name],

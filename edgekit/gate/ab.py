@@ -41,7 +41,7 @@ class Side:
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # as the artifact is deployed
 
 
-def resolve(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) -> Side:
+def side_from(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) -> Side:
     """A model file (.onnx, feeds from the recipe's inputs or the model's static shapes) or an
     artifact directory (its final artifact, or `artifact`, fed with its recorded reference input)."""
     if spec.is_dir():
@@ -62,7 +62,7 @@ def resolve(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) ->
     from edgekit.models.load import load_model
     from edgekit.recipe import ModelSpec
 
-    lm = load_model(ModelSpec(onnx=str(spec.resolve())), inputs, spec.resolve().parent)
+    lm = load_model(ModelSpec(onnx=str(spec.side_from())), inputs, spec.side_from().parent)
     return Side(spec.name, spec, lm.example)
 
 
@@ -91,7 +91,7 @@ def run_rounds(base: Callable[[], Any], candidate: Callable[[], Any], s: AbSetti
 
 def check_ab(base: Side, candidate: Side, runtime: str, threads: int, s: AbSettings,
              tick: Callable[[int], None] = lambda n: None) -> Check:
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
     if s.rounds < MIN_ROUNDS:
         raise UsageError(f"--rounds {s.rounds}: the A/B comparison needs at least {MIN_ROUNDS}")

@@ -10,6 +10,7 @@ from typing import Callable, Optional
 from edgekit.errors import UsageError
 from edgekit.gate import GateResult
 from edgekit.gate.ab import AbSettings
+from edgekit.runtimes import ort
 
 
 @dataclass
@@ -67,12 +68,12 @@ def run_gate(req: GateRequest, tick: Callable[[int], None] = lambda n: None) -> 
         result.checks += checks
         result.notes += notes
     if req.ab is not None:
-        from edgekit.gate.ab import check_ab, resolve
+        from edgekit.gate.ab import check_ab, side_from
 
         inputs = recipe.inputs if recipe is not None else None
         artifact = req.select[0] if len(req.select) == 1 else None
-        base, cand = (resolve(p, artifact, inputs) for p in req.ab)
-        runtime = req.backend or (recipe.targets[0] if recipe is not None else "onnxruntime")
+        base, cand = (side_from(p, artifact, inputs) for p in req.ab)
+        runtime = req.backend or (recipe.targets[0] if recipe is not None else ort.NAME)
         threads = req.threads or (recipe.profile.threads if recipe is not None else 2)
         result.checks.append(check_ab(base, cand, runtime, threads, replace(req.ab_settings, min_effect=min_effect), tick))
     if not result.checks:

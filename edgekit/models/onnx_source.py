@@ -3,7 +3,7 @@ input, weights computed by constant subgraphs (ConstantOfShape of a `*__SHAPE` i
 
 `real_inputs` is the one rule for what a caller feeds a graph: its inputs minus the names an
 initializer backs (ONNX Runtime sessions apply the same rule through
-`edgekit.profile.standalone.feed_names`). `normalize` rewrites a source into the float graph the
+`edgekit.runtimes.device_side.feed_names`). `normalize` rewrites a source into the float graph the
 stages start from (`models/fp32.onnx`), one step at a time, each checked for parity against the
 original on ONNX Runtime:
 
@@ -93,7 +93,7 @@ def _session(ort: Any, model: Any, threads: int) -> Any:
 
 
 def _outputs(ort: Any, model: Any, samples: list[dict[str, np.ndarray]], threads: int) -> list[list[np.ndarray]]:
-    from edgekit.profile.standalone import feed_names
+    from edgekit.runtimes.device_side import feed_names
 
     sess = _session(ort, model, threads)
     names = feed_names(sess)

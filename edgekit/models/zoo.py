@@ -62,7 +62,7 @@ def digits_vit_seg() -> ModelBundle:
 
 
 def minilm(seq_len: int = 128) -> ModelBundle:
-    from edgekit.models.hf import minilm_dir, load_hf
+    from edgekit.models.hf import load_hf, minilm_dir
 
     return load_hf(str(minilm_dir()), seq_len=seq_len)
 

@@ -4,6 +4,7 @@ with which protocol; returns the schema `Profile`."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -12,17 +13,20 @@ import numpy as np
 
 from edgekit.errors import UsageError
 from edgekit.profile.devices import load_devices, pick_device
-from edgekit.profile.run import Target, measure_job, measure_runner
+from edgekit.profile.run import Timed, measure_job, measure_runner
 from edgekit.profile.schema import Profile, key_of, new_profile
+from edgekit.runtimes import ort, pytorch
+from edgekit.runtimes import registry as runtimes
 
-RUNTIME_OF_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
-FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
-ALLOWED = "an out/<name> artifact directory, a .onnx, .xml (OpenVINO IR), .engine/.plan (TensorRT) file, or a recipe .yaml"
+
+def allowed() -> str:
+    files = ", ".join(runtimes.suffixes())
+    return f"an out/<name> artifact directory, a model file ({files}), or a recipe .yaml"
 
 
 @dataclass
 class Job:
-    target: Target
+    timed: Timed
     feeds: dict[str, np.ndarray]
     runner: Any = None  # an open runner when measured in this process (pytorch eager, tensorrt, --in-process)
 
@@ -42,7 +46,7 @@ def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
                 raise UsageError(f"--backend {rt}: artifact {a['name']!r} ({a['format']}) runs on {', '.join(a['runs_on'])}")
             if not (root / a["path"]).is_file():
                 raise UsageError(f"{root}: artifact {a['name']!r}: {a['path']} listed in the manifest is missing")
-            jobs.append(Job(Target(a["name"], rt, a["format"], shas[a["path"]], path=root / a["path"],
+            jobs.append(Job(Timed(a["name"], rt, a["format"], shas[a["path"]], path=root / a["path"],
                                    precision=a["precision"], shown_path=a["path"],
                                    options=(a.get("runtime_options") or {}).get(rt, {})), feeds))
     return jobs
@@ -56,75 +60,60 @@ def _onnx_feeds(path: Path) -> tuple[dict[str, np.ndarray], str]:
     return lm.example, lm.sha256
 
 
-def _openvino_feeds(path: Path) -> dict[str, np.ndarray]:
-    from edgekit.backends import require
-
-    ov = require("openvino", extra="openvino")
-    feeds = {}
-    for p in ov.Core().read_model(str(path)).inputs:
-        if p.get_partial_shape().is_dynamic:
-            raise UsageError(f"{path.name}: input {p.get_any_name()!r} has dynamic shape {p.get_partial_shape()}; "
-                             "profile an IR with static shapes")
-        dt = p.get_element_type().to_dtype()
-        feeds[p.get_any_name()] = (np.ones if np.issubdtype(dt, np.integer) else np.zeros)(list(p.get_shape()), dtype=dt)
-    return feeds
-
-
 def _file_job(path: Path, backend: Optional[str], threads: int) -> Job:
+    """A bare model file: the runtime its suffix belongs to unless --backend names another that
+    reads the same format; feeds from the graph's own inputs."""
     from edgekit.artifact import sha256_file
 
-    runtime = backend or RUNTIME_OF_SUFFIX[path.suffix]
-    fmt = FORMAT_OF_RUNTIME[RUNTIME_OF_SUFFIX[path.suffix]]
-    if runtime == "tensorrt" or fmt == "tensorrt":
-        if runtime != "tensorrt" or fmt != "tensorrt":
-            raise UsageError(f"{path.name}: a TensorRT engine runs only on --backend tensorrt")
-        from edgekit.runners.tensorrt import TensorRTRunner
-
-        runner = TensorRTRunner(path, threads)
-        return Job(Target(path.stem, runtime, fmt, sha256_file(path), path=path, shown_path=str(path)),
-                   runner.example_feeds(), runner)
-    if fmt == "onnx":
-        if runtime not in ("onnxruntime", "openvino"):
-            raise UsageError(f"{path.name}: an ONNX model runs only on --backend onnxruntime or openvino; got {runtime!r}")
+    own = runtimes.for_suffix(path.suffix)
+    fmt = own.formats[0]
+    runtime = backend or own.name
+    if fmt not in runtimes.get(runtime).formats:
+        raise UsageError(f"{path.name}: a {fmt} file runs on --backend {' or '.join(runtimes.runs(fmt))}; got {runtime!r}")
+    runner = None
+    if fmt == ort.FORMAT:
         feeds, sha = _onnx_feeds(path)
     else:
-        if runtime != "openvino":
-            raise UsageError(f"{path.name}: an OpenVINO IR runs only on --backend openvino")
-        feeds, sha = _openvino_feeds(path), sha256_file(path)
-    return Job(Target(path.stem, runtime, fmt, sha, path=path, shown_path=str(path)), feeds)
+        sha = sha256_file(path)
+        module = importlib.import_module(own.where.partition(":")[0])
+        if hasattr(module, "example_feeds"):
+            feeds = module.example_feeds(path)
+        else:  # an engine knows its bindings only once loaded (TensorRT)
+            runner = runtimes.open_runner(runtime, path, threads)
+            feeds = runner.example_feeds()
+    return Job(Timed(path.stem, runtime, fmt, sha, path=path, shown_path=str(path)), feeds, runner)
 
 
 def _torch_job(recipe_path: Path, backend: Optional[str], threads: int) -> Job:
     from edgekit.models.load import load_model
     from edgekit.recipe import load_recipe
-    from edgekit.runners import TorchRunner
+    from edgekit.runtimes.pytorch import TorchRunner
 
-    if backend not in (None, "pytorch"):
+    if backend not in (None, pytorch.NAME):
         raise UsageError(f"--backend {backend}: a recipe is profiled as its torch model (pytorch eager); "
                          "profile its artifact directory for other runtimes")
     loaded = load_recipe(recipe_path)
     if loaded.recipe.model.kind == "onnx":
         raise UsageError(f"{recipe_path}: model is an ONNX file; profile it directly: edgekit profile {loaded.recipe.model.onnx}")
     lm = load_model(loaded.recipe.model, loaded.recipe.inputs, loaded.base_dir)
-    return Job(Target("reference", "pytorch", "pytorch", lm.sha256, shown_path=lm.source_ref), lm.example,
+    return Job(Timed("reference", pytorch.NAME, pytorch.FORMAT, lm.sha256, shown_path=lm.source_ref), lm.example,
                TorchRunner(lm.torch_model, threads))
 
 
-BACKENDS = ("onnxruntime", "openvino", "tensorrt", "pytorch")
-
-
-def resolve(what: Path, backend: Optional[str], threads: int) -> list[Job]:
-    if backend is not None and backend not in BACKENDS:
-        raise UsageError(f"--backend {backend!r}: allowed: {', '.join(BACKENDS)}")
+def jobs_for(what: Path, backend: Optional[str], threads: int) -> list[Job]:
+    """What `edgekit profile WHAT` measures: each artifact x target runtime, one file, or the
+    recipe's torch model."""
+    if backend is not None:
+        runtimes.get(backend, "--backend")
     if what.is_dir():
         return _artifact_jobs(what, backend)
     if not what.is_file():
-        raise UsageError(f"{what}: not found; give {ALLOWED}")
-    if what.suffix in RUNTIME_OF_SUFFIX:
+        raise UsageError(f"{what}: not found; give {allowed()}")
+    if runtimes.for_suffix(what.suffix):
         return [_file_job(what, backend, threads)]
     if what.suffix in (".yaml", ".yml"):
         return [_torch_job(what, backend, threads)]
-    raise UsageError(f"{what}: unknown kind of model {what.suffix!r}; give {ALLOWED}")
+    raise UsageError(f"{what}: unknown kind of model {what.suffix!r}; give {allowed()}")
 
 
 def profile(what: Path, spec: Any, backend: Optional[str] = None, device: str = "local",
@@ -134,22 +123,23 @@ def profile(what: Path, spec: Any, backend: Optional[str] = None, device: str = 
     devices = load_devices(devices_file)
     dev = pick_device(devices, device, devices_file)
     measurements = {}
-    jobs = resolve(what, backend, spec.threads)
+    jobs = jobs_for(what, backend, spec.threads)
     try:
         for job in jobs:
-            key = key_of(job.target.artifact, job.target.runtime)
-            if job.runner is None and spec.isolation == "in_process" and device == "local":
-                from edgekit.runners import open_runner
+            key = key_of(job.timed.artifact, job.timed.runtime)
+            in_process = spec.isolation == "in_process" or not runtimes.runs_device_side(job.timed.runtime)
+            if job.runner is None and in_process and device == "local":
+                from edgekit.runtimes import open_runner
 
-                job.runner = open_runner(job.target.runtime, job.target.path, spec.threads, **job.target.options)
+                job.runner = open_runner(job.timed.runtime, job.timed.path, spec.threads, **job.timed.options)
             if job.runner is not None:
                 if device != "local":
-                    raise UsageError(f"{key}: {job.target.runtime} runs only on --device local here")
-                measurements[key] = measure_runner(job.target, job.runner, job.feeds, spec, Path.cwd(),
+                    raise UsageError(f"{key}: {job.timed.runtime} runs only on --device local here")
+                measurements[key] = measure_runner(job.timed, job.runner, job.feeds, spec, Path.cwd(),
                                                    progress(f"profiling {key}", spec.min_iters))
                 job.runner.close()  # each measured in turn, not all held at once
             else:
-                measurements[key] = measure_job(job.target, job.feeds, spec, Path.cwd(), device, dev)
+                measurements[key] = measure_job(job.timed, job.feeds, spec, Path.cwd(), device, dev)
     finally:
         for job in jobs:
             if job.runner is not None:

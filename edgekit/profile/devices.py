@@ -1,6 +1,6 @@
 """Where a measurement runs: `devices.yaml` names targets — `local`, and `ssh` hosts.
 
-Either way the job is the same: the target-side runner (`standalone.py`, needing only numpy and
+Either way the job is the same: the device-side runner (`runtimes/device_side.py`, needing only numpy and
 the runtime), the model files, the feeds and a job.json, run in a fresh Python process whose
 peak RSS is the runner's own. For ssh the files travel as one tar stream on the ssh command's
 stdin and the JSON comes back on stdout: one connection per measurement, no scp/rsync round
@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError
 from edgekit.errors import BackendUnavailable, UsageError, first_line
 from edgekit.strict import Strict
 
-STANDALONE = Path(__file__).with_name("standalone.py")
+DEVICE_SIDE = Path(__file__).parents[1] / "runtimes" / "device_side.py"
 
 
 class LocalDevice(Strict):
@@ -120,11 +120,11 @@ def _parse(name: str, stdout: str, stderr: str, rc: int) -> dict[str, Any]:
             isinstance(v, (int, float)) and 0 <= v < float("inf") for v in result["samples_ms"]):
         bad = missing[0] if missing else "samples_ms"
         raise BackendUnavailable(f"device {name!r}: the runner's reply has no valid {bad!r} "
-                                 f"(got {result.get(bad)!r:.60}); is the device's standalone.py an older version?")
+                                 f"(got {result.get(bad)!r:.60}); is the device's device_side.py an older version?")
     return result
 
 
-# what a measurement reads from a runner's reply (standalone.run_job), with its JSON type
+# what a measurement reads from a runner's reply (device_side.run_job), with its JSON type
 _REPLY = {"samples_ms": list, "first_inference_ms": (int, float), "warmup_iters": int, "capped": bool,
           "started": (int, float), "ended": (int, float), "backend": dict, "peak_rss_mb": (int, float, type(None)),
           "cpu": dict, "gpus": list, "load_s": (int, float, type(None))}
@@ -143,7 +143,7 @@ def run_local(name: str, dev: LocalDevice, model: Path, files: list[Path], job: 
         tmp = Path(t)
         _job_files(tmp, {**job, "model": str(model.resolve()), "inputs": str(tmp / "feeds.npz")}, feeds)
         try:
-            proc = subprocess.run([dev.python, str(STANDALONE), str(tmp / "job.json")], capture_output=True,
+            proc = subprocess.run([dev.python, str(DEVICE_SIDE), str(tmp / "job.json")], capture_output=True,
                                   text=True, timeout=dev.timeout_s)
         except subprocess.TimeoutExpired:
             raise BackendUnavailable(f"device {name!r}: the runner did not finish within {dev.timeout_s:g} s") from None
@@ -170,7 +170,7 @@ def remote_script(dev: SshDevice, remote: str) -> str:
     q = shlex.quote(remote)
     limit = max(1, int(dev.timeout_s))
     return (f"mkdir -p {q} && tar xf - -C {q} && cd {q} && "
-            f"timeout -k 5 {limit} {shlex.quote(dev.python)} standalone.py job.json; "
+            f"timeout -k 5 {limit} {shlex.quote(dev.python)} device_side.py job.json; "
             f"rc=$?; cd / && rm -rf {q}; exit $rc")
 
 
@@ -181,7 +181,7 @@ def run_ssh(name: str, dev: SshDevice, model: Path, files: list[Path], job: dict
         _job_files(tmp, {**job, "model": model.name, "inputs": "feeds.npz"}, feeds)
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            for f in [STANDALONE, tmp / "feeds.npz", tmp / "job.json", *files]:
+            for f in [DEVICE_SIDE, tmp / "feeds.npz", tmp / "job.json", *files]:
                 tar.add(f, arcname=f.name)
         remote = f"{dev.workdir.rstrip('/')}/job-{uuid.uuid4().hex[:12]}"
         where = f"{dev.user + '@' if dev.user else ''}{dev.host}:{dev.port}"

@@ -1,5 +1,5 @@
 """The latency protocol in process: the timed loop of the target-side runner
-(`edgekit.profile.standalone.timed_loop`) plus the statistics, keeping raw samples and
+(`edgekit.runtimes.device_side.timed_loop`) plus the statistics, keeping raw samples and
 first-inference time apart."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.profile.standalone import timed_loop
 from edgekit.profile.stats import summarize
+from edgekit.runtimes.device_side import timed_loop
 
 
 def measure(

@@ -9,7 +9,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from edgekit.errors import DataError, RecipeError
-from edgekit.recipe import matches
+from edgekit.patterns import matches
 
 
 def working_copy(state: Any, kind: str) -> Any:

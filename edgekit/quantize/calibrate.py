@@ -208,7 +208,7 @@ def exposing_session(model_path: Path, tensors: list[str], threads: int = 2) -> 
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    from edgekit.profile.standalone import feed_names
+    from edgekit.runtimes.device_side import feed_names
 
     return sess, feed_names(sess)
 

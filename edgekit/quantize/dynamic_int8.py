@@ -14,8 +14,9 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator
 
 from edgekit.backends import require
+from edgekit.patterns import check_patterns
 from edgekit.quantize.overflow import choose_overflow_fix, deploy_classes, saturation_problem
-from edgekit.recipe import check_patterns
+from edgekit.runtimes import ort
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
 
@@ -43,9 +44,9 @@ class DynamicInt8(Stage):
     def apply(self, state: ModelState, cfg: DynamicInt8Config) -> tuple[ModelState, StageRecord]:
         onnx = require("onnx", extra="onnx")
         q = require("onnxruntime.quantization", extra="onnx")
-        from edgekit.quantize.nodes import node_names, resolve
+        from edgekit.quantize.nodes import node_names, nodes_matching
 
-        excluded = resolve(cfg.exclude, node_names(state.onnx_path), "exclude")
+        excluded = nodes_matching(cfg.exclude, node_names(state.onnx_path), "exclude")
         out = state.workdir / f"{cfg.name}.onnx"
         overflow = choose_overflow_fix(cfg.overflow_fix, cfg.weight_dtype, deploy_classes(state),
                                        auto="reduce_range" if cfg.per_channel else "runtime")
@@ -60,7 +61,7 @@ class DynamicInt8(Stage):
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         ops = [op for _, op in node_names(out)]
-        options = {"onnxruntime": overflow.runner_options} if overflow.runner_options else {}
+        options = {ort.NAME: overflow.runner_options} if overflow.runner_options else {}
         state.add(Artifact(cfg.name, out, "onnx", "int8", self.kind, options=options))
         return state, StageRecord(
             kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.name],

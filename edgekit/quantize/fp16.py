@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from edgekit.backends import require
-from edgekit.recipe import check_patterns
+from edgekit.patterns import check_patterns
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
 
@@ -34,9 +34,9 @@ class Fp16(Stage):
     def apply(self, state: ModelState, cfg: Fp16Config) -> tuple[ModelState, StageRecord]:
         onnx = require("onnx", extra="onnx")
         f16 = require("onnxruntime.transformers.float16", extra="onnx")
-        from edgekit.quantize.nodes import node_names, resolve
+        from edgekit.quantize.nodes import node_names, nodes_matching
 
-        kept = resolve(cfg.keep_float, node_names(state.onnx_path), "keep_float")
+        kept = nodes_matching(cfg.keep_float, node_names(state.onnx_path), "keep_float")
         model = f16.convert_float_to_float16(onnx.load(str(state.onnx_path)), keep_io_types=cfg.keep_io_types,
                                              node_block_list=kept or None)
         out = state.workdir / f"{cfg.name}.onnx"

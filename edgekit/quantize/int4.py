@@ -19,8 +19,8 @@ from pydantic import Field, field_validator, model_validator
 
 from edgekit.backends import require
 from edgekit.errors import DataError, StageError
+from edgekit.patterns import check_patterns
 from edgekit.quantize.graph import Consumers, privatize
-from edgekit.recipe import check_patterns
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
 
@@ -106,7 +106,7 @@ class Int4(Stage):
     def apply(self, state: ModelState, cfg: Int4Config) -> tuple[ModelState, StageRecord]:
         onnx = require("onnx", extra="onnx")
         nb = require("onnxruntime.quantization.matmul_nbits_quantizer", extra="onnx")
-        from edgekit.quantize.nodes import node_names, resolve
+        from edgekit.quantize.nodes import node_names, nodes_matching
 
         model = onnx.load(str(state.onnx_path))
         consumers = Consumers(model)
@@ -114,7 +114,7 @@ class Int4(Stage):
         # onnxruntime names a packed weight after its source: two nodes reading one table would
         # get two different packings under one name
         privatize(model, {"MatMul": 1, "Gather": 0} if cfg.embeddings else {"MatMul": 1}, consumers)
-        excluded = resolve(cfg.exclude, [(n.name, n.op_type) for n in model.graph.node], "exclude")
+        excluded = nodes_matching(cfg.exclude, [(n.name, n.op_type) for n in model.graph.node], "exclude")
         matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
         algo = None
         n = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import RecipeError
-from edgekit.recipe import matches
+from edgekit.patterns import matches
 
 
 def node_names(path: Path) -> list[tuple[str, str]]:
@@ -16,7 +16,7 @@ def node_names(path: Path) -> list[tuple[str, str]]:
     return [(n.name, n.op_type) for n in graph.node]
 
 
-def resolve(patterns: list[str], nodes: list[tuple[str, str]], field: str) -> list[str]:
+def nodes_matching(patterns: list[str], nodes: list[tuple[str, str]], field: str) -> list[str]:
     """Names matched by any pattern; a pattern that matches nothing is a recipe error, since it
     is almost always a typo that would otherwise silently quantize the node it meant to keep."""
     chosen: list[str] = []

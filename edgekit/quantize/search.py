@@ -18,13 +18,14 @@ from edgekit import evaluate
 from edgekit.artifact import write_json
 from edgekit.errors import AccuracyError, DataError, RecipeError
 from edgekit.quantize import sensitivity as sens
+from edgekit.runtimes import ort
 from edgekit.state import Dataset, ModelState
 
 
 def _scorer(state: ModelState, data: Dataset, ref: np.ndarray,
             options: Optional[dict[str, Any]] = None) -> tuple[str, Any, Optional[bool]]:
     """(metric name, score(path, data, ref) -> float, higher_is_better) from the recipe."""
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
     acc = state.recipe.accuracy if state.recipe is not None else None
     fn = evaluate.load_evaluator(acc, data) if acc is not None else None
@@ -32,7 +33,7 @@ def _scorer(state: ModelState, data: Dataset, ref: np.ndarray,
     higher = acc.higher_is_better if acc is not None else None
 
     def score(path: Path, d: Dataset, r: np.ndarray) -> float:
-        runner = open_runner("onnxruntime", path, state.threads, **(options or {}))
+        runner = open_runner(ort.NAME, path, state.threads, **(options or {}))
         try:
             out = np.concatenate([np.asarray(runner.run(s)[0]) for s in d.samples]) if fn is None else r
             return evaluate.value(metric, fn, runner, d, out, r[: len(d)], d.labels, path.name)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from edgekit.runtimes import ort
 from edgekit.state import Dataset
 
 SENSITIVITY_FILE = "sensitivity.json"
@@ -30,9 +31,9 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
 
 def outputs(path: Path, samples: list[dict[str, np.ndarray]], threads: int,
             options: Optional[dict[str, Any]] = None) -> np.ndarray:
-    from edgekit.runners import open_runner
+    from edgekit.runtimes import open_runner
 
-    runner = open_runner("onnxruntime", path, threads, **(options or {}))
+    runner = open_runner(ort.NAME, path, threads, **(options or {}))
     try:
         return np.concatenate([np.asarray(runner.run(s)[0]) for s in samples], axis=0)
     finally:

@@ -27,8 +27,9 @@ from pydantic import Field, field_validator
 
 from edgekit.backends import require
 from edgekit.errors import DataError
+from edgekit.patterns import check_patterns
 from edgekit.quantize.overflow import OverflowChoice, choose_overflow_fix, deploy_classes, saturation_problem
-from edgekit.recipe import check_patterns
+from edgekit.runtimes import ort
 from edgekit.stage import Stage, StageConfig, StageRecord
 from edgekit.state import Artifact, ModelState
 from edgekit.strict import Strict
@@ -99,7 +100,7 @@ def quant_types(cfg: StaticInt8Config) -> tuple[Any, Any]:
     return wt, at
 
 
-def resolve_preset(preset: str, nodes: list[tuple[str, str]]) -> str:
+def preset_for(preset: str, nodes: list[tuple[str, str]]) -> str:
     if preset != "auto":
         return preset
     return "transformer" if any(op in TRANSFORMER_MARKERS for _, op in nodes) else "cnn"
@@ -186,7 +187,7 @@ def plan(state: ModelState, cfg: StaticInt8Config, kind: str) -> tuple[Plan, dic
     if source != state.onnx_path:
         source.unlink()
     nodes = node_names(prepared)
-    preset = resolve_preset(cfg.preset, nodes)
+    preset = preset_for(cfg.preset, nodes)
     op_types = cfg.op_types or (TRANSFORMER_OPS if preset == "transformer" else None)
     extra: dict[str, Any] = {
         "WeightSymmetric": cfg.weights.symmetric,
@@ -219,11 +220,11 @@ class StaticInt8(Stage):
 
     def apply(self, state: ModelState, cfg: StaticInt8Config) -> tuple[ModelState, StageRecord]:
         q = require("onnxruntime.quantization", extra="onnx")
-        from edgekit.quantize.nodes import node_names, resolve
+        from edgekit.quantize.nodes import node_names, nodes_matching
 
         p, measured = plan(state, cfg, self.kind)
         nodes = node_names(p.prepared)
-        excluded = resolve(cfg.exclude, nodes, "exclude")
+        excluded = nodes_matching(cfg.exclude, nodes, "exclude")
         candidates = [n for n in p.candidates() if n not in excluded]
         out = state.workdir / f"{cfg.name}.onnx"
         if cfg.sensitivity or cfg.accuracy_aware.enabled:
@@ -237,7 +238,7 @@ class StaticInt8(Stage):
             f.unlink(missing_ok=True)
         wt, at = quant_types(cfg)
         quantized = [n for n in candidates if n not in excluded]
-        options = {"onnxruntime": p.ort_options} if p.ort_options else {}
+        options = {ort.NAME: p.ort_options} if p.ort_options else {}
         state.add(Artifact(cfg.name, out, "onnx", "int8" if not excluded else "mixed", self.kind, options=options))
         measured.update({
             "excluded_nodes": excluded,

@@ -75,7 +75,7 @@ def _wrap(model: Any, removed_for: Any, method: str, proportional: bool, protect
     return vit.ReducedViT(model, removed_for(n0, len(layout.blocks), p), method, proportional, p), n0
 
 
-def resolve_schedule(cfg: TokensConfig, n0: int, depth: int, protected: int, method: str) -> list[int]:
+def schedule_for(cfg: TokensConfig, n0: int, depth: int, protected: int, method: str) -> list[int]:
     """The recipe's r/schedule/layers as tokens removed per block; a schedule the model cannot
     follow is a RecipeError naming the layer and the most it allows (never capped silently)."""
     from edgekit.tokens.merge import max_r, schedule
@@ -149,7 +149,7 @@ class _TokenStage(Stage):
             model = copy.deepcopy(model)  # the reference model stays untouched
 
         def removed_for(n0: int, depth: int, protected: int) -> list[int]:
-            return resolve_schedule(cfg, n0, depth, protected, self.method)
+            return schedule_for(cfg, n0, depth, protected, self.method)
 
         reduced, n0 = _wrap(model, removed_for, self.method, getattr(cfg, "proportional_attention", True),
                             cfg.protected, state.example)

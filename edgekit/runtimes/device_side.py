@@ -1,10 +1,11 @@
-"""The target-side runner: the latency protocol and the runtimes' model loading, needing only the
-Python standard library, numpy and the runtime itself (onnxruntime or openvino) — never torch
-or edgekit — so that edgekit can copy this one file to a device and run it there.
+"""The device-side runtime core: the latency protocol and the ONNX Runtime / OpenVINO sessions,
+needing only the Python standard library, numpy and the runtime itself — never torch or edgekit
+— so that edgekit can copy this one file to a device (ssh), start it in a fresh process (local
+isolation) or under QEMU (emulated CPU classes) and get the same numbers as in-process.
 
-edgekit imports the same functions locally (`edgekit.profile.latency.measure`,
-`edgekit.runners`, `edgekit.environment.cpu_info`), so the protocol and the session settings
-exist once. Run as a script: `python standalone.py JOB.json` prints one JSON result line."""
+edgekit imports the same functions locally (`edgekit.profile.latency`, `edgekit.runtimes.ort`,
+`edgekit.runtimes.ov`, `edgekit.environment.cpu_info`), so the protocol and the session settings
+exist once. Run as a script: `python device_side.py JOB.json` prints one JSON result line."""
 
 from __future__ import annotations
 
@@ -179,17 +180,19 @@ class OpenVINOModel:
 
 
 def _open(job: dict[str, Any]) -> Any:
-    runtime, path, threads = job["runtime"], job["model"], int(job["threads"])
+    """The session type is the job's `engine` (edgekit's runtime registry maps each runtime row,
+    e.g. an ONNX Runtime execution provider, to one of these two and its options)."""
+    engine, path, threads = job.get("engine") or job["runtime"], job["model"], int(job["threads"])
     options = job.get("options") or {}
-    if runtime == "onnxruntime":
+    if engine == "onnxruntime":
         import onnxruntime as ort
 
         return OrtModel(ort, path, threads, **options)
-    if runtime == "openvino":
+    if engine == "openvino":
         import openvino as ov
 
         return OpenVINOModel(ov, path, threads, **options)
-    raise ValueError(f"runtime {runtime!r} is not supported by the standalone runner; allowed: onnxruntime, openvino")
+    raise ValueError(f"engine {engine!r} is not supported by the device-side runner; allowed: onnxruntime, openvino")
 
 
 def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -228,7 +231,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print(json.dumps({"ok": False, "error": "usage: standalone.py JOB.json"}))
+        print(json.dumps({"ok": False, "error": "usage: device_side.py JOB.json"}))
         return 2
     try:
         with open(argv[0], encoding="utf-8") as f:

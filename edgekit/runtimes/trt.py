@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from edgekit.backends import require
 from edgekit.errors import BackendUnavailable
-from edgekit.runners import Runner
+from edgekit.runtimes.base import Runner
+from edgekit.runtimes.registry import RuntimeInfo
+
+NAME = "tensorrt"
+FORMAT = "tensorrt"  # a serialized engine, built for one GPU and TensorRT version
+
+INFO = RuntimeInfo(
+    name=NAME, where="edgekit.runtimes.trt:TensorRTRunner", formats=(FORMAT,), extra="tensorrt",
+    summary="TensorRT engines (.engine/.plan) on an NVIDIA GPU.", suffixes=(".engine", ".plan"),
+    hardware="nvidia-gpu", records=("device",), unavailable="edgekit.runtimes.trt:missing",
+)
 
 
 class TensorRTRunner(Runner):
-    runtime = "tensorrt"
+    runtime = NAME
 
     def __init__(self, path: Path, threads: int) -> None:
         trt = require("tensorrt", extra="tensorrt", why="TensorRT engines")
@@ -67,3 +77,16 @@ class TensorRTRunner(Runner):
             self.context.execute_async_v3(self.stream.cuda_stream)
         self.stream.synchronize()
         return [v.cpu().numpy() for v in self.outputs.values()]
+
+
+def missing() -> Optional[str]:
+    """Why engines cannot be built or run here (no tensorrt package, no CUDA GPU), or None."""
+    from edgekit.backends import is_available
+
+    if not is_available("tensorrt"):
+        return "the tensorrt package is not installed (pip install 'edgekit[tensorrt]')"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no NVIDIA GPU with CUDA is visible here"
+    return None

@@ -1,0 +1,133 @@
+"""The whole recipe: the sections, the stages as a discriminated union on `kind` built from
+the stage registry, the targets from the runtime registry, and the checks that span sections
+(stage order, artifact names, targets that can run every artifact, saturation on deploy CPUs)."""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator, model_validator
+
+from edgekit import stage as stage_registry
+from edgekit.recipe.sections import (
+    NAME_RE,
+    AccuracySpec,
+    DataSection,
+    DeploySpec,
+    GateSpec,
+    InputSpec,
+    ModelSpec,
+    ProfileSpec,
+    VerifySpec,
+)
+from edgekit.runtimes import ort
+from edgekit.runtimes import registry as runtimes
+from edgekit.strict import Strict
+
+
+def _known_runtime(name: str) -> str:
+    """Read at validation time, so a runtime registered by a plugin is a valid target."""
+    allowed = runtimes.names(deployable=True)
+    if name not in allowed:
+        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"got {name!r}{hint}; allowed: {', '.join(allowed)}")
+    return name
+
+
+@lru_cache(maxsize=1)
+def stage_union() -> Any:
+    configs = tuple(info.load().Config for info in stage_registry.REGISTRY.values())
+    return Annotated[Union[configs], Field(discriminator="kind")]  # type: ignore[valid-type]
+
+
+def recipe_model() -> type[BaseModel]:
+    return _build_recipe_model(stage_union())
+
+
+@lru_cache(maxsize=1)
+def _build_recipe_model(union: Any) -> type[BaseModel]:
+    class Recipe(Strict):
+        edgekit: Literal[1]
+        name: str = Field(pattern=NAME_RE, max_length=100)
+        description: str = ""
+        model: ModelSpec
+        inputs: Optional[list[InputSpec]] = None
+        data: DataSection = DataSection()
+        stages: list[union] = Field(min_length=1)  # type: ignore[valid-type]
+        targets: list[Annotated[str, AfterValidator(_known_runtime)]] = Field([ort.NAME], validate_default=True)
+        deploy: DeploySpec = DeploySpec()
+        verify: VerifySpec = VerifySpec()
+        accuracy: AccuracySpec = AccuracySpec()
+        profile: ProfileSpec = ProfileSpec()
+        gates: GateSpec = GateSpec()
+
+        @field_validator("targets")
+        @classmethod
+        def _unique_targets(cls, v: list[str], info: ValidationInfo) -> list[str]:
+            if len(set(v)) != len(v) or not v:
+                raise ValueError("targets must be a non-empty list without repeats")
+            # an artifact no target can run would be written but never verified: refuse it now
+            for i, s in enumerate(info.data.get("stages") or []):
+                runs_on = stage_registry.get(s.kind).runs_on()
+                if runs_on and not set(runs_on) & set(v):
+                    raise ValueError(
+                        f"stages[{i}] ({s.kind}) makes artifacts that only {', '.join(runs_on)} can run; "
+                        f"add {runs_on[0]} to targets"
+                    )
+            return v
+
+        @field_validator("inputs")
+        @classmethod
+        def _unique_inputs(cls, v: Optional[list[InputSpec]]) -> Optional[list[InputSpec]]:
+            names = [i.name for i in v or []]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"input names must be unique; repeated: {', '.join(twice)}")
+            return v
+
+        @model_validator(mode="after")
+        def _export_first(self) -> "Recipe":
+            kinds = [s.kind for s in self.stages]
+            if kinds.count("export.onnx") > 1:
+                raise ValueError("stages: give one 'export.onnx' stage; got "
+                                 f"{kinds.count('export.onnx')} (every onnx-side stage reads its output)")
+            if self.model.kind != "onnx" and any(
+                stage_registry.get(k).side in ("onnx", "backend") for k in kinds
+            ):
+                if "export.onnx" not in kinds:
+                    raise ValueError(
+                        "stages: onnx-side stages need an 'export.onnx' stage before them "
+                        "when the model is a torch model"
+                    )
+            stage_registry.check_artifact_names(self.model.kind, self.stages)
+            sides = [stage_registry.get(k).side for k in kinds]
+            if "export" in sides:
+                i = sides.index("export")
+                bad = [kinds[j] for j in range(i) if sides[j] != "torch"]
+                late = [kinds[j] for j in range(i + 1, len(kinds)) if sides[j] == "torch"]
+                if bad or late:
+                    raise ValueError(
+                        "stages: torch-side stages must come before export.onnx and onnx-side "
+                        f"stages after it (out of order: {bad + late})"
+                    )
+            return self
+
+        @model_validator(mode="after")
+        def _saturation_safe(self) -> "Recipe":
+            """A stage that asks for a scheme known to saturate on one of deploy.cpus is refused
+            here, before any work, unless deploy.accept_saturation says the user means it."""
+            if self.deploy.accept_saturation:
+                return self
+            classes = self.deploy.classes()
+            for i, s in enumerate(self.stages):
+                problem = getattr(s, "saturation_problem", None)
+                why = problem(classes) if problem else None
+                if why:
+                    raise ValueError(f"stages[{i}] ({s.kind}): {why}; choose another setting, narrow "
+                                     "deploy.cpus, or set deploy.accept_saturation: true")
+            return self
+
+    return Recipe

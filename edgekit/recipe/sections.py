@@ -1,0 +1,148 @@
+"""The recipe's sections other than stages: model, inputs, data, verify, deploy, accuracy,
+profile and gates. Each forbids unknown keys (`Strict`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from edgekit.profile.energy import EnergySpec
+from edgekit.strict import Strict
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class ModelSpec(Strict):
+    python: Optional[str] = Field(None, description="entrypoint 'package.module:factory'")
+    onnx: Optional[str] = None
+    hf: Optional[str] = None
+    kwargs: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ModelSpec":
+        given = [k for k in ("python", "onnx", "hf") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of python, onnx, hf (got {given or 'none'})")
+        if self.python and not re.fullmatch(r"[\w.]+:[\w.]+", self.python):
+            raise ValueError(f"python entrypoint {self.python!r} must look like 'package.module:factory'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("python", "onnx", "hf") if getattr(self, k))
+
+    @property
+    def ref(self) -> str:
+        return getattr(self, self.kind)
+
+
+class InputSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][\w.:/-]*$")
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    dtype: Literal["float32", "float16", "int64", "int32", "bool"] = "float32"
+
+
+class DataSpec(Strict):
+    builtin: Optional[Literal["digits", "digits_seg", "sentences"]] = None
+    npz: Optional[str] = None
+    python: Optional[str] = None
+    split: Optional[Literal["train", "test", "all"]] = None  # default: train to calibrate, test to evaluate
+    samples: Optional[Annotated[int, Field(ge=1)]] = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "DataSpec":
+        given = [k for k in ("builtin", "npz", "python") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of builtin, npz, python (got {given or 'none'})")
+        return self
+
+
+class DataSection(Strict):
+    calibration: Optional[DataSpec] = None
+    evaluation: Optional[DataSpec] = None
+
+    @model_validator(mode="after")
+    def _default_splits(self) -> "DataSection":
+        """Calibration never sees evaluation samples unless the recipe says so explicitly."""
+        if self.calibration is not None and self.calibration.split is None:
+            self.calibration.split = "train"
+        if self.evaluation is not None and self.evaluation.split is None:
+            self.evaluation.split = "test"
+        return self
+
+
+class VerifySpec(Strict):
+    cosine_min: float = Field(0.99, gt=0.0, le=1.0)
+    max_abs: Optional[float] = Field(None, gt=0.0)
+    top1_agreement_min: Optional[float] = Field(None, ge=0.0, le=1.0)
+    samples: int = Field(64, ge=1)
+    # verify again under QEMU for each deploy.cpus class this machine is not (x86-avx2, x86-sse)
+    emulate: bool = True
+    emulate_samples: Optional[int] = Field(None, ge=1, description="fewer samples under emulation (50-300x slower)")
+
+
+CpuClass = Literal["x86-sse", "x86-avx2", "x86-vnni", "x86-amx", "arm64"]
+
+
+class DeploySpec(Strict):
+    """Where the artifacts must be right. Left out: every x86 class (portable)."""
+
+    cpus: Optional[list[CpuClass]] = Field(None, min_length=1)
+    # keep a stage setting that saturates on one of `cpus` (normally refused at validate time)
+    accept_saturation: bool = False
+
+    def classes(self) -> list[str]:
+        from edgekit.cpu import X86_CLASSES
+
+        return list(dict.fromkeys(self.cpus)) if self.cpus else list(X86_CLASSES)
+
+
+class AccuracySpec(Strict):
+    metric: Optional[Literal["top1", "token_top1", "cosine_fidelity", "mse"]] = None
+    max_drop: Optional[float] = Field(None, ge=0.0)
+    evaluator: Optional[str] = Field(None, pattern=r"^[\w.]+:[\w.]+$",
+                                     description="'pkg.mod:fn' called as fn(runner, dataset) -> float")
+    higher_is_better: bool = True  # direction of the evaluator's score
+
+    @model_validator(mode="after")
+    def _one_metric(self) -> "AccuracySpec":
+        if self.metric and self.evaluator:
+            raise ValueError(f"give metric or evaluator, not both (got metric {self.metric!r} and "
+                             f"evaluator {self.evaluator!r})")
+        return self
+
+
+class ProfileSpec(Strict):
+    enabled: bool = True
+    warmup_s: float = Field(1.0, ge=0.0)
+    min_duration_s: float = Field(3.0, ge=0.0)
+    min_iters: int = Field(64, ge=1)
+    max_duration_s: float = Field(60.0, gt=0.0)
+    threads: int = Field(2, ge=1)
+    # subprocess: each ONNX Runtime/OpenVINO measurement in a fresh runner process (its own peak
+    # RSS, no interference from the build); in_process: on the pipeline's open runner (faster)
+    isolation: Literal["subprocess", "in_process"] = "subprocess"
+    energy: EnergySpec = EnergySpec()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ProfileSpec":
+        if self.max_duration_s < self.min_duration_s:
+            raise ValueError(
+                f"max_duration_s {self.max_duration_s} is below min_duration_s {self.min_duration_s}"
+            )
+        return self
+
+
+class GateSpec(Strict):
+    latency_p90_ms: Optional[float] = Field(None, gt=0)
+    latency_p99_ms: Optional[float] = Field(None, gt=0)
+    size_mb: Optional[float] = Field(None, gt=0)
+    accuracy_drop_max: Optional[float] = Field(None, ge=0)
+    fidelity_min: Optional[float] = Field(None, gt=0, le=1)
+    peak_rss_mb: Optional[float] = Field(None, gt=0)
+    energy_mj_per_inference: Optional[float] = Field(None, gt=0)
+    # baseline / A/B: a median slowdown beyond this fraction (after noise) fails the gate
+    regression_max: float = Field(0.10, gt=0, le=10)
