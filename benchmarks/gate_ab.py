@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).side_from().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def matmul_chain(path: Path, depth: int, n: int = 192, rows: int = 32) -> Path:

@@ -141,7 +141,7 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML")) -> None:
 
 @app.command()
 def stages() -> None:
-    """List every stage kind, what it does, the extra it needs and which runtimes run its output."""
+    """List every stage kind (what it does, the extra it needs, which runtimes run its output) and every runtime."""
     from edgekit.stage import REGISTRY
 
     table = Table(title="edgekit stages")
@@ -149,6 +149,15 @@ def stages() -> None:
         table.add_column(col)
     for info in REGISTRY.values():
         table.add_row(info.kind, ",".join(info.extras) or "-", info.side, ",".join(info.runs_on()) or "-", info.summary)
+    out.print(table)
+    from edgekit.runtimes.registry import REGISTRY as RUNTIMES
+
+    table = Table(title="edgekit runtimes (recipe targets)")
+    for col in ("name", "extra", "hardware", "formats", "where it runs", "description"):
+        table.add_column(col)
+    for rt in RUNTIMES.values():
+        where = "device process, ssh, emulated CPUs" if rt.engine else "this process"
+        table.add_row(rt.name, rt.extra, rt.hardware, ",".join(rt.formats), where, rt.summary)
     out.print(table)
 
 
@@ -198,8 +207,8 @@ def inspect(artifact_dir: Path = typer.Argument(..., help="an out/<name> directo
 
 @app.command()
 def profile(
-    what: Path = typer.Argument(..., help="out/<name> dir, .onnx, .xml (OpenVINO IR), .engine/.plan (TensorRT) or recipe .yaml (torch eager)"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime | openvino | tensorrt | pytorch (default: by format)"),
+    what: Path = typer.Argument(..., help="out/<name> dir, a model file a runtime opens (.onnx, .xml, .engine, ...) or recipe .yaml (torch eager)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="a runtime from `edgekit stages` (default: by format)"),
     device: str = typer.Option("local", "--device", help="a device named in --devices, or local"),
     devices: Optional[Path] = typer.Option(None, "--devices", help="devices.yaml (default: ./devices.yaml if present and --device is not local)"),
     output: Path = typer.Option(Path("profile.json"), "--output", "-o", help="where profile.json is written"),

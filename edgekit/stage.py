@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgekit.runtimes import ort, ov
+from edgekit.runtimes import ort, ov, trt
 from edgekit.strict import Strict
 
 if TYPE_CHECKING:
@@ -139,11 +139,20 @@ REGISTRY: dict[str, StageInfo] = {
         StageInfo(
             "target.openvino",
             "edgekit.export.openvino:TargetOpenVINO",
-            ("openvino",),
+            (ov.INFO.extra,),
             "backend",
             "OpenVINO IR (.xml/.bin) of the float model: fp32, NNCF INT8 (transformer-aware, "
             "SmoothQuant), or NNCF weight-only INT8 / INT4 (group size, ratio, AWQ/GPTQ/scale estimation).",
             makes=ov.FORMAT,
+        ),
+        StageInfo(
+            "target.tensorrt",
+            "edgekit.export.tensorrt:TargetTensorRT",
+            ("onnx",),
+            "backend",
+            "TensorRT engine (fp32/fp16, INT8 by explicit Q/DQ) after an offline lint (parser operators, "
+            "Q/DQ zero points and placement); without a GPU: the lint and a note, no engine.",
+            makes=trt.FORMAT,
         ),
         StageInfo(
             "tokens.merge",

@@ -82,7 +82,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     from edgekit.errors import BackendUnavailable
     from edgekit.recipe import VerifySpec
     from edgekit.runtimes import open_runner
-    from edgekit.runtimes import registry as runtimes
+    from edgekit.runtimes import registry as rt_registry
 
     root = Path(artifact_dir)
     manifest = read_manifest(root)
@@ -117,7 +117,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
             check(res, spec, f"artifact {art['name']!r} on {rt}")
             results.append({"artifact": art["name"], "runtime": rt, **here, **res})
     for cls, qemu_model in p.emulated.items():
-        jobs = [(art, rt) for art, rt in pairs if runtimes.get(rt).cpu_bound and runtimes.runs_device_side(rt)]
+        jobs = [(art, rt) for art, rt in pairs if rt_registry.get(rt).cpu_bound and rt_registry.runs_device_side(rt)]
         n = min(len(ref), spec.emulate_samples or len(ref))
         try:
             run = emulate.run_outputs(cls, [{"key": f"{a['name']}/{rt}", "runtime": rt, "model": str(root / a["path"]),

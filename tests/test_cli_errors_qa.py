@@ -138,7 +138,8 @@ def test_output_paths(cli, tmp_path):
                    f"{a_file} is a file, not a directory")
     one_line_error(cli("gate", tmp_path, "--junit", tmp_path), 2, f"--junit {tmp_path}: is a directory")
     one_line_error(cli("profile", tmp_path / "m.onnx", "--backend", "tflite"), 2,
-                   "--backend 'tflite': allowed: onnxruntime, openvino, tensorrt, pytorch")
+                   "--backend 'tflite': unknown runtime; allowed: pytorch, onnxruntime, onnxruntime-cuda, "
+                   "onnxruntime-tensorrt, onnxruntime-openvino, openvino, tensorrt")
 
 
 # --- user code: model factories and data entrypoints ----------------------------------------

@@ -242,7 +242,7 @@ class TargetOpenVINO(Stage):
         t0 = time.perf_counter()
         model = _convert(state, cfg, ov)
         convert_s = time.perf_counter() - t0
-        measured: dict[str, Any] = {"openvino": version_of("openvino"), "convert_s": round(convert_s, 3)}
+        measured: dict[str, Any] = {"openvino_version": version_of("openvino"), "convert_s": round(convert_s, 3)}
         if cfg.precision != "fp32":
             nncf = require("nncf", extra="openvino")
             nncf.set_log_level(logging.ERROR)

@@ -62,7 +62,7 @@ def side_from(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) 
     from edgekit.models.load import load_model
     from edgekit.recipe import ModelSpec
 
-    lm = load_model(ModelSpec(onnx=str(spec.side_from())), inputs, spec.side_from().parent)
+    lm = load_model(ModelSpec(onnx=str(spec.resolve())), inputs, spec.resolve().parent)
     return Side(spec.name, spec, lm.example)
 
 

@@ -25,15 +25,17 @@ class Problem:
     node: str = ""
     position: Optional[int] = None  # index of the node in the graph's topological order
     fix: str = ""
+    severity: str = "error"  # "error": the target refuses it; "warning": it runs, slower than it could
 
     def line(self) -> str:
         where = f"node {self.position} {self.node!r} ({self.op_type})" if self.node or self.op_type else "graph"
         fix = f"; fix: {self.fix}" if self.fix else ""
-        return f"{self.target}: {where}: {self.why}{fix}"
+        tag = "" if self.severity == "error" else f" [{self.severity}]"
+        return f"{self.target}{tag}: {where}: {self.why}{fix}"
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "op_type": self.op_type, "node": self.node, "position": self.position,
-                "why": self.why, "fix": self.fix}
+                "why": self.why, "fix": self.fix, "severity": self.severity}
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ INFO = RuntimeInfo(
     name=NAME, where="edgekit.runtimes.trt:TensorRTRunner", formats=(FORMAT,), extra="tensorrt",
     summary="TensorRT engines (.engine/.plan) on an NVIDIA GPU.", suffixes=(".engine", ".plan"),
     hardware="nvidia-gpu", records=("device",), unavailable="edgekit.runtimes.trt:missing",
+    # the lint reads the ONNX file an engine is built from: it runs anywhere, GPU or not
+    compatibility="edgekit.runtimes.trt_lint:lint",
 )
 
 
