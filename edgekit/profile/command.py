@@ -40,10 +40,12 @@ def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
     shas = {f["path"]: f["sha256"] for f in manifest["files"]}
     targets = manifest["recipe"]["targets"]
     jobs = []
-    for a in manifest["artifacts"]:
+    chosen = [a for a in manifest["artifacts"] if backend is None or backend in a["runs_on"]]
+    if not chosen:
+        raise UsageError(f"--backend {backend}: no artifact in {root} runs on it; its artifacts run on "
+                         f"{', '.join(dict.fromkeys(r for a in manifest['artifacts'] for r in a['runs_on']))}")
+    for a in chosen:
         for rt in ([backend] if backend else [t for t in targets if t in a["runs_on"]]):
-            if rt not in a["runs_on"]:
-                raise UsageError(f"--backend {rt}: artifact {a['name']!r} ({a['format']}) runs on {', '.join(a['runs_on'])}")
             if not (root / a["path"]).is_file():
                 raise UsageError(f"{root}: artifact {a['name']!r}: {a['path']} listed in the manifest is missing")
             jobs.append(Job(Timed(a["name"], rt, a["format"], shas[a["path"]], path=root / a["path"],
