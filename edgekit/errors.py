@@ -44,6 +44,13 @@ class StageError(EdgekitError):
     exit_code = 1
 
 
+class ArtifactRefused(EdgekitError):
+    """A runtime refuses to load an artifact edgekit made (a later `verify` or `profile` of an
+    artifact directory): the artifact is wrong for that runtime, not the user's input."""
+
+    exit_code = 1
+
+
 class ParityError(EdgekitError):
     """An artifact's outputs on its own runtime are outside the recipe's tolerance."""
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, StageError, first_line
+from edgekit.errors import ArtifactRefused, BackendUnavailable, EdgekitError, ModelLoadError, StageError, first_line
 
 # onnxruntime: `In Node, ("conv1_b_DequantizeLinear", DequantizeLinear, "", -1) : ... , Error Unrecognized ...`
 _ORT_NODE = re.compile(r'In Node, \("([^"]*)", ([A-Za-z0-9_]+)')
@@ -77,6 +77,15 @@ def open_artifact(runtime: str, artifact: Any, threads: int, stages: Iterable[An
             raise
         hint = "; ".join(f"source normalisation: {n}" for n in (normalization or {}).get("notes", []))
         raise refused(stage_label(stages, artifact), runtime, artifact.path, exc, hint) from exc
+
+
+def refused_artifact(art: dict[str, Any], runtime: str, exc: BaseException, command: str) -> ArtifactRefused:
+    """A later `verify` / `profile` of an artifact directory: the runtime refuses a file a stage
+    made, named with the stage from the manifest and the node from the runtime's message."""
+
+    where, reason = describe(cause_line(exc) if exc.__cause__ is not None else str(exc).split(": ", 1)[-1])
+    return ArtifactRefused(f"{command}: artifact {art['name']!r} ({art['path']}, made by {art.get('produced_by', '?')}): "
+                           f"{runtime} refuses it{where}: {reason}")
 
 
 def refused_in_stage(label: str, exc: ModelLoadError) -> StageError:

@@ -79,7 +79,8 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     from edgekit import emulate
     from edgekit.artifact import read_manifest, read_reference, write_json
     from edgekit.cpu import local_class, native_where
-    from edgekit.errors import BackendUnavailable
+    from edgekit.errors import BackendUnavailable, ModelLoadError
+    from edgekit.refusal import refused_artifact
     from edgekit.recipe import VerifySpec
     from edgekit.runtimes import open_runner
     from edgekit.runtimes import registry as rt_registry
@@ -107,7 +108,10 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     if native in wanted:
         here = native_where()
         for art, rt in pairs:
-            runner = open_runner(rt, root / art["path"], threads, **(art.get("runtime_options") or {}).get(rt, {}))
+            try:
+                runner = open_runner(rt, root / art["path"], threads, **(art.get("runtime_options") or {}).get(rt, {}))
+            except ModelLoadError as exc:
+                raise refused_artifact(art, rt, exc, "verify") from exc
             try:
                 got = np.concatenate([np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0])
                                       for i in range(len(ref))])

@@ -215,3 +215,43 @@ def test_out_under_a_file(cli, tmp_path, int8_pc_data):
     a_file.write_text("x")
     result = cli("compress", "-q", "-r", write_recipe(tmp_path, int8_pc_data), "-o", a_file / "sub")
     one_line_error(result, 2, f"cannot create the output directory: {a_file} is a file, not a directory")
+
+
+def refused_dir(tmp_path):
+    """An artifact directory whose int8 model ONNX Runtime refuses (a node with no kernel), with
+    hashes that match: a broken artifact, not a corrupted file."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.artifact import sha256_file
+
+    (tmp_path / "models").mkdir()
+    g = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], name="odd", domain="com.example")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+              tmp_path / "models" / "int8.onnx")
+    np.savez(tmp_path / "reference.npz", **{"input.x": np.zeros((2, 4), np.float32), "output": np.zeros((2, 4))})
+    art = {"name": "int8", "path": "models/int8.onnx", "format": "onnx", "precision": "int8",
+           "produced_by": "quantize.int8", "runs_on": ["onnxruntime"], "bytes": 1}
+    m = manifest(artifacts=[art], files=[{"path": "models/int8.onnx", "sha256": sha256_file(tmp_path / "models" / "int8.onnx")},
+                                         {"path": "reference.npz", "sha256": sha256_file(tmp_path / "reference.npz")}])
+    m["recipe"]["verify"] = {}
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    return tmp_path
+
+
+@pytest.mark.parametrize("isolation", [[], ["--in-process"]])
+def test_profile_of_a_refused_artifact_is_exit_1(cli, tmp_path, isolation):
+    root = refused_dir(tmp_path)
+    one_line_error(cli("profile", root, "-o", tmp_path / "p.json", "--min-duration", "0", "--min-iters", "1",
+                       "--warmup", "0", *isolation), 1,
+                   "profile: artifact 'int8' (models/int8.onnx, made by quantize.int8): onnxruntime refuses it")
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_verify_of_a_refused_artifact_is_exit_1(cli, tmp_path):
+    root = refused_dir(tmp_path)
+    one_line_error(cli("verify", root), 1,
+                   "verify: artifact 'int8' (models/int8.onnx, made by quantize.int8): onnxruntime refuses it")

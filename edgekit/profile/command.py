@@ -11,10 +11,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgekit.errors import UsageError
+from edgekit.errors import ModelLoadError, UsageError
 from edgekit.profile.devices import load_devices, pick_device
 from edgekit.profile.run import Timed, measure_job, measure_runner
 from edgekit.profile.schema import Profile, key_of, new_profile
+from edgekit.refusal import refused_artifact
 from edgekit.runtimes import ort, pytorch
 from edgekit.runtimes import registry as runtimes
 
@@ -29,6 +30,7 @@ class Job:
     timed: Timed
     feeds: dict[str, np.ndarray]
     runner: Any = None  # an open runner when measured in this process (pytorch eager, tensorrt, --in-process)
+    artifact: Optional[dict[str, Any]] = None  # its manifest entry, when it comes from an artifact directory
 
 
 def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
@@ -50,7 +52,7 @@ def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
                 raise UsageError(f"{root}: artifact {a['name']!r}: {a['path']} listed in the manifest is missing")
             jobs.append(Job(Timed(a["name"], rt, a["format"], shas[a["path"]], path=root / a["path"],
                                    precision=a["precision"], shown_path=a["path"],
-                                   options=(a.get("runtime_options") or {}).get(rt, {})), feeds))
+                                   options=(a.get("runtime_options") or {}).get(rt, {})), feeds, artifact=a))
     return jobs
 
 
@@ -128,22 +130,33 @@ def profile(what: Path, spec: Any, backend: Optional[str] = None, device: str = 
     jobs = jobs_for(what, backend, spec.threads)
     try:
         for job in jobs:
-            key = key_of(job.timed.artifact, job.timed.runtime)
-            in_process = spec.isolation == "in_process" or not runtimes.runs_device_side(job.timed.runtime)
-            if job.runner is None and in_process and device == "local":
-                from edgekit.runtimes import open_runner
-
-                job.runner = open_runner(job.timed.runtime, job.timed.path, spec.threads, **job.timed.options)
-            if job.runner is not None:
-                if device != "local":
-                    raise UsageError(f"{key}: {job.timed.runtime} runs only on --device local here")
-                measurements[key] = measure_runner(job.timed, job.runner, job.feeds, spec, Path.cwd(),
-                                                   progress(f"profiling {key}", spec.min_iters))
-                job.runner.close()  # each measured in turn, not all held at once
-            else:
-                measurements[key] = measure_job(job.timed, job.feeds, spec, Path.cwd(), device, dev)
+            try:
+                measurements[key_of(job.timed.artifact, job.timed.runtime)] = _measure(job, spec, device, dev, progress)
+            except ModelLoadError as exc:
+                if job.artifact is None:  # the user's own file: bad input (exit 2)
+                    raise
+                raise refused_artifact(job.artifact, job.timed.runtime, exc, "profile") from exc
     finally:
         for job in jobs:
             if job.runner is not None:
                 job.runner.close()
     return new_profile(measurements)
+
+
+def _measure(job: Job, spec: Any, device: str, dev: Any, progress: Callable[[str, int], Callable[[int], None]]) -> Any:
+    """One job: in this process on an open runner (torch, in-process-only runtimes, or
+    --in-process), else as a fresh device-side process on the device."""
+    key = key_of(job.timed.artifact, job.timed.runtime)
+    in_process = spec.isolation == "in_process" or not runtimes.runs_device_side(job.timed.runtime)
+    if job.runner is None and in_process and device == "local":
+        from edgekit.runtimes import open_runner
+
+        job.runner = open_runner(job.timed.runtime, job.timed.path, spec.threads, **job.timed.options)
+    if job.runner is None:
+        return measure_job(job.timed, job.feeds, spec, Path.cwd(), device, dev)
+    if device != "local":
+        raise UsageError(f"{key}: {job.timed.runtime} runs only on --device local here")
+    try:
+        return measure_runner(job.timed, job.runner, job.feeds, spec, Path.cwd(), progress(f"profiling {key}", spec.min_iters))
+    finally:
+        job.runner.close()  # each measured in turn, not all held at once

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, ValidationError
 
-from edgekit.errors import BackendUnavailable, UsageError, first_line
+from edgekit.errors import BackendUnavailable, ModelLoadError, UsageError, first_line
 from edgekit.strict import Strict
 
 DEVICE_SIDE = Path(__file__).parents[1] / "runtimes" / "device_side.py"
@@ -111,6 +111,8 @@ def _parse(name: str, stdout: str, stderr: str, rc: int) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise BackendUnavailable(f"device {name!r}: the runner's reply is a JSON {type(result).__name__}, not an object")
     if not result.get("ok"):
+        if result.get("phase") == "load":  # the runtime refused the model: the model's problem
+            raise ModelLoadError(f"device {name!r}: cannot load the model: {result.get('error')}")
         raise BackendUnavailable(f"device {name!r}: the runner failed: {result.get('error')}")
     missing = [k for k, kind in _REPLY.items() if not isinstance(result.get(k), kind)]
     cpu = result.get("cpu")

@@ -215,12 +215,22 @@ def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "samples": n, "errors": errors, "cpu": cpu_info(), "python": platform.python_version()}
 
 
+class LoadFailed(Exception):
+    """The runtime refused the model: the model's problem, not the device's (edgekit tells the
+    two apart by the reply's `phase`)."""
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("mode") == "outputs":
         return outputs_job(job)
     with np.load(job["inputs"]) as z:
         feeds = {k: z[k] for k in z.files}
-    model = _open(job)
+    try:
+        model = _open(job)
+    except ImportError:
+        raise
+    except Exception as exc:
+        raise LoadFailed(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}") from exc
     p = job["protocol"]
     result = timed_loop(lambda: model.run(feeds), float(p["warmup_s"]), float(p["min_duration_s"]), int(p["min_iters"]),
                         float(p["max_duration_s"]))
@@ -237,6 +247,9 @@ def main(argv: list[str]) -> int:
         with open(argv[0], encoding="utf-8") as f:
             job = json.load(f)
         result = run_job(job)
+    except LoadFailed as exc:
+        print(json.dumps({"ok": False, "phase": "load", "error": str(exc)}))
+        return 1
     except Exception as exc:  # the one line the caller shows; the device has no edgekit to format it
         first = (str(exc).strip().splitlines() or [""])[0]
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {first}"}))
