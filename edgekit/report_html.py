@@ -188,6 +188,22 @@ def _sparsity(manifest: dict[str, Any]) -> str:
     return "".join(parts) or _note("no stage recorded per-layer sparsity")
 
 
+def _pruning(manifest: dict[str, Any]) -> str:
+    """Parameters and MACs before/after and the changed layers, per pruning stage."""
+    from edgekit.prune.report import pruning_tables
+
+    parts = []
+    for t in pruning_tables(manifest):
+        parts.append(f"<h3>{_e(t.kind)}</h3>" + _table(["", "before", "after", "after / before"], t.totals))
+        if t.dropped:
+            parts.append(f"<p>Dropped: {_e(', '.join(t.dropped))}</p>")
+        if t.layers:
+            parts.append(_table(["layer", "in", "out", "sparsity"], t.layers))
+        if t.more:
+            parts.append(_note(f"{t.more} more changed layers in manifest.json"))
+    return "".join(parts) or _note("no pruning stage")
+
+
 def render(artifact_dir: Path, manifest: dict[str, Any]) -> str:
     """The page for an artifact directory (its manifest passed in: compress renders it before
     manifest.json is written)."""
@@ -220,6 +236,7 @@ def render(artifact_dir: Path, manifest: dict[str, Any]) -> str:
         ("Size", _sizes(manifest)),
         ("Energy", _energy(profile)),
         ("Quantization sensitivity", _sensitivity(artifact_dir)),
+        ("Pruning", _pruning(manifest)),
         ("Sparsity", _sparsity(manifest)),
         ("Stages", stages),
         ("Environment", _table(["component", "version"], env_rows)),

@@ -233,6 +233,9 @@ def test_prune_finetune_export_through_cli(cli, tmp_path):
     report = (tmp_path / "out" / "tiny-prune" / "report.md").read_text()
     assert "## Pruning (`prune.structured`)" in report
     assert "| `features.0` | 1 → 1 | 8 → 4 |" in report
+    html = (tmp_path / "out" / "tiny-prune" / "report.html").read_text()
+    section = html.split('<section id="pruning">', 1)[1].split("</section>", 1)[0]
+    assert "prune.structured" in section and "features.0" in section and "8 → 4" in section
 
 
 @pytest.mark.parametrize("arch", ["bert", "vit"])

@@ -52,7 +52,7 @@ def test_compress_writes_a_self_contained_report(digits_run) -> None:
     pytest.importorskip("matplotlib")
     page = parse(digits_run.out_dir / "report.html")
     assert page.sections == ["summary", "where-it-is-known-good", "latency", "accuracy-vs-latency", "size", "energy",
-                             "quantization-sensitivity", "sparsity", "stages", "environment"]
+                             "quantization-sensitivity", "pruning", "sparsity", "stages", "environment"]
     assert page.scripts == 0
     assert all(u.startswith("data:image/png;base64,") for u in page.urls), page.urls
     alts = [i["alt"] for i in page.images]

@@ -1,8 +1,10 @@
-"""report.md lines for pruning stages: parameters and MACs before/after, per-layer widths and
-sparsity (plain dicts from the manifest; no torch)."""
+"""Pruning stages in the reports: parameters and MACs before/after, per-layer widths and
+sparsity, as rows (from the manifest's plain dicts; no torch) that report.md and report.html
+both render."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -10,33 +12,51 @@ def _n(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def pruning_lines(manifest: dict[str, Any], max_layers: int = 40) -> list[str]:
-    lines: list[str] = []
+@dataclass
+class PruningTable:
+    kind: str
+    totals: list[list[str]]  # label, before, after, ratio
+    dropped: list[str] = field(default_factory=list)
+    layers: list[list[str]] = field(default_factory=list)  # layer, in, out, sparsity
+    more: int = 0  # changed layers left out of `layers`
+
+
+def pruning_tables(manifest: dict[str, Any], max_layers: int = 40) -> list[PruningTable]:
+    tables = []
     for s in manifest.get("stages", []):
         m = s.get("measured", {})
         if not (s["kind"].startswith("prune.") and "before" in m and "after" in m):
             continue
         b, a = m["before"], m["after"]
-        lines += ["", f"## Pruning (`{s['kind']}`)", "",
-                  "| | before | after | after / before |", "|---|---|---|---|"]
-        for key, label in (("params", "parameters"), ("nonzero_params", "non-zero parameters"),
-                           ("macs", "conv/linear MACs")):
-            lines.append(f"| {label} | {_n(b[key])} | {_n(a[key])} | {a[key] / max(b[key], 1):.3f} |")
-        if m.get("dropped"):
-            lines += ["", "Dropped: " + ", ".join(f"`{d}`" for d in m["dropped"])]
-        layers = m.get("layers", {})
-        changed = {k: v for k, v in layers.items()
+        t = PruningTable(s["kind"], [[label, _n(b[key]), _n(a[key]), f"{a[key] / max(b[key], 1):.3f}"]
+                                     for key, label in (("params", "parameters"), ("nonzero_params", "non-zero parameters"),
+                                                        ("macs", "conv/linear MACs"))],
+                         dropped=list(m.get("dropped") or []))
+        changed = {k: v for k, v in m.get("layers", {}).items()
                    if v["after"] is None or v["after"]["in"] != v["before"]["in"]
                    or v["after"]["out"] != v["before"]["out"] or v["after"]["sparsity"] != v["before"]["sparsity"]}
-        if changed:
+        for name, v in list(changed.items())[:max_layers]:
+            bb, aa = v["before"], v["after"]
+            if aa is None:
+                t.layers.append([name, f"{bb['in']} → removed", f"{bb['out']} → removed", ""])
+            else:
+                t.layers.append([name, f"{bb['in']} → {aa['in']}", f"{bb['out']} → {aa['out']}",
+                                 f"{bb['sparsity']:.3f} → {aa['sparsity']:.3f}"])
+        t.more = max(0, len(changed) - max_layers)
+        tables.append(t)
+    return tables
+
+
+def pruning_lines(manifest: dict[str, Any], max_layers: int = 40) -> list[str]:
+    lines: list[str] = []
+    for t in pruning_tables(manifest, max_layers):
+        lines += ["", f"## Pruning (`{t.kind}`)", "", "| | before | after | after / before |", "|---|---|---|---|"]
+        lines += [f"| {' | '.join(row)} |" for row in t.totals]
+        if t.dropped:
+            lines += ["", "Dropped: " + ", ".join(f"`{d}`" for d in t.dropped)]
+        if t.layers:
             lines += ["", "| layer | in | out | sparsity |", "|---|---|---|---|"]
-            for name, v in list(changed.items())[:max_layers]:
-                bb, aa = v["before"], v["after"]
-                if aa is None:
-                    lines.append(f"| `{name}` | {bb['in']} → removed | {bb['out']} → removed | |")
-                    continue
-                lines.append(f"| `{name}` | {bb['in']} → {aa['in']} | {bb['out']} → {aa['out']} | "
-                             f"{bb['sparsity']:.3f} → {aa['sparsity']:.3f} |")
-            if len(changed) > max_layers:
-                lines.append(f"| … {len(changed) - max_layers} more layers in manifest.json | | | |")
+            lines += [f"| `{row[0]}` | {' | '.join(row[1:])} |" for row in t.layers]
+            if t.more:
+                lines.append(f"| … {t.more} more layers in manifest.json | | | |")
     return lines
