@@ -10,7 +10,6 @@ import tokenize
 from pathlib import Path
 
 import pytest
-import yaml
 
 from edgekit.runtimes import registry
 from edgekit.runtimes.ort import OrtRunner
