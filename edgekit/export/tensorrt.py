@@ -47,6 +47,8 @@ class TensorRTConfig(StageConfig):
     shapes: dict[str, ShapeRange] = Field({}, description="optimization profile per dynamic input; "
                                                           "the example's shape when unset")
     workspace_mb: int = Field(1024, ge=16)
+    sparse_weights: bool = Field(False, description="let TensorRT pick 2:4 sparse kernels (after prune.nm; "
+                                                    "Ampere or newer, fp16/int8 layers)")
     timing_cache: Optional[str] = Field(None, description="file to reuse builder timings across builds")
     lint: Literal["error", "warn"] = Field("error", description="refuse the build when the lint finds errors, or record them")
 
@@ -119,6 +121,8 @@ def _build(onnx_path: Path, engine_path: Path, cfg: TensorRTConfig, state: Model
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mb << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if cfg.sparse_weights:
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
     if not strongly_typed:
         if cfg.precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)  # layers left float in an INT8 graph run fp16
