@@ -16,7 +16,7 @@ FORMAT = "pytorch"  # an in-memory module: the source, never an artifact
 INFO = RuntimeInfo(
     name=NAME, where="edgekit.runtimes.pytorch:TorchRunner", formats=(FORMAT,), extra="core",
     summary="PyTorch eager (the source model: the reference outputs and its latency).",
-    records=("torch",),
+    records=("torch",), deployable=False,
 )
 
 

@@ -53,6 +53,7 @@ class RuntimeInfo:
     records: tuple[str, ...] = ()  # what its runner details hold, besides threads and version
     compatibility: Optional[str] = None  # "module:function" (path) -> list[Problem], offline
     unavailable: Optional[str] = None  # "module:function" () -> reason it cannot run here, or None
+    deployable: bool = True  # a recipe may name it in `targets` (pytorch runs only the source)
 
     def runner_class(self) -> Any:
         return _attr(self.where)
@@ -102,9 +103,8 @@ def get(name: str, what: str = "runtime") -> RuntimeInfo:
 
 
 def names(deployable: bool = False) -> list[str]:
-    """All runtime names; `deployable` leaves out the ones no artifact format reaches (pytorch
-    runs the source model only)."""
-    return [n for n, i in REGISTRY.items() if not deployable or n != "pytorch"]
+    """All runtime names, or only those a recipe may deploy to."""
+    return [n for n, i in REGISTRY.items() if i.deployable or not deployable]
 
 
 def runs(fmt: str) -> list[str]:
