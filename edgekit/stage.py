@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgekit.runtimes import ort, ov
+from edgekit.runtimes import ort, ov, qnn
 from edgekit.strict import Strict
 
 if TYPE_CHECKING:
@@ -144,6 +144,16 @@ REGISTRY: dict[str, StageInfo] = {
             "OpenVINO IR (.xml/.bin) of the float model: fp32, NNCF INT8 (transformer-aware, "
             "SmoothQuant), or NNCF weight-only INT8 / INT4 (group size, ratio, AWQ/GPTQ/scale estimation).",
             makes=ov.FORMAT,
+        ),
+        StageInfo(
+            "target.npu",
+            "edgekit.npu.stage:TargetNpu",
+            ("onnx", "npu"),
+            "backend",
+            "NPU graph for a profile (qnn-htp, intel-npu): static shapes, rewrites (Gelu/LayerNorm fusion, "
+            "finite attention masks, no NaN guards, static Reshape), integer-only QDQ in the profile's "
+            "precisions, checked against the profile's operator table; qnn-htp verified on the HTP emulator.",
+            makes=qnn.FORMAT,
         ),
         StageInfo(
             "tokens.merge",

@@ -28,7 +28,12 @@ class Artifact:
         from edgekit.runtimes.registry import runs
         from edgekit.stage import REGISTRY
 
-        return tuple(runs(self.format)) if self.produced_by == "source" else REGISTRY[self.produced_by].runs_on()
+        readers = runs(self.format)
+        if self.produced_by == "source":
+            return tuple(readers)
+        # a stage may write more than one format (target.npu: qnn-onnx for qnn-htp, plain onnx for
+        # intel-npu): the stage's row narrows, the artifact's own format decides
+        return tuple(r for r in REGISTRY[self.produced_by].runs_on() if r in readers)
 
     def files(self) -> list[Path]:
         return [self.path, *self.extra_files]

@@ -108,6 +108,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
         here = native_where()
         for art, rt in pairs:
             runner = open_runner(rt, root / art["path"], threads, **(art.get("runtime_options") or {}).get(rt, {}))
+            at = runner.where() if hasattr(runner, "where") else here  # an accelerator names where it ran
             try:
                 got = np.concatenate([np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0])
                                       for i in range(len(ref))])
@@ -115,7 +116,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
                 runner.close()
             res = parity(ref, got)
             check(res, spec, f"artifact {art['name']!r} on {rt}")
-            results.append({"artifact": art["name"], "runtime": rt, **here, **res})
+            results.append({"artifact": art["name"], "runtime": rt, **at, **res})
     for cls, qemu_model in p.emulated.items():
         jobs = [(art, rt) for art, rt in pairs if runtimes.get(rt).cpu_bound and runtimes.runs_device_side(rt)]
         n = min(len(ref), spec.emulate_samples or len(ref))
