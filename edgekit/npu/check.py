@@ -85,6 +85,10 @@ def _node_problem(node: Any, profile: Profile, shapes: dict[str, list[Any]], typ
         if dims and any(not isinstance(d, int) for d in dims):
             return (f"output {out!r} has a dynamic shape {dims}; {profile.name} runs static shapes only",
                     "pin the input shapes (fix_input_shapes) and make Reshape targets constant (static_reshape)")
+    for t in node.input:
+        if t in inits and inits[t].data_type in _FLOAT and _has_infinity(inits[t]):
+            return (f"constant {t!r} holds an infinite value: no quantization scale exists for it",
+                    "replace it by a large finite value (rewrite finite_mask)")
     if op == "Reshape" and len(node.input) > 1 and node.input[1] not in inits \
             and getattr(producer.get(node.input[1]), "op_type", "") != "Constant":
         return ("its target shape is computed at run time", "replace it by the inferred constant (rewrite static_reshape)")
@@ -97,6 +101,16 @@ def _node_problem(node: Any, profile: Profile, shapes: dict[str, list[Any]], typ
                 return (f"input {t!r} is float, not from a DequantizeLinear: {profile.name} runs integer QDQ only",
                         "quantize this node too (target.npu quantizes every node; remove it from exclude)")
     return "", ""
+
+
+def _has_infinity(init: Any) -> bool:
+    import numpy as np
+    from onnx import numpy_helper
+
+    if np.prod(init.dims) > 4096:  # masks and fill values are small; weights are not infinite
+        return False
+    arr = numpy_helper.to_array(init)
+    return bool((~np.isfinite(arr) | (np.abs(arr) >= 1e30)).any())
 
 
 def _qdq_problem(node: Any, profile: Profile, types: dict[str, int], inits: dict[str, Any],

@@ -97,18 +97,16 @@ def _per_channel_overrides(path: Any, ops: tuple[str, ...]) -> dict[str, list[di
 
 
 def precision_mix(path: Any) -> dict[str, dict[str, int]]:
-    """Per op type: how many nodes read activations / weights of each integer type (from the
-    DequantizeLinear nodes feeding them), e.g. {"Conv": {"a:uint8": 3, "w:int8": 3}}."""
+    """Per op type: how many nodes read each kind of quantized input, from the DequantizeLinear
+    nodes feeding them: "a:uint16" activations, "w:uint8" weights, "c:uint16" other constants
+    (position tables, scales), "bias:int32"; "not quantized" for nodes with no QDQ input (the
+    integer/boolean mask path, shape ops on int64)."""
     import onnx
 
+    from edgekit.npu.check import WEIGHTED
+
     g = onnx.load(str(path), load_external_data=False).graph
-    try:
-        inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False)).graph
-        types = {vi.name: vi.type.tensor_type.elem_type for vi in [*inferred.value_info, *inferred.input]}
-    except Exception:
-        types = {}
     inits = {i.name: i.data_type for i in g.initializer}
-    types.update(inits)
     names = {2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32"}
     dq = {n.output[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
     mix: dict[str, dict[str, int]] = {}
@@ -116,13 +114,21 @@ def precision_mix(path: Any) -> dict[str, dict[str, int]]:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
         seen: set[str] = set()
-        for t in n.input:
+        for idx, t in enumerate(n.input):
             src = dq.get(t)
             if src is None:
                 continue
-            role = "w" if src.input[0] in inits else "a"
-            seen.add(f"{role}:{names.get(types.get(src.input[0], 0), '?')}")
-        for key in seen or {"float"}:
+            # the integer type: the quantized initializer's, else the zero point's
+            zp = src.input[2] if len(src.input) > 2 else ""
+            dtype = names.get(inits.get(src.input[0]) or inits.get(zp, 2), "?")
+            if src.input[0] not in inits:
+                role = "a"
+            elif dtype == "int32":
+                role = "bias"
+            else:
+                role = "w" if n.op_type in WEIGHTED and idx == 1 else "c"
+            seen.add(f"{role}:{dtype}")
+        for key in seen or {"not quantized"}:
             bucket = mix.setdefault(n.op_type, {})
             bucket[key] = bucket.get(key, 0) + 1
     return mix
