@@ -39,6 +39,7 @@ def check_model(model: Any, profile: Profile) -> list[Problem]:
     target = profile.name
     problems: list[Problem] = []
     inits = {i.name: i for i in g.initializer}
+    static_inputs = True
     for vi in [*g.input, *g.output]:
         if vi.name in inits:
             continue
@@ -46,6 +47,7 @@ def check_model(model: Any, profile: Profile) -> list[Problem]:
         dynamic = [d for d in dims if not isinstance(d, int) or d <= 0]
         if dynamic or not vi.type.tensor_type.HasField("shape"):
             kind = "input" if vi in g.input else "output"
+            static_inputs = static_inputs and kind == "output"
             problems.append(Problem(target, f"graph {kind} {vi.name!r} has a dynamic shape {dims or '(unknown rank)'}; "
                                     f"{target} runs static shapes only", "", "", None,
                                     "pin the input shapes (rewrite fix_input_shapes; target.npu uses the recipe's inputs)"))
@@ -64,7 +66,7 @@ def check_model(model: Any, profile: Profile) -> list[Problem]:
                                 "integer QDQ graphs only", "", "", None,
                                 "quantize it for the NPU: stage target.npu (calibrated QDQ with the profile's precisions)"))
     for pos, node in enumerate(g.node):
-        why, fix = _node_problem(node, profile, shapes, types, inits, producer, readers, quantized)
+        why, fix = _node_problem(node, profile, shapes, types, inits, producer, readers, quantized, static_inputs)
         if why:
             problems.append(Problem(target, why, node.op_type, node.name, pos, fix))
     return problems
@@ -72,7 +74,7 @@ def check_model(model: Any, profile: Profile) -> list[Problem]:
 
 def _node_problem(node: Any, profile: Profile, shapes: dict[str, list[Any]], types: dict[str, int],
                   inits: dict[str, Any], producer: dict[str, Any], readers: dict[str, list[Any]],
-                  quantized: bool) -> tuple[str, str]:
+                  quantized: bool, static_inputs: bool) -> tuple[str, str]:
     op = node.op_type
     if op in DYNAMIC_OPS:
         return (f"{DYNAMIC_OPS[op]}; {profile.name} runs static shapes only",
@@ -80,15 +82,15 @@ def _node_problem(node: Any, profile: Profile, shapes: dict[str, list[Any]], typ
     if _key(node) not in profile.ops:
         return (f"{_key(node)} is not in the {profile.name} operator table",
                 FIXES.get(op, "rewrite it into supported ops before target.npu, or keep it out of the exported graph"))
-    for out in node.output:
-        dims = shapes.get(out)
-        if dims and any(not isinstance(d, int) for d in dims):
-            return (f"output {out!r} has a dynamic shape {dims}; {profile.name} runs static shapes only",
-                    "pin the input shapes (fix_input_shapes) and make Reshape targets constant (static_reshape)")
     for t in node.input:
         if t in inits and inits[t].data_type in _FLOAT and _has_infinity(inits[t]):
             return (f"constant {t!r} holds an infinite value: no quantization scale exists for it",
                     "replace it by a large finite value (rewrite finite_mask)")
+    for out in node.output if static_inputs else ():  # else the graph input is the one problem to fix
+        dims = shapes.get(out)
+        if dims and any(not isinstance(d, int) for d in dims):
+            return (f"output {out!r} has a dynamic shape {dims}; {profile.name} runs static shapes only",
+                    "make Reshape targets constant (rewrite static_reshape) or remove the shape computation")
     if op == "Reshape" and len(node.input) > 1 and node.input[1] not in inits \
             and getattr(producer.get(node.input[1]), "op_type", "") != "Constant":
         return ("its target shape is computed at run time", "replace it by the inferred constant (rewrite static_reshape)")

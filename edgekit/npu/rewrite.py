@@ -147,7 +147,7 @@ def static_reshape(model: Any) -> int:
     import onnx
     from onnx import numpy_helper
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # data_prop: through Shape/Gather/Concat
     shapes = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.output]:
         dims = vi.type.tensor_type.shape.dim

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgekit.backends import require
 from edgekit.errors import DataError, StageError
@@ -46,16 +46,20 @@ class NpuConfig(StageConfig):
     mask_value: float = Field(MASK_VALUE, lt=0.0, ge=-1.0e4, description="finite_mask: what -inf mask constants become")
     soc_model: Optional[str] = Field(None, pattern=r"^[0-9]+$", description="qnn-htp: QNN SoC id the artifact is verified for")
 
+    @field_validator("activations", "weights")
+    @classmethod
+    def _precision_fits_profile(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        profile = info.data.get("profile")
+        if v is None or profile not in PROFILES:
+            return v
+        allowed = getattr(PROFILES[profile], info.field_name)
+        if v not in allowed:
+            raise ValueError(f"profile {profile} takes {info.field_name} as {' or '.join(allowed)}")
+        return v
+
     @model_validator(mode="after")
     def _fits_profile(self) -> "NpuConfig":
-        p = PROFILES[self.profile]
-        if self.activations is not None and self.activations not in p.activations:
-            raise ValueError(f"activations {self.activations!r} is not supported by profile {self.profile}; "
-                             f"allowed: {', '.join(p.activations)}")
-        if self.weights is not None and self.weights not in p.weights:
-            raise ValueError(f"weights {self.weights!r} is not supported by profile {self.profile}; "
-                             f"allowed: {', '.join(p.weights)}")
-        if self.soc_model is not None and p.runtime != "qnn-htp":
+        if self.soc_model is not None and PROFILES[self.profile].runtime != "qnn-htp":
             raise ValueError(f"soc_model applies only to profile qnn-htp, not {self.profile}")
         if self.calibration != "percentile" and "percentile" in self.model_fields_set:
             raise ValueError(f"percentile applies only to calibration 'percentile', not {self.calibration!r}")

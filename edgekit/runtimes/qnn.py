@@ -79,7 +79,7 @@ class QnnHtpRunner(Runner):
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
+            opts.log_severity_level = 4  # a refusal is raised below, with the nodes the EP's trace names
             # a node the HTP cannot take must fail the load, never run on the CPU unnoticed
             opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
             ep = {"backend_path": oq.get_qnn_htp_path(), "soc_model": str(soc_model),
