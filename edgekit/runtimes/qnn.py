@@ -96,8 +96,10 @@ class QnnHtpRunner(Runner):
                 if nodes:
                     shown = ", ".join(f"{n.get('node_name')!r} ({n.get('op_type')}: {n.get('reason')})" for n in nodes[:5])
                     more = f" and {len(nodes) - 5} more" if len(nodes) > 5 else ""
-                    raise ModelLoadError(f"{NAME}: cannot load {path}: {len(nodes)} node(s) the HTP cannot run: "
-                                         f"{shown}{more}") from exc
+                    # the cause carries the node list too: a stage refusal quotes the cause (edgekit.refusal)
+                    detail = RuntimeError(f"{len(nodes)} node(s) the HTP cannot run: {shown}{more}")
+                    detail.__cause__ = exc
+                    raise ModelLoadError(f"{NAME}: cannot load {path}: {detail}") from detail
                 raise ModelLoadError(f"{NAME}: cannot load {path}: {first_line(exc)}") from exc
         self.load_s = time.perf_counter() - t0
         self.input_names = feed_names(self.session)
