@@ -48,9 +48,10 @@ def check_model(model: Any, profile: Profile) -> list[Problem]:
         if dynamic or not vi.type.tensor_type.HasField("shape"):
             kind = "input" if vi in g.input else "output"
             static_inputs = static_inputs and kind == "output"
+            fix = ("pin the input shapes (rewrite fix_input_shapes; target.npu uses the recipe's inputs)"
+                   if kind == "input" else "static inputs, and no data-dependent node before it (see the node lines)")
             problems.append(Problem(target, f"graph {kind} {vi.name!r} has a dynamic shape {dims or '(unknown rank)'}; "
-                                    f"{target} runs static shapes only", "", "", None,
-                                    "pin the input shapes (rewrite fix_input_shapes; target.npu uses the recipe's inputs)"))
+                                    f"{target} runs static shapes only", "", "", None, fix))
     shapes = {vi.name: _dims(vi) for vi in g.value_info}
     types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]}
     for i in g.initializer:
