@@ -31,9 +31,10 @@ class Artifact:
         readers = runs(self.format)
         if self.produced_by == "source":
             return tuple(readers)
-        # a stage may write more than one format (target.npu: qnn-onnx for qnn-htp, plain onnx for
-        # intel-npu): the stage's row narrows, the artifact's own format decides
-        return tuple(r for r in REGISTRY[self.produced_by].runs_on() if r in readers)
+        # the artifact's own format, not the row's `makes`: a stage may write more than one format
+        # (target.npu: qnn-onnx for qnn-htp, plain onnx for intel-npu); the row's `only` narrows
+        only = REGISTRY[self.produced_by].only
+        return tuple(r for r in readers if not only or r in only)
 
     def files(self) -> list[Path]:
         return [self.path, *self.extra_files]
