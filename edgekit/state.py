@@ -16,7 +16,7 @@ class Artifact:
     name: str  # short id used in tables and file names: "fp32", "int8"
     path: Path  # absolute, inside the run's working directory
     format: str  # an artifact format a registered runtime reads: "onnx", "openvino", "tensorrt"
-    precision: str  # "fp32" | "int8" | "int4" | "fp16" | "mixed"
+    precision: str  # "fp32" | "int8" | "int16" (NPU: 16-bit activations) | "int4" | "fp16" | "mixed"
     produced_by: str  # stage kind, or "source" for an ONNX model given as the recipe's model
     extra_files: tuple[Path, ...] = ()  # e.g. an OpenVINO .bin or ONNX external data
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> runner settings

@@ -102,7 +102,8 @@ def _node_problem(node: Any, profile: Profile, shapes: dict[str, list[Any]], typ
             if t and types.get(t) in _FLOAT and t not in inits and \
                     getattr(producer.get(t), "op_type", "") != "DequantizeLinear":
                 return (f"input {t!r} is float, not from a DequantizeLinear: {profile.name} runs integer QDQ only",
-                        "quantize this node too (target.npu quantizes every node; remove it from exclude)")
+                        "give it quantized inputs and outputs (stage target.npu; onnxruntime's quantizer leaves a "
+                        "node float when the nodes around it cannot be quantized)")
     return "", ""
 
 

@@ -213,8 +213,10 @@ class TargetNpu(Stage):
         problems = check_file(out, cfg.profile)
         if problems:
             out.unlink(missing_ok=True)
+            # a node is what a user can act on; a graph-level line (a dynamic output) follows from it
+            first = next((x for x in problems if x.node), problems[0])
             raise StageError(f"target.npu ({cfg.profile}): {len(problems)} problem(s) left after rewriting and "
-                             f"quantizing; first: {problems[0].line()}")
+                             f"quantizing; first: {first.line()}")
         options: dict[str, Any] = {}
         if p.runtime == "qnn-htp":
             from edgekit.runtimes import qnn
