@@ -109,8 +109,8 @@ PROFILES: dict[str, Profile] = {
         default_activations="uint16", default_weights="uint8",
         runtime="qnn-htp", artifact_format="qnn-onnx",
         rewrites=("finite_mask", "nan_guard", "static_reshape"),
-        notes=("MatMul of two activations: HTP takes (u8, u8), (u8, u16), (u16, u8) — get_qnn_qdq_config "
-               "converts one side to 8 bits",),
+        notes=("MatMul of two activations: the EP table lists (u8, u8), (u8, u16), (u16, u8); for two uint16 "
+               "inputs the EP's op trace shows a Convert it inserts (MiniLM ran so on the emulator)",),
     ),
     "intel-npu": Profile(
         name="intel-npu",
