@@ -108,8 +108,8 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
         here = native_where()
         for art, rt in pairs:
             runner = open_runner(rt, root / art["path"], threads, **(art.get("runtime_options") or {}).get(rt, {}))
-            at = runner.where() if hasattr(runner, "where") else here  # an accelerator names where it ran
             try:
+                at = runner.where() if hasattr(runner, "where") else here  # an accelerator names where it ran
                 got = np.concatenate([np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0])
                                       for i in range(len(ref))])
             finally:

@@ -167,7 +167,26 @@ def static_reshape(model: Any) -> int:
         model.graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), name))
         node.input[1] = name
         changed += 1
+    if changed:
+        drop_dead_nodes(model)  # the Shape/Gather/Concat chains that computed the targets
     return changed
+
+
+def drop_dead_nodes(model: Any) -> int:
+    """Remove nodes whose outputs nothing reads (neither a node nor a graph output), repeatedly,
+    so that a rewrite leaves no orphan chain for the profile check to flag."""
+    from edgekit.quantize.graph import Consumers  # reads through If/Loop subgraphs too
+
+    outputs = {o.name for o in model.graph.output}
+    removed = 0
+    while True:
+        read = set(Consumers(model).readers) | outputs
+        kept = [n for n in model.graph.node if any(o in read for o in n.output)]
+        if len(kept) == len(model.graph.node):
+            return removed
+        removed += len(model.graph.node) - len(kept)
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
 
 
 def gemm_to_matmul(model: Any) -> int:
