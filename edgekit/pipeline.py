@@ -219,7 +219,9 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
             # a runtime refusing a graph edgekit made is a stage failure (exit 1), not bad input
             runner = open_artifact(rt, art, recipe.profile.threads, recipe.stages, ld.normalization)
             try:
-                where = f"artifact {art.name!r} on {rt} ({here['cpu_class']}, native)"
+                # an accelerator runner (the HTP emulator) names where it ran; a CPU runtime ran here
+                at = runner.where() if hasattr(runner, "where") else here
+                where = f"artifact {art.name!r} on {rt} ({at['cpu_class']}, {at['mode']})"
                 out = _outputs(runner.run, ref.samples, progress(f"verifying {art.name} on {rt}", len(ref.samples)))
                 par = verify.parity(ref.outputs[: ref.nv], out[: ref.nv])
                 verify.check(par, recipe.verify, where)
@@ -228,7 +230,7 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
                                recipe.accuracy.higher_is_better)
                 summary = evaluate.summary(ref.metric, ref.score, value, recipe.accuracy.higher_is_better)
                 ver.metrics[art.name][rt] = {"parity": par, **summary}
-                ver.verified_on[art.name].append({"runtime": rt, **here, **_entry(par, summary, len(ref.samples))})
+                ver.verified_on[art.name].append({"runtime": rt, **at, **_entry(par, summary, len(ref.samples))})
                 profile(f"{art.name}/{rt}", runner,
                         Timed(art.name, rt, art.format, sha256_file(art.path), path=art.path,
                                precision=art.precision, shown_path=art.path.relative_to(tmp).as_posix(),

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgekit.runtimes import ort, ov, trt
+from edgekit.runtimes import ort, ov, qnn, trt
 from edgekit.strict import Strict
 
 if TYPE_CHECKING:
@@ -153,6 +153,16 @@ REGISTRY: dict[str, StageInfo] = {
             "TensorRT engine (fp32/fp16, INT8 by explicit Q/DQ) after an offline lint (parser operators, "
             "Q/DQ zero points and placement); without a GPU: the lint and a note, no engine.",
             makes=trt.FORMAT,
+        ),
+        StageInfo(
+            "target.npu",
+            "edgekit.npu.stage:TargetNpu",
+            ("onnx", "npu"),
+            "backend",
+            "NPU graph for a profile (qnn-htp, intel-npu): static shapes, rewrites (Gelu/LayerNorm fusion, "
+            "finite attention masks, no NaN guards, static Reshape), integer-only QDQ in the profile's "
+            "precisions, checked against the profile's operator table; qnn-htp verified on the HTP emulator.",
+            makes=qnn.FORMAT,
         ),
         StageInfo(
             "tokens.merge",

@@ -16,7 +16,7 @@ class Artifact:
     name: str  # short id used in tables and file names: "fp32", "int8"
     path: Path  # absolute, inside the run's working directory
     format: str  # an artifact format a registered runtime reads: "onnx", "openvino", "tensorrt"
-    precision: str  # "fp32" | "int8" | "int4" | "fp16" | "mixed"
+    precision: str  # "fp32" | "int8" | "int16" (NPU: 16-bit activations) | "int4" | "fp16" | "mixed"
     produced_by: str  # stage kind, or "source" for an ONNX model given as the recipe's model
     extra_files: tuple[Path, ...] = ()  # e.g. an OpenVINO .bin or ONNX external data
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> runner settings
@@ -28,7 +28,13 @@ class Artifact:
         from edgekit.runtimes.registry import runs
         from edgekit.stage import REGISTRY
 
-        return tuple(runs(self.format)) if self.produced_by == "source" else REGISTRY[self.produced_by].runs_on()
+        readers = runs(self.format)
+        if self.produced_by == "source":
+            return tuple(readers)
+        # the artifact's own format, not the row's `makes`: a stage may write more than one format
+        # (target.npu: qnn-onnx for qnn-htp, plain onnx for intel-npu); the row's `only` narrows
+        only = REGISTRY[self.produced_by].only
+        return tuple(r for r in readers if not only or r in only)
 
     def files(self) -> list[Path]:
         return [self.path, *self.extra_files]

@@ -113,13 +113,14 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
             except ModelLoadError as exc:
                 raise refused_artifact(art, rt, exc, "verify") from exc
             try:
+                at = runner.where() if hasattr(runner, "where") else here  # an accelerator names where it ran
                 got = np.concatenate([np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0])
                                       for i in range(len(ref))])
             finally:
                 runner.close()
             res = parity(ref, got)
             check(res, spec, f"artifact {art['name']!r} on {rt}")
-            results.append({"artifact": art["name"], "runtime": rt, **here, **res})
+            results.append({"artifact": art["name"], "runtime": rt, **at, **res})
     for cls, qemu_model in p.emulated.items():
         jobs = [(art, rt) for art, rt in pairs if rt_registry.get(rt).cpu_bound and rt_registry.runs_device_side(rt)]
         n = min(len(ref), spec.emulate_samples or len(ref))

@@ -107,3 +107,14 @@ def test_residual_add_with_one_quantized_input_is_a_warning(tmp_path):
 def test_registry_row_uses_the_lint(tmp_path):
     q = quantized(conv_net(tmp_path / "f.onnx"), tmp_path / "q.onnx", activation="uint8", symmetric=False)
     assert [p.line() for p in get("tensorrt").check(q)] == [p.line() for p in lint(q)]
+
+
+def test_inspect_target_tensorrt_names_the_node(cli, tmp_path):
+    q = quantized(conv_net(tmp_path / "f.onnx"), tmp_path / "q.onnx", activation="uint8", symmetric=False)
+    res = cli("inspect", q, "--target", "tensorrt")
+    assert res.exit_code == 1
+    assert "q.onnx on tensorrt: 6 problem(s)" in res.output
+    assert "tensorrt: node 2 'x_QuantizeLinear' (QuantizeLinear): uint8 Q/DQ" in res.output
+    ok = quantized(conv_net(tmp_path / "g.onnx"), tmp_path / "ok.onnx")
+    res = cli("inspect", ok, "--target", "tensorrt")
+    assert res.exit_code == 0 and "0 problem(s)" in res.output

@@ -15,11 +15,16 @@ from edgekit.runtimes.registry import Problem, RuntimeInfo
 
 NAME = "onnxruntime"
 FORMAT = "onnx"
+# target.npu's qnn-htp artifact is a standard QDQ ONNX graph: the CPU row verifies it too, with
+# onnxruntime's reference kernels, beside the HTP (see edgekit/runtimes/qnn.py for why it is a
+# format of its own)
+QNN_FORMAT = "qnn-onnx"
 
 
 def _row(name: str, provider: str, hardware: str, summary: str, own_kernels: bool = False) -> RuntimeInfo:
     return RuntimeInfo(
-        name=name, where="edgekit.runtimes.ort:OrtRunner", formats=(FORMAT,), extra="onnx", summary=summary,
+        name=name, where="edgekit.runtimes.ort:OrtRunner", formats=(FORMAT, QNN_FORMAT) if name == NAME else (FORMAT,),
+        extra="onnx", summary=summary,
         suffixes=(".onnx",) if name == NAME else (), hardware=hardware, engine=NAME, cpu_bound=hardware == "cpu",
         options={"providers": [provider]} if provider != "CPUExecutionProvider" else {},
         records=("providers", "session_config"),

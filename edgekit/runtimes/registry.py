@@ -71,7 +71,10 @@ def _attr(where: str) -> Callable[..., Any]:
 
 
 # the modules that define the built-in rows (each exports INFO, or INFOS for several)
-BUILTIN = ("edgekit.runtimes.pytorch", "edgekit.runtimes.ort", "edgekit.runtimes.ov", "edgekit.runtimes.trt")
+BUILTIN = (
+    "edgekit.runtimes.pytorch", "edgekit.runtimes.ort", "edgekit.runtimes.ov", "edgekit.runtimes.trt",
+    "edgekit.runtimes.qnn",
+)
 
 REGISTRY: dict[str, RuntimeInfo] = {}
 
