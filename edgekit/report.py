@@ -152,8 +152,8 @@ def stage_warnings(manifest: dict[str, Any]) -> list[str]:
             out.append(f"stages[{i}] ({s['kind']}): {len(tw)} TracerWarning(s): the exported graph may be wrong for "
                        f"inputs unlike the example; first: {tw[0]}")
         measured = s.get("measured") or {}
-        if measured.get("skipped"):
-            out.append(f"stages[{i}] ({s['kind']}): {measured['skipped']}")
+        if isinstance(measured.get("not_built"), str):
+            out.append(f"stages[{i}] ({s['kind']}): {measured['not_built']}")
         lint = [p for p in measured.get("lint") or [] if isinstance(p, dict)]
         if lint:
             out.append(f"stages[{i}] ({s['kind']}): {len(lint)} lint finding(s); first: {lint[0].get('why')} "

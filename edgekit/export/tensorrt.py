@@ -94,7 +94,7 @@ class TargetTensorRT(Stage):
                              f"first: {bad[0].line()}")
         missing = trt_runtime.missing()
         if missing:
-            measured.update(built=False, skipped=f"no {cfg.artifact_name} engine built here: {missing}; the lint ran "
+            measured.update(built=False, not_built=f"no {cfg.artifact_name} engine built here: {missing}; the lint ran "
                                                  f"on {source} ({len(bad)} errors, {len(problems) - len(bad)} warnings)")
             return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), measured=measured)
         engine = state.workdir / f"{cfg.artifact_name}.engine"
