@@ -53,8 +53,8 @@ CASES = [
      "{f}: vary.stages[1].activations.calibration[1] = 'kl' is refused: stages[1].activations.calibration: "
      "got 'kl'; allowed: 'minmax', 'percentile', 'entropy' or 'mse'"),
     ({"vary": {"targets": [["onnxruntime"], ["tflite"]]}},
-     "{f}: vary.targets[1] = ['tflite'] is refused: targets[0]: got 'tflite'; allowed: 'onnxruntime', 'openvino' "
-     "or 'tensorrt'"),
+     "{f}: vary.targets[1] = ['tflite'] is refused: targets[0]: got 'tflite'; allowed: onnxruntime, onnxruntime-cuda, "
+     "onnxruntime-tensorrt, onnxruntime-openvino, openvino, tensorrt"),
     ({"serach": {"method": "grid"}},
      "{f}: unknown key 'serach' (did you mean 'search'?); allowed keys: sweep, name, description, base, set, vary, "
      "devices, devices_file, objective, search"),

@@ -213,7 +213,7 @@ def time_task(blob: bytes, targets: list[dict[str, Any]], profile: Any, device: 
     """Measure each target of a built trial on `device`; runs alone on its node (see module doc)."""
     import numpy as np
 
-    from edgekit.profile.run import Target, measure_job
+    from edgekit.profile.run import Timed, measure_job
 
     info = _stamp("timing")
     info.update(device=device, measurements={}, errors={})
@@ -226,7 +226,7 @@ def time_task(blob: bytes, targets: list[dict[str, Any]], profile: Any, device: 
             for tg in targets:
                 key = f"{tg['artifact']}/{tg['runtime']}"
                 try:
-                    target = Target(tg["artifact"], tg["runtime"], tg["format"], tg["sha256"], path=root / tg["path"],
+                    target = Timed(tg["artifact"], tg["runtime"], tg["format"], tg["sha256"], path=root / tg["path"],
                                     precision=tg["precision"], shown_path=tg["path"], options=tg["options"])
                     m = measure_job(target, feeds, profile, Path(base_dir), device, cfg)
                     info["measurements"][key] = m.model_dump(mode="json")
