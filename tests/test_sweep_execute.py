@@ -97,6 +97,17 @@ def test_sweep_interrupted_resumed_and_cached(tmp_path, monkeypatch, cli):
     state = json.loads((out / "tiny" / "state.json").read_text())
     assert state["status"] == "finished" and (state["trials_run"], state["trials_cached"]) == (0, 4)
 
+    # a model-based search over the same space: 6 asks of 4 settings, so TPE repeats itself; every
+    # answer is in the cache (repeats are told the known result), and nothing runs
+    pytest.importorskip("optuna")
+    data = yaml.safe_load(f.read_text())
+    data["search"] = {"method": "tpe", "trials": 6, "seed": 0}
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    tpe = sweep.run(f, out)
+    assert tpe.started == 0 and 1 <= tpe.cached <= 4
+    assert {t["id"] for t in tpe.summary["trials"]} <= {t["id"] for t in trials}
+    assert tpe.summary["chosen"]["local"]["trial"] == chosen["trial"] or tpe.cached < 4
+
 
 def test_an_address_nobody_answers_is_one_line_exit_4_and_writes_nothing(cli, tmp_path):
     f = write_sweep(tmp_path)
