@@ -88,7 +88,11 @@ def chosen_recipe(sweep_dir: Path, sweep: Sweep, device: str, row: dict[str, Any
 
 def write(sweep_dir: Path, sweep: Sweep, records: list[dict[str, Any]], tasks: list[dict[str, Any]],
           devices: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Optional[Path]]]:
-    records = sorted(records, key=lambda r: (r["device"], r["id"]))
+    def order(r: dict[str, Any]) -> tuple:  # per device: fastest measured first, failures last
+        p90 = min((x.get("latency_p90_ms") or float("inf") for x in r.get("results") or []), default=float("inf"))
+        return (r["device"], r["status"] != "ok", p90, r["id"])
+
+    records = sorted(records, key=order)
     table = rows(records)
     front, chosen = fronts(table, sweep)
     paths = {d: (chosen_recipe(sweep_dir, sweep, d, row) if row else None) for d, row in chosen.items()}
@@ -131,7 +135,14 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def _settings(s: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in s.items())
+    """Settings as a table cell: each path by its last field name (`calibration=minmax`), the
+    whole path only where two paths end alike; sweep.json keeps the full paths."""
+    import re
+
+    last = {k: re.split(r"[.\[]", k.rstrip("]"))[-1] for k in s}
+    names = list(last.values())
+    return ", ".join(f"{last[k] if names.count(last[k]) == 1 and not last[k].isdigit() else k}={v}"
+                     for k, v in s.items())
 
 
 def plot(device: str, points: list[dict[str, Any]], front: list[dict[str, Any]], chosen: Optional[dict[str, Any]]) -> str:
@@ -153,8 +164,11 @@ def plot(device: str, points: list[dict[str, Any]], front: list[dict[str, Any]],
     if chosen:
         ax.scatter([chosen["latency_p90_ms"]], [chosen["value"]], s=220, marker="*", color="tab:red", zorder=4,
                    label=f"chosen ({chosen['runtime']}, trial {chosen['trial'][:8]})")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"p90 latency on {device} (ms, log scale)")
+    lat = [p["latency_p90_ms"] for p in points]
+    wide = max(lat) / min(lat) > 10  # a log axis only where trials differ by multiples
+    if wide:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"p90 latency on {device} (ms{', log scale' if wide else ''})")
     metric = points[0]["metric"] if points else "metric"
     ax.set_ylabel(str(metric))
     ax.set_title(f"{device}: accuracy vs p90 latency per trial and runtime")
