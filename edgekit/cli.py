@@ -385,6 +385,42 @@ def verify_cmd(
                   markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command()
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="sweep YAML: base recipe, settings to vary, devices, objective, search"),
+    out_dir: Path = typer.Option(Path("out"), "--out", "-o", help="where <sweep name>/ is written"),
+    address: Optional[str] = typer.Option(None, "--address", help="join this Ray cluster (default: start a local one)"),
+    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", min=1,
+                                                 help="settings in flight at once (default: the cluster's CPUs)"),
+    resume: bool = typer.Option(False, "--resume", help="continue a sweep that was interrupted"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Find the best recipe per device by measuring: run a base recipe with settings varied on
+    each device (on Ray), keep every trial, write the Pareto front and the chosen recipe per device."""
+    from edgekit.sweep import run as run_sweep
+    from edgekit.sweep.report import HEADER, rows, table_rows
+
+    with _progress(not quiet and sys.stderr.isatty()) as progress:
+        result = run_sweep(sweep_file, out_dir, address=address, max_concurrent=max_concurrent, resume=resume,
+                           progress=progress)
+    s = result.summary
+    table = Table(title=f"sweep {s['name']} → {result.out_dir}  ({result.started} trials run, {result.cached} from cache)")
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in ("trial", "device", "cpu class", "settings", "runtime", "status") else "right")
+    from rich.markup import escape
+
+    for r in table_rows(rows(s["trials"])):
+        table.add_row(*(escape(c) for c in r))
+    out.print(table)
+    for device, c in s["chosen"].items():
+        if c is None:
+            out.print(f"{device}: no trial met the objective", markup=False, highlight=False)
+        else:
+            out.print(f"{device} ({c['cpu_class']}): chosen {c['runtime']} p90 {c['latency_p90_ms']:.3f} ms, "
+                      f"{c['metric']} {c['value']:.4f} → {result.out_dir / c['recipe']}", markup=False, highlight=False)
+    out.print(f"wrote {result.out_dir / 'sweep.json'} and {result.out_dir / 'sweep.html'}", markup=False, highlight=False)
+
+
 def main() -> None:
     app()
 
