@@ -15,6 +15,7 @@ from edgekit.npu.check import check_file  # noqa: E402
 from edgekit.npu.profiles import PROFILES  # noqa: E402
 from edgekit.runtimes import registry  # noqa: E402
 from edgekit.runtimes.registry import Problem, RuntimeInfo  # noqa: E402
+from tests.onnx_graphs import qdq_conv  # noqa: E402
 
 
 def _save(path: Path, nodes, inputs, outputs, inits=(), opset: int = 17) -> Path:
@@ -58,17 +59,7 @@ def test_inspect_with_two_targets_checks_each(cli, nonzero_graph):
 
 def test_a_clean_quantized_graph_passes_with_exit_0(cli, tmp_path):
     """Conv with uint8 QDQ everywhere, per-channel int8 weights: what both profiles take."""
-    w = np.random.default_rng(0).integers(-100, 100, size=(4, 1, 3, 3)).astype(np.int8)
-    inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.full(4, 0.01, np.float32), "w_s"),
-             numpy_helper.from_array(np.zeros(4, np.int8), "w_zp"),
-             numpy_helper.from_array(np.float32(0.02), "a_s"), numpy_helper.from_array(np.uint8(128), "a_zp")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "a_s", "a_zp"], ["xq"], name="q_in"),
-             helper.make_node("DequantizeLinear", ["xq", "a_s", "a_zp"], ["xd"], name="dq_in"),
-             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["wd"], name="dq_w", axis=0),
-             helper.make_node("Conv", ["xd", "wd"], ["y"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("QuantizeLinear", ["y", "a_s", "a_zp"], ["yq"], name="q_out"),
-             helper.make_node("DequantizeLinear", ["yq", "a_s", "a_zp"], ["out"], name="dq_out")]
-    path = _save(tmp_path / "ok.onnx", nodes, [_vi("x", [1, 1, 8, 8])], [_vi("out", [1, 4, 8, 8])], inits)
+    path = qdq_conv(tmp_path / "ok.onnx", channels=4, size=8)
     for profile in PROFILES:
         r = cli("inspect", path, "--target", profile)
         assert r.exit_code == 0, r.output

@@ -13,31 +13,13 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime_qnn", reason="onnxruntime-qnn (edgekit[npu]) is not installed: no HTP emulator")
 psutil = pytest.importorskip("psutil")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
 
 from edgekit.errors import ModelLoadError, StageError  # noqa: E402
 from edgekit.runtimes import open_runner  # noqa: E402
 from edgekit.runtimes import qnn  # noqa: E402
 from tests.conftest import RECIPES, fast_profile, write_recipe  # noqa: E402
-
-
-def _qdq_conv(path: Path) -> Path:
-    """Conv with uint8 activations and per-channel int8 weights (what the HTP takes)."""
-    rng = np.random.default_rng(0)
-    w = rng.integers(-100, 100, size=(16, 1, 3, 3)).astype(np.int8)
-    inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.full(16, 0.01, np.float32), "w_s"),
-             numpy_helper.from_array(np.zeros(16, np.int8), "w_zp"),
-             numpy_helper.from_array(np.float32(0.02), "a_s"), numpy_helper.from_array(np.uint8(128), "a_zp")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "a_s", "a_zp"], ["xq"], name="q_in"),
-             helper.make_node("DequantizeLinear", ["xq", "a_s", "a_zp"], ["xd"], name="dq_in"),
-             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["wd"], name="dq_w", axis=0),
-             helper.make_node("Conv", ["xd", "wd"], ["y"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("QuantizeLinear", ["y", "a_s", "a_zp"], ["yq"], name="q_out"),
-             helper.make_node("DequantizeLinear", ["yq", "a_s", "a_zp"], ["out"], name="dq_out")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 32, 32])],
-                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, 32, 32])], inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
-    return path
+from tests.onnx_graphs import qdq_conv  # noqa: E402
 
 
 def _erf(path: Path) -> Path:
@@ -49,7 +31,7 @@ def _erf(path: Path) -> Path:
 
 
 def test_the_htp_runs_a_qdq_conv_like_onnxruntime_and_says_where(tmp_path):
-    path = _qdq_conv(tmp_path / "conv.onnx")
+    path = qdq_conv(tmp_path / "conv.onnx")
     x = np.random.default_rng(1).uniform(-2, 2, size=(1, 1, 32, 32)).astype(np.float32)
     htp = open_runner("qnn-htp", path, 1)
     cpu = open_runner("onnxruntime", path, 1)
@@ -68,7 +50,7 @@ def test_the_htp_runs_a_qdq_conv_like_onnxruntime_and_says_where(tmp_path):
 
 
 def test_close_releases_the_session(tmp_path):
-    path = _qdq_conv(tmp_path / "conv.onnx")
+    path = qdq_conv(tmp_path / "conv.onnx")
     feeds = {"x": np.zeros((1, 1, 32, 32), np.float32)}
     for _ in range(5):  # the backend's one-off allocations first
         r = open_runner("qnn-htp", path, 1)

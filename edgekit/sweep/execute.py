@@ -14,12 +14,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import tarfile
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,15 +251,12 @@ def finalize_task(blob: bytes, build: dict[str, Any], timing: dict[str, Any], re
     """Turn a built and timed trial into an ordinary artifact directory under trials/<id>/:
     the pipeline's files, profile.json from the device, the manifest's profile and recipe,
     both reports, and trial.json. It appears only complete (built aside, renamed last)."""
-    from edgekit.artifact import MANIFEST, file_entry, write_json
+    from edgekit.artifact import MANIFEST, atomic_dir, file_entry, write_json
     from edgekit.profile.schema import Measurement, new_profile
     from edgekit.report_html import write_reports
 
     info = _stamp("finalize")
-    final = Path(trials_dir) / record["id"]
-    tmp = Path(trials_dir) / f".{record['id']}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(Path(trials_dir) / record["id"], force=True) as tmp:
         _untar(blob, tmp)
         manifest = json.loads((tmp / MANIFEST).read_text(encoding="utf-8"))
         manifest["recipe"] = build["recipe"]  # as the user wrote it: profiling on (it ran on the device)
@@ -275,11 +270,5 @@ def finalize_task(blob: bytes, build: dict[str, Any], timing: dict[str, Any], re
         manifest["files"] += write_reports(tmp, manifest)
         write_json(tmp / MANIFEST, manifest)
         write_json(tmp / "trial.json", record)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     info["ended"] = time.time()
     return info

@@ -8,13 +8,11 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from edgekit.artifact import write_json
+from edgekit.artifact import atomic_dir, write_json
 from edgekit.errors import UsageError
 
 TRIAL = "trial.json"
@@ -42,18 +40,8 @@ def load(trials_dir: Path, tid: str) -> Optional[dict[str, Any]]:
 
 def write_failed(trials_dir: Path, record: dict[str, Any]) -> None:
     """A failed trial is a folder with trial.json only, written the same all-or-nothing way."""
-    trials_dir.mkdir(parents=True, exist_ok=True)
-    tmp = trials_dir / f".{record['id']}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
-    try:
+    with atomic_dir(trials_dir / record["id"], force=True) as tmp:
         write_json(tmp / TRIAL, record)
-        final = trials_dir / record["id"]
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def clean_partial(trials_dir: Path) -> int:
