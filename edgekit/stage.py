@@ -29,6 +29,19 @@ class StageConfig(Strict):
         name = getattr(self, "name", None)
         return [name] if isinstance(name, str) else []
 
+    def makes(self) -> str:
+        """The artifact format this config makes: the registry row's, unless the config decides
+        (target.npu writes a different format per profile)."""
+        return REGISTRY[self.kind].makes
+
+    def runs_on(self) -> tuple[str, ...]:
+        """Runtimes that will run what this config makes (validate refuses targets that run none)."""
+        from edgekit.runtimes.registry import runs
+
+        only = REGISTRY[self.kind].only
+        fmt = self.makes()
+        return tuple(r for r in runs(fmt) if not only or r in only) if fmt else ()
+
 
 def check_artifact_names(model_kind: str, stages: list[Any]) -> None:
     """Two artifacts with one name would overwrite each other's file and manifest entry: refuse

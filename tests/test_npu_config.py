@@ -71,3 +71,13 @@ def test_recipes_validate(cli):
         r = cli("validate", root / name)
         assert r.exit_code == 0, r.output
         assert "target.npu" in r.output
+
+
+def test_targets_follow_the_profiles_format(cli, tmp_path):
+    """intel-npu writes plain ONNX (OpenVINO alone may verify it); qnn-htp writes qnn-onnx, which
+    OpenVINO does not read."""
+    ok = cli("validate", _recipe(tmp_path, {"profile": "intel-npu"}, targets=["openvino"]))
+    assert ok.exit_code == 0, ok.output
+    bad = cli("validate", _recipe(tmp_path, {"profile": "qnn-htp"}, targets=["openvino"]))
+    assert bad.exit_code == 2
+    assert "stages[1] (target.npu) makes artifacts that only onnxruntime, qnn-htp can run" in bad.output

@@ -70,6 +70,9 @@ class NpuConfig(StageConfig):
     def artifact_name(self) -> str:
         return self.name or f"npu_{self.profile.replace('-', '_')}"
 
+    def makes(self) -> str:
+        return PROFILES[self.profile].artifact_format
+
     def produces(self) -> list[str]:
         return [self.artifact_name]
 

@@ -71,7 +71,7 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
                 raise ValueError("targets must be a non-empty list without repeats")
             # an artifact no target can run would be written but never verified: refuse it now
             for i, s in enumerate(info.data.get("stages") or []):
-                runs_on = stage_registry.get(s.kind).runs_on()
+                runs_on = s.runs_on()
                 if runs_on and not set(runs_on) & set(v):
                     raise ValueError(
                         f"stages[{i}] ({s.kind}) makes artifacts that only {', '.join(runs_on)} can run; "
