@@ -29,13 +29,19 @@ def summary_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
         })
     sizes = {a["name"]: a["bytes"] for a in manifest.get("artifacts", [])}
     precisions = {a["name"]: a["precision"] for a in manifest.get("artifacts", [])}
+    # a runtime that ran here only under an emulator (the HTP on x86): its latency is the
+    # emulator's, not the chip's
+    ran = {(a["name"], v.get("runtime"), v.get("mode")) for a in manifest.get("artifacts", [])
+           for v in a.get("verified_on") or []}
+    emulated = {(n, rt) for n, rt, mode in ran if mode == "emulated" and (n, rt, "native") not in ran}
     for name, per_rt in manifest["metrics"].items():
         if name == "reference":
             continue
         for rt, m in per_rt.items():
             p = prof.get(f"{name}/{rt}", {})
             rows.append({
-                "artifact": name, "runtime": rt, "precision": precisions.get(name),
+                "artifact": name, "runtime": f"{rt} (emulator)" if (name, rt) in emulated else rt,
+                "precision": precisions.get(name),
                 "size_mb": sizes.get(name, 0) / 1e6, "metric": m.get("metric"), "value": m.get("value"),
                 "drop": m.get("drop"), "cosine": m.get("parity", {}).get("cosine_mean"),
                 "p50_ms": p.get("median_ms"), "p90_ms": p.get("p90_ms"),

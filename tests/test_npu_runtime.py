@@ -128,3 +128,8 @@ def test_digits_cnn_recipe_end_to_end_on_the_htp_emulator(cli, tmp_path):
     assert r.exit_code == 1  # the fp32 artifact is float: the NPU one is clean
     assert "npu_qnn_htp on qnn-htp: 0 problem(s) — runs as is" in r.output
     assert "fp32 on qnn-htp:" in r.output and "graph is float" in r.output
+    # its latency is the emulator's: the summary says so; the CPU rows stay plain
+    from edgekit.report import summary_rows
+
+    labels = {(row["artifact"], row["runtime"]) for row in summary_rows(m)}
+    assert ("npu_qnn_htp", "qnn-htp (emulator)") in labels and ("npu_qnn_htp", "onnxruntime") in labels
