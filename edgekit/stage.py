@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from edgekit.runtimes import ort, ov, qnn, trt
 from edgekit.strict import Strict
@@ -36,11 +36,7 @@ class StageConfig(Strict):
 
     def runs_on(self) -> tuple[str, ...]:
         """Runtimes that will run what this config makes (validate refuses targets that run none)."""
-        from edgekit.runtimes.registry import runs
-
-        only = REGISTRY[self.kind].only
-        fmt = self.makes()
-        return tuple(r for r in runs(fmt) if not only or r in only) if fmt else ()
+        return REGISTRY[self.kind].runs_on(self.makes())
 
 
 def check_artifact_names(model_kind: str, stages: list[Any]) -> None:
@@ -91,12 +87,14 @@ class StageInfo:
     makes: str = ""  # the artifact format it writes ("" for a stage that changes the torch model)
     only: tuple[str, ...] = ()  # runtimes that alone run what it makes, of all that read the format
 
-    def runs_on(self) -> tuple[str, ...]:
-        """Runtimes that can run what it produces: every registered reader of its format, or
-        the few named in `only` (a graph of one runtime's own operators)."""
+    def runs_on(self, fmt: Optional[str] = None) -> tuple[str, ...]:
+        """Runtimes that can run what it produces in `fmt` (its row's format by default): every
+        registered reader of the format, or the few of them named in `only` (a graph of one
+        runtime's own operators)."""
         from edgekit.runtimes.registry import runs
 
-        return tuple(r for r in runs(self.makes) if not self.only or r in self.only) if self.makes else ()
+        fmt = self.makes if fmt is None else fmt
+        return tuple(r for r in runs(fmt) if not self.only or r in self.only) if fmt else ()
 
     def load(self) -> type[Stage]:
         module, _, name = self.where.partition(":")

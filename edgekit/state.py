@@ -23,18 +23,15 @@ class Artifact:
 
     @property
     def runs_on(self) -> tuple[str, ...]:
-        """Runtimes able to run it: the registered readers of its format, narrowed by the
-        producing stage's registry row (a model given as the recipe's source has no stage)."""
+        """Runtimes able to run it: the registered readers of its own format (a stage may write
+        more than one: target.npu per profile), narrowed by the producing stage's row; a model
+        given as the recipe's source has no stage."""
         from edgekit.runtimes.registry import runs
         from edgekit.stage import REGISTRY
 
-        readers = runs(self.format)
         if self.produced_by == "source":
-            return tuple(readers)
-        # the artifact's own format, not the row's `makes`: a stage may write more than one format
-        # (target.npu: qnn-onnx for qnn-htp, plain onnx for intel-npu); the row's `only` narrows
-        only = REGISTRY[self.produced_by].only
-        return tuple(r for r in readers if not only or r in only)
+            return tuple(runs(self.format))
+        return REGISTRY[self.produced_by].runs_on(self.format)
 
     def files(self) -> list[Path]:
         return [self.path, *self.extra_files]

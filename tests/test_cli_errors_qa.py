@@ -255,3 +255,10 @@ def test_verify_of_a_refused_artifact_is_exit_1(cli, tmp_path):
     root = refused_dir(tmp_path)
     one_line_error(cli("verify", root), 1,
                    "verify: artifact 'int8' (models/int8.onnx, made by quantize.int8): onnxruntime refuses it")
+
+
+def test_profile_backend_no_artifact_runs_on(cli, tmp_path):
+    """--backend picks the artifacts that run on it; none is one line naming what they run on."""
+    root = refused_dir(tmp_path)
+    one_line_error(cli("profile", root, "--backend", "openvino", "-o", tmp_path / "p.json"), 2,
+                   f"--backend openvino: no artifact in {root} runs on it; its artifacts run on onnxruntime")

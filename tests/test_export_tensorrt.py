@@ -9,6 +9,7 @@ import json
 import pytest
 import yaml
 
+from edgekit.runtimes.registry import get
 from edgekit.runtimes.trt import missing
 from tests.conftest import RECIPES, fast_profile, write_recipe
 
@@ -22,12 +23,20 @@ def trt_data() -> dict:
 
 @pytest.mark.slow
 def test_lint_runs_and_the_build_is_skipped_without_a_gpu(cli, tmp_path, trt_data):
+    trt_data["targets"].append("onnxruntime-cuda")  # an execution provider that may not be here
     res = cli("compress", "--recipe", write_recipe(tmp_path, trt_data), "--out", tmp_path / "out", "--quiet")
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "out" / trt_data["name"] / "manifest.json").read_text())
     recs = [s for s in m["stages"] if s["kind"] == "target.tensorrt"]
     assert [r["measured"]["source"] for r in recs] == ["int8", "fp32"]
     assert all(r["measured"]["lint_errors"] == 0 for r in recs)
+    cuda = get("onnxruntime-cuda").missing_here()
+    cuda_skips = [s for s in m["skipped"] if s["runtime"] == "onnxruntime-cuda"]
+    if cuda is not None:  # each ONNX artifact is listed with why and the offline findings
+        assert {s["artifact"] for s in cuda_skips} == {"fp32", "int8"}
+        assert all(s["reason"] == f"not here: {cuda}" and s["problems"] == [] for s in cuda_skips)
+    else:
+        assert not cuda_skips
     why = missing()
     if why is None:  # a GPU box: engines built, verified and profiled on TensorRT
         names = {a["name"] for a in m["artifacts"] if a["format"] == "tensorrt"}

@@ -162,3 +162,28 @@ def test_accelerator_target_without_hardware_is_skipped_with_a_note(tmp_path, in
     why = registry.get("onnxruntime-cuda").missing_here()
     if why is not None:
         assert "CUDAExecutionProvider" in why
+
+
+def test_openvino_check_reads_the_model_and_asks_the_cpu_plugin(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    def save(name, node, domain_opsets=()):
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), *domain_opsets]), tmp_path / name)
+        return tmp_path / name
+
+    ok = save("ok.onnx", helper.make_node("Relu", ["x"], ["y"], name="r"))
+    assert registry.get("openvino").check(ok) == []
+    bad = save("bad.onnx", helper.make_node("NoSuchOp", ["x"], ["y"], name="odd", domain="com.example"),
+               [helper.make_opsetid("com.example", 1)])
+    (p,) = registry.get("openvino").check(bad)
+    assert p.target == "openvino" and p.why.startswith("cannot read the model: ") and "NoSuchOp" in p.why
+
+
+def test_every_unavailable_function_takes_the_row():
+    """`missing_here` passes the row (one function serves every execution-provider row)."""
+    for name, info in registry.REGISTRY.items():
+        why = info.missing_here()
+        assert why is None or isinstance(why, str), name

@@ -30,7 +30,7 @@ def _row(name: str, provider: str, hardware: str, summary: str, own_kernels: boo
         records=("providers", "session_config"),
         # the TensorRT and OpenVINO providers take what they can and leave the rest to the CPU
         compatibility=f"edgekit.runtimes.ort:check_{provider}" if own_kernels else None,
-        unavailable=None if name == NAME else f"edgekit.runtimes.ort:missing_{provider}",
+        unavailable=None if name == NAME else "edgekit.runtimes.ort:missing",
     )
 
 
@@ -60,24 +60,14 @@ class OrtRunner(OrtModel, Runner):
         self.runtime = NAME if not providers else next((i.name for i in INFOS if i.options.get("providers") == providers), NAME)
 
 
-def _missing(provider: str) -> Optional[str]:
+def missing(info: RuntimeInfo) -> Optional[str]:
+    """Why the row's execution provider cannot run here: it is not in this onnxruntime build."""
     ort = require("onnxruntime", extra="onnx")
+    provider = info.options["providers"][0]
     if provider in ort.get_available_providers():
         return None
     return (f"{provider} is not in this onnxruntime build (available: {', '.join(ort.get_available_providers())}); "
             "install the onnxruntime wheel that carries it")
-
-
-def missing_CUDAExecutionProvider() -> Optional[str]:
-    return _missing("CUDAExecutionProvider")
-
-
-def missing_TensorrtExecutionProvider() -> Optional[str]:
-    return _missing("TensorrtExecutionProvider")
-
-
-def missing_OpenVINOExecutionProvider() -> Optional[str]:
-    return _missing("OpenVINOExecutionProvider")
 
 
 def _kernels(provider: str) -> dict[tuple[str, str], list[tuple[int, int]]]:

@@ -60,8 +60,10 @@ def check(path: Path, device: str = "CPU") -> list[Problem]:
     core = ov.Core()
     try:
         model = core.read_model(str(path))
-    except RuntimeError as exc:
-        return [Problem(NAME, f"cannot read the model: {first_line(exc)}")]
+    except RuntimeError as exc:  # OpenVINO's reason is the last line of its chain, not the first
+        from edgekit.refusal import cause_line
+
+        return [Problem(NAME, f"cannot read the model: {cause_line(exc)}")]
     supported = set(core.query_model(model, device))
     return [Problem(NAME, f"not supported by the {device} plugin", op.get_type_name(), op.get_friendly_name(), i,
                     "rewrite it into supported ops")

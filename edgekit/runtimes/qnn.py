@@ -152,7 +152,7 @@ def _host_is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
-def missing() -> Optional[str]:
+def missing(info: Optional[RuntimeInfo] = None) -> Optional[str]:
     """Why the HTP backend cannot run here, or None."""
     if not is_available("onnxruntime_qnn"):
         return "the onnxruntime-qnn package is not installed (pip install 'edgekit[npu]'; the wheel's HTP emulator is x86-64 Linux)"

@@ -52,7 +52,7 @@ class RuntimeInfo:
     options: dict[str, Any] = field(default_factory=dict)  # runner options every artifact gets (providers)
     records: tuple[str, ...] = ()  # what its runner details hold, besides threads and version
     compatibility: Optional[str] = None  # "module:function" (path) -> list[Problem], offline
-    unavailable: Optional[str] = None  # "module:function" () -> reason it cannot run here, or None
+    unavailable: Optional[str] = None  # "module:function" (row) -> reason it cannot run here, or None
     deployable: bool = True  # a recipe may name it in `targets` (pytorch runs only the source)
 
     def runner_class(self) -> Any:
@@ -62,7 +62,7 @@ class RuntimeInfo:
         return list(_attr(self.compatibility)(Path(path))) if self.compatibility else []
 
     def missing_here(self) -> Optional[str]:
-        return _attr(self.unavailable)() if self.unavailable else None
+        return _attr(self.unavailable)(self) if self.unavailable else None
 
 
 def _attr(where: str) -> Callable[..., Any]:

@@ -81,7 +81,7 @@ class TensorRTRunner(Runner):
         return [v.cpu().numpy() for v in self.outputs.values()]
 
 
-def missing() -> Optional[str]:
+def missing(info: Optional[RuntimeInfo] = None) -> Optional[str]:
     """Why engines cannot be built or run here (no tensorrt package, no CUDA GPU), or None."""
     from edgekit.backends import is_available
 
