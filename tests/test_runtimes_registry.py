@@ -187,3 +187,23 @@ def test_every_unavailable_function_takes_the_row():
     for name, info in registry.REGISTRY.items():
         why = info.missing_here()
         assert why is None or isinstance(why, str), name
+
+
+def test_profile_a_bare_openvino_ir_uses_its_own_shapes(cli, tmp_path):
+    """A .xml goes to the openvino row, whose example_feeds reads the IR's input shapes."""
+    import json
+
+    import onnx
+    import openvino as ov
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    ov.save_model(ov.convert_model(str(tmp_path / "m.onnx")), str(tmp_path / "m.xml"))
+    res = cli("profile", tmp_path / "m.xml", "-o", tmp_path / "p.json", "--min-duration", "0", "--min-iters", "4",
+              "--warmup", "0")
+    assert res.exit_code == 0, res.output
+    (m,) = json.loads((tmp_path / "p.json").read_text())["measurements"].values()
+    assert m["runtime"] == "openvino" and m["model"]["format"] == "openvino"

@@ -4,7 +4,6 @@ with which protocol; returns the schema `Profile`."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -79,10 +78,8 @@ def _file_job(path: Path, backend: Optional[str], threads: int) -> Job:
         feeds, sha = _onnx_feeds(path)
     else:
         sha = sha256_file(path)
-        module = importlib.import_module(own.where.partition(":")[0])
-        if hasattr(module, "example_feeds"):
-            feeds = module.example_feeds(path)
-        else:  # an engine knows its bindings only once loaded (TensorRT)
+        feeds = own.feeds_for(path)
+        if feeds is None:  # an engine knows its bindings only once loaded (TensorRT)
             runner = runtimes.open_runner(runtime, path, threads)
             feeds = runner.example_feeds()
     return Job(Timed(path.stem, runtime, fmt, sha, path=path, shown_path=str(path)), feeds, runner)

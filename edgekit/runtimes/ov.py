@@ -21,6 +21,7 @@ INFO = RuntimeInfo(
     name=NAME, where="edgekit.runtimes.ov:OpenVINORunner", formats=(FORMAT, "onnx"), extra="openvino",
     summary="OpenVINO runtime (IR or ONNX), CPU plugin by default.", suffixes=(".xml",), engine=NAME,
     cpu_bound=True, records=("device", "inference_precision"), compatibility="edgekit.runtimes.ov:check",
+    example_feeds="edgekit.runtimes.ov:example_feeds",
 )
 
 

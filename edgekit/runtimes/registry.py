@@ -53,6 +53,7 @@ class RuntimeInfo:
     records: tuple[str, ...] = ()  # what its runner details hold, besides threads and version
     compatibility: Optional[str] = None  # "module:function" (path) -> list[Problem], offline
     unavailable: Optional[str] = None  # "module:function" (row) -> reason it cannot run here, or None
+    example_feeds: Optional[str] = None  # "module:function" (path) -> feeds of a bare model file's own shapes
     deployable: bool = True  # a recipe may name it in `targets` (pytorch runs only the source)
 
     def runner_class(self) -> Any:
@@ -60,6 +61,10 @@ class RuntimeInfo:
 
     def check(self, path: Path) -> list[Problem]:
         return list(_attr(self.compatibility)(Path(path))) if self.compatibility else []
+
+    def feeds_for(self, path: Path) -> Optional[dict[str, Any]]:
+        """Feeds from a model file's own input shapes, where the runtime can read them unopened."""
+        return _attr(self.example_feeds)(Path(path)) if self.example_feeds else None
 
     def missing_here(self) -> Optional[str]:
         return _attr(self.unavailable)(self) if self.unavailable else None
