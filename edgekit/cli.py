@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekit.errors import EdgekitError
+from edgekit.progress import Progress, no_progress
 
 # typer >= 0.29 vendors its own click (typer._click), whose exceptions are not the `click`
 # package's; take the class typer itself raises, whichever click that is
@@ -49,9 +50,9 @@ err = Console(stderr=True)
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+def _progress(enabled: bool) -> Iterator[Progress]:
     if not enabled:
-        yield lambda label, total: (lambda n: None)
+        yield no_progress
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

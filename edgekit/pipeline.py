@@ -16,18 +16,12 @@ from edgekit import evaluate, verify
 from edgekit.artifact import MANIFEST, atomic_dir, file_entry, write_json
 from edgekit.backends import extra_installed
 from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, RecipeError, StageError, first_line
+from edgekit.progress import Progress, no_progress
 from edgekit.recipe import LoadedRecipe, required_extras
 from edgekit.runtimes import ort, pytorch
 from edgekit.runtimes import registry as runtimes
 from edgekit.stage import REGISTRY
 from edgekit.state import Artifact, Dataset, ModelState
-
-Progress = Callable[[str, int], Callable[[int], None]]
-
-
-def _no_progress(label: str, total: int) -> Callable[[int], None]:
-    return lambda n: None
-
 
 @dataclass
 class RunResult:
@@ -377,7 +371,7 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
     files and the manifest; all inside a temp dir that becomes out/<name> only at the end."""
     from edgekit.report_html import write_reports
 
-    progress = progress or _no_progress
+    progress = progress or no_progress
     recipe = loaded.recipe
     check_extras(loaded)
     with atomic_dir(Path(out_root) / recipe.name, force) as tmp:

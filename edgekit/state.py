@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
+
+from edgekit.progress import Progress, no_progress
 
 
 @dataclass
@@ -85,7 +87,7 @@ class ModelState:
     calibration: Optional[Dataset] = None
     evaluation: Optional[Dataset] = None  # for stages that search against the task metric
     recipe: Any = None  # the whole typed recipe (accuracy budget, verify tolerance, targets)
-    progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: (lambda n: None)
+    progress: Progress = no_progress
     threads: int = 2
     # the torch model as loaded, before any torch-side stage changed it: the teacher for
     # distillation; set by the first stage that modifies a copy (`source_model()`)

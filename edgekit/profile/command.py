@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from edgekit.errors import ModelLoadError, UsageError
 from edgekit.profile.devices import load_devices, pick_device
+from edgekit.progress import Progress, no_progress
 from edgekit.profile.run import Timed, measure_job, measure_runner
 from edgekit.profile.schema import Profile, key_of, new_profile
 from edgekit.refusal import refused_artifact
@@ -118,7 +119,7 @@ def jobs_for(what: Path, backend: Optional[str], threads: int) -> list[Job]:
 
 
 def profile(what: Path, spec: Any, backend: Optional[str] = None, device: str = "local",
-            devices_file: Optional[Path] = None, progress: Callable[[str, int], Callable[[int], None]] = lambda l, t: (lambda n: None)) -> Profile:
+            devices_file: Optional[Path] = None, progress: Progress = no_progress) -> Profile:
     """`spec` is a recipe ProfileSpec (protocol, threads, isolation, energy). ONNX Runtime and
     OpenVINO run as jobs on the device (a fresh process); torch and TensorRT in this process."""
     devices = load_devices(devices_file)
@@ -140,7 +141,7 @@ def profile(what: Path, spec: Any, backend: Optional[str] = None, device: str = 
     return new_profile(measurements)
 
 
-def _measure(job: Job, spec: Any, device: str, dev: Any, progress: Callable[[str, int], Callable[[int], None]]) -> Any:
+def _measure(job: Job, spec: Any, device: str, dev: Any, progress: Progress) -> Any:
     """One job: in this process on an open runner (torch, in-process-only runtimes, or
     --in-process), else as a fresh device-side process on the device."""
     key = key_of(job.timed.artifact, job.timed.runtime)

@@ -13,15 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgekit.errors import UsageError
+from edgekit.progress import Progress, no_progress
 from edgekit.sweep import execute, pareto, search, trials
 from edgekit.sweep.spec import Sweep, TrialRecipe, build_recipe, load_sweep
-
-Progress = Callable[[str, int], Callable[[int], None]]
-
-
-def _no_progress(label: str, total: int) -> Callable[[int], None]:
-    return lambda n: None
-
 
 @dataclass
 class SweepResult:
@@ -282,7 +276,7 @@ def run(sweep_file: str | Path, out_root: str | Path = "out", address: Optional[
     with execute.connect(address, sweep.devices) as cl:
         devices = _fingerprints(cl, sweep)
         state = trials.begin(sweep_dir, sweep.sha256, prev)
-        r = _Run(sweep, cl, devices, trials_dir, max_concurrent or cl.total_cpus(), progress or _no_progress)
+        r = _Run(sweep, cl, devices, trials_dir, max_concurrent or cl.total_cpus(), progress or no_progress)
         r.loop()
     summary, chosen = report.write(sweep_dir, sweep, list(r.records.values()), r.tasks, devices)
     trials.finish(sweep_dir, state, r.started, r.cached)
