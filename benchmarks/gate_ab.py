@@ -71,8 +71,8 @@ def main() -> None:
     rows = []
     for depth, truth in ((4, "same work"), (5, "+25% work"), (8, "+100% work")):
         cand = side_from(matmul_chain(tmp / f"c{depth}.onnx", depth), None, None)
-        rb = open_runner("onnxruntime", base.model, args.threads)
-        rc = open_runner("onnxruntime", cand.model, args.threads)
+        rb = open_runner("onnxruntime", base.model, args.threads, side_by_side=True)
+        rc = open_runner("onnxruntime", cand.model, args.threads, side_by_side=True)
         run_b, run_c = (lambda: rb.run(base.feeds)), (lambda: rc.run(cand.feeds))
         gate, nv, effects, naive_effects, noise, reasons = Counter(), Counter(), [], [], [], []
         t0 = time.perf_counter()

@@ -105,3 +105,20 @@ def test_baseline_same_model_does_not_fail_and_mismatch_is_refused(cli, models: 
     r = cli("gate", "--profile", other, "--baseline", base)
     assert r.exit_code == 2
     assert "refusing to compare: model_sha256" in r.output
+
+
+def test_side_by_side_sessions_do_not_spin_and_keep_the_artifacts_own_settings(models: dict[str, Path]) -> None:
+    """Two sessions open in one process: ONNX Runtime's idle workers would spin and slow the
+    timed one (an A/A gate failed under load), so A/B opens both without spinning; the
+    artifact's session entries (an INT8 overflow fix) are merged, not replaced."""
+    own = {"session.x64quantprecision": "1"}
+    runner = open_runner("onnxruntime", models["base"], 1, side_by_side=True, session_config=own)
+    try:
+        assert runner.details["session_config"] == {**own, "session.intra_op.allow_spinning": "0"}
+    finally:
+        runner.close()
+    plain = open_runner("onnxruntime", models["base"], 1, session_config=own)
+    try:
+        assert plain.details["session_config"] == own
+    finally:
+        plain.close()

@@ -104,5 +104,7 @@ def test_ab_on_an_artifact_dir_times_the_chosen_artifact_with_its_reference_inpu
     pytest.importorskip("onnxruntime")
     r = cli("gate", "--ab", digits_run.out_dir, digits_run.out_dir, "--artifact", "int8", "--backend", "onnxruntime",
             "--rounds", "6", "--block-s", "0.02")
-    assert r.exit_code in (0, 3), r.output
+    # the verdict is a timing (test_gate_ab checks A/A verdicts); this checks what was timed
+    assert r.exit_code in (0, 1, 3), r.output
+    assert "median latency" in r.output, r.output
     assert f"{digits_run.out_dir.name}:int8" in r.output and "(onnxruntime)" in r.output, r.output

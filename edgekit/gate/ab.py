@@ -3,7 +3,8 @@
 Shared CI runners drift by more than the regressions worth catching, so base and candidate are
 never measured minutes apart: each round times a short block of each (the same runner protocol
 as `edgekit profile`, `edgekit.profile.latency.measure`), alternating which goes first (AB, BA,
-AB, ...) so that neither always runs right after the other. `compare.compare` then decides on
+AB, ...) so that neither always runs right after the other, and with the runtime's `side_by_side`
+settings (ONNX Runtime: no spinning worker threads) so the idle model does not slow the timed one. `compare.compare` then decides on
 the per-round medians.
 
 Test hook: `run_rounds` takes plain callables, so a test can time a candidate that is made
@@ -95,9 +96,9 @@ def check_ab(base: Side, candidate: Side, runtime: str, threads: int, s: AbSetti
 
     if s.rounds < MIN_ROUNDS:
         raise UsageError(f"--rounds {s.rounds}: the A/B comparison needs at least {MIN_ROUNDS}")
-    rb = open_runner(runtime, base.model, threads, **base.runtime_options.get(runtime, {}))
+    rb = open_runner(runtime, base.model, threads, side_by_side=True, **base.runtime_options.get(runtime, {}))
     try:
-        rc = open_runner(runtime, candidate.model, threads, **candidate.runtime_options.get(runtime, {}))
+        rc = open_runner(runtime, candidate.model, threads, side_by_side=True, **candidate.runtime_options.get(runtime, {}))
         try:
             a, b = run_rounds(lambda: rb.run(base.feeds), lambda: rc.run(candidate.feeds), s, tick)
         finally:

@@ -50,6 +50,9 @@ class RuntimeInfo:
     engine: Optional[str] = None  # the session type device_side.py opens for it; None: this process only
     cpu_bound: bool = False  # its numerics follow the CPU class (INT8 kernels): verified under emulation too
     options: dict[str, Any] = field(default_factory=dict)  # runner options every artifact gets (providers)
+    # runner options when several of its sessions are open in one process and timed in turn
+    # (`gate --ab`, interleaved benchmarks): an idle session must not take CPU from the timed one
+    side_by_side: dict[str, Any] = field(default_factory=dict)
     records: tuple[str, ...] = ()  # what its runner details hold, besides threads and version
     compatibility: Optional[str] = None  # "module:function" (path) -> list[Problem], offline
     unavailable: Optional[str] = None  # "module:function" (row) -> reason it cannot run here, or None
@@ -128,10 +131,15 @@ def suffixes() -> list[str]:
     return [s for i in REGISTRY.values() for s in i.suffixes]
 
 
-def open_runner(runtime: str, path: Path, threads: int, **options: Any) -> Any:
-    """A runner for a model file on a runtime, with the row's options under the caller's."""
+def open_runner(runtime: str, path: Path, threads: int, side_by_side: bool = False, **options: Any) -> Any:
+    """A runner for a model file on a runtime, with the row's options under the caller's, and
+    with the row's `side_by_side` settings over both when `side_by_side` (a dict option, such as
+    a session config, is merged key by key, so the artifact's own entries stay)."""
     info = get(runtime)
-    return info.runner_class()(Path(path), threads, **{**info.options, **options})
+    merged = {**info.options, **options}
+    for key, value in (info.side_by_side if side_by_side else {}).items():
+        merged[key] = {**(merged.get(key) or {}), **value} if isinstance(value, dict) else value
+    return info.runner_class()(Path(path), threads, **merged)
 
 
 def device_job(runtime: str, options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
