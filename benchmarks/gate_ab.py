@@ -6,7 +6,12 @@ the same work, +25% and +100% of it). For each pair, REPEATS times: the gate (in
 rounds, `edgekit.gate`) and the naive sequential check with the same total timed seconds.
 Prints a table and writes benchmarks/results/gate_ab.json.
 
-    .venv/bin/python benchmarks/gate_ab.py [--repeats 5] [--rounds 10] [--block-s 0.05]
+`--aa-under-load N` adds the case that once failed CI: the same model against itself, N times,
+with another process keeping one core busy and the gate's smallest settings (6 rounds x 0.02 s),
+once with ONNX Runtime's idle worker threads spinning (its default) and once with them off (what
+`gate --ab` opens, the row's `side_by_side` settings), alternating repeat by repeat.
+
+    .venv/bin/python benchmarks/gate_ab.py [--repeats 5] [--rounds 10] [--block-s 0.05] [--aa-under-load 30]
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from edgekit.cpu import local_class as cpu_class
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -52,32 +59,77 @@ def naive(base, cand, seconds: float, min_effect: float) -> tuple[str, float]:
     return ("fail" if effect > min_effect else "pass"), effect
 
 
+def _busy() -> None:
+    while True:
+        pass
+
+
+def aa_under_load(model: Path, repeats: int, threads: int) -> list[dict]:
+    """A/A verdicts with one core taken by another process: ONNX Runtime sessions kept for the
+    whole run, with spinning workers (its default) or without, against `gate --ab`'s own
+    (no spinning, both opened afresh every round); the three cases alternate repeat by repeat."""
+    import multiprocessing
+
+    from edgekit.gate.ab import AbSettings, check_ab, run_rounds, side_from
+    from edgekit.gate.compare import compare
+    from edgekit.runtimes import open_runner
+
+    side = side_from(model, None, None)
+    s = AbSettings(rounds=6, block_s=0.02)
+
+    def kept(side_by_side: bool) -> str:
+        ra = open_runner("onnxruntime", side.model, threads, side_by_side=side_by_side)
+        rb = open_runner("onnxruntime", side.model, threads, side_by_side=side_by_side)
+        try:
+            a, b = run_rounds(lambda: ra.run(side.feeds), lambda: rb.run(side.feeds), s)
+        finally:
+            ra.close()
+            rb.close()
+        return compare(a, b, s.min_effect, s.alpha, s.max_cv).status
+
+    cases = {"sessions kept, spinning (ORT default)": lambda: kept(False),
+             "sessions kept, no spinning": lambda: kept(True),
+             "gate --ab (afresh every round)": lambda: check_ab(side, side, "onnxruntime", threads, s).status}
+    verdicts: dict[str, Counter] = {label: Counter() for label in cases}
+    hog = multiprocessing.Process(target=_busy, daemon=True)
+    hog.start()
+    try:
+        for _ in range(repeats):
+            for label, case in cases.items():
+                verdicts[label][case()] += 1
+    finally:
+        hog.terminate()
+    return [{"case": label, "verdicts": dict(v)} for label, v in verdicts.items()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--block-s", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reopen", type=int, default=1, help="the gate's --reopen (0: keep the first sessions)")
+    ap.add_argument("--aa-under-load", type=int, default=0, metavar="N")
     args = ap.parse_args()
 
-    from edgekit.gate.ab import AbSettings, run_rounds, side_from
-    from edgekit.gate.compare import compare
+    from edgekit.gate.ab import AbSettings, measure_ab, side_from
     from edgekit.runtimes import open_runner
 
-    s = AbSettings(rounds=args.rounds, block_s=args.block_s, warmup_s=0.2)
+    s = AbSettings(rounds=args.rounds, block_s=args.block_s, warmup_s=0.2, reopen=args.reopen)
     seconds = args.rounds * args.block_s  # the naive check gets the same timed seconds per side
     tmp = Path(tempfile.mkdtemp())
     base = side_from(matmul_chain(tmp / "d4.onnx", 4), None, None)
     rows = []
     for depth, truth in ((4, "same work"), (5, "+25% work"), (8, "+100% work")):
         cand = side_from(matmul_chain(tmp / f"c{depth}.onnx", depth), None, None)
-        rb = open_runner("onnxruntime", base.model, args.threads, side_by_side=True)
-        rc = open_runner("onnxruntime", cand.model, args.threads, side_by_side=True)
+        # the naive check keeps one session per model, as a script timing them would
+        rb = open_runner("onnxruntime", base.model, args.threads)
+        rc = open_runner("onnxruntime", cand.model, args.threads)
         run_b, run_c = (lambda: rb.run(base.feeds)), (lambda: rc.run(cand.feeds))
         gate, nv, effects, naive_effects, noise, reasons = Counter(), Counter(), [], [], [], []
         t0 = time.perf_counter()
         for _ in range(args.repeats):
-            c = compare(*run_rounds(run_b, run_c, s), s.min_effect, s.alpha, s.max_cv)
+            c, _ = measure_ab(base, cand, "onnxruntime", args.threads, s)
             gate[c.status] += 1
             effects.append(c.effect)
             noise.append(c.noise)
@@ -85,13 +137,16 @@ def main() -> None:
             v, e = naive(run_b, run_c, seconds, s.min_effect)
             nv[v] += 1
             naive_effects.append(e)
+        rb.close()
+        rc.close()
         rows.append({"candidate": f"depth {depth} ({truth})", "expected": "fail" if depth >= 5 else "pass",
                      "gate": dict(gate), "naive": dict(nv), "gate_effect_median": float(np.median(effects)),
                      "gate_noise_median": float(np.median(noise)), "naive_effect_median": float(np.median(naive_effects)),
                      "naive_effect_range": [float(min(naive_effects)), float(max(naive_effects))],
                      "gate_reasons": reasons, "seconds": round(time.perf_counter() - t0, 1)})
+    print(f"CPU class {cpu_class()}")
     print(f"A/B gate vs naive sequential check, {args.repeats} repeats, {args.rounds} rounds x {args.block_s}s "
-          f"blocks, ORT {args.threads} threads")
+          f"blocks, sessions opened afresh every {args.reopen or 'no'} round(s), ORT {args.threads} threads")
     print(f"{'candidate':24} {'expect':7} {'gate verdicts':32} {'naive verdicts':20} {'gate effect':>11} "
           f"{'A/A noise':>9} {'naive effect (range)':>24}")
     for r in rows:
@@ -100,9 +155,16 @@ def main() -> None:
         print(f"{r['candidate']:24} {r['expected']:7} {fmt(r['gate']):32} {fmt(r['naive']):20} "
               f"{r['gate_effect_median']:+10.1%} {r['gate_noise_median']:9.1%} "
               f"{r['naive_effect_median']:+8.1%} ({lo:+.1%}..{hi:+.1%})")
+    loaded = aa_under_load(tmp / "d4.onnx", args.aa_under_load, args.threads) if args.aa_under_load else []
+    if loaded:
+        print(f"\nA/A under load (one core busy), {args.aa_under_load} repeats of 6 rounds x 0.02 s, "
+              f"ORT {args.threads} threads, CPU class {cpu_class()}")
+        for r in loaded:
+            print(f"{r['case']:40} " + ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items())))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "gate_ab.json"
-    out.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"settings": vars(args), "cpu_class": cpu_class(), "rows": rows,
+                               "aa_under_load": loaded}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

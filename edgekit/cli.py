@@ -307,6 +307,7 @@ def gate(
     backend: Optional[str] = typer.Option(None, "--backend", help="runtime for --ab (default: the recipe's first target)"),
     rounds: int = typer.Option(20, "--rounds", min=1, help="--ab: interleaved rounds"),
     block_s: float = typer.Option(0.1, "--block-s", min=0.0, help="--ab: seconds per timed block"),
+    reopen: int = typer.Option(1, "--reopen", min=0, help="--ab: open both models afresh every N rounds (0: never)"),
     strict: bool = typer.Option(False, "--strict", help="inconclusive exits 1 instead of 3"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here"),
     summary: Optional[Path] = typer.Option(None, "--summary", help="append a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)"),
@@ -319,7 +320,7 @@ def gate(
 
     req = GateRequest(recipe=recipe, artifact_dir=artifact_dir, profile=profile, baseline=baseline, ab=ab,
                       select=list(artifact or []), min_effect=min_effect, backend=backend,
-                      ab_settings=AbSettings(rounds=rounds, block_s=block_s))
+                      ab_settings=AbSettings(rounds=rounds, block_s=block_s, reopen=reopen))
     for path, option in ((junit, "--junit"), (summary, "--summary")):
         if path is not None:
             _output_file(path, option)
