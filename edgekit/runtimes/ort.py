@@ -28,9 +28,9 @@ def _row(name: str, provider: str, hardware: str, summary: str, own_kernels: boo
         suffixes=(".onnx",) if name == NAME else (), hardware=hardware, engine=NAME, cpu_bound=hardware == "cpu",
         options={"providers": [provider]} if provider != "CPUExecutionProvider" else {},
         records=("providers", "session_config"),
-        # an idle session's intra-op workers spin for a while after each run: with two sessions
-        # in one process on a loaded 2-core runner, the spinning one slowed the other by 30-40%
-        # and an A/A `gate --ab` failed 2 times in 30 (0 in 40 with spinning off)
+        # an idle session's intra-op workers spin for a while after each run, on a core the timed
+        # session could use; turning it off is the fair setting, though alone it did not stop
+        # false A/A fails under load (gate/ab.py: fresh sessions every round did)
         side_by_side={"session_config": {"session.intra_op.allow_spinning": "0"}},
         # the TensorRT and OpenVINO providers take what they can and leave the rest to the CPU
         compatibility=f"edgekit.runtimes.ort:check_{provider}" if own_kernels else None,
