@@ -9,10 +9,10 @@ the per-round medians.
 Both models are opened afresh every `reopen` rounds (default: every round), with the runtime's
 `side_by_side` settings (ONNX Runtime: no spinning worker threads). A session settles into a
 speed of its own on a busy machine (where the scheduler put its worker threads): on the 2-core
-runner with another process on one core, the same model opened twice ran 15% slower in one
-session than the other for a whole run, and an A/A gate failed 5 times in 30 with sessions kept;
-opened afresh each round, that becomes round-to-round noise the decision sees (0 in 30;
-`benchmarks/gate_ab.py --aa-under-load`).
+runner with another process on one core, the same model opened twice ran ~15% slower in one
+session than the other for a whole run, and A/A gates failed 10 times in 120 with sessions kept
+(spinning or not); opened afresh each round, that becomes round-to-round noise the decision sees
+(0 in 60; `benchmarks/gate_ab.py --aa-under-load 30`, twice).
 
 Test hook: `run_rounds` takes plain callables, so a test can time a candidate that is made
 slower on purpose (e.g. a runner that runs the model twice) through exactly this loop."""
