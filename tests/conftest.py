@@ -13,6 +13,8 @@ import yaml
 from hypothesis import settings
 from typer.testing import CliRunner
 
+from tests.ssh_helpers import sshd  # noqa: F401  (a fixture: a real OpenSSH server on 127.0.0.1)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # trained zoo weights go to one temp dir for the whole test run (subprocesses inherit it), never
 # into the user's ~/.cache/edgekit
