@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgekit.cpu import local_class  # noqa: E402
 from edgekit.pipeline import run  # noqa: E402
-from edgekit.profile.latency import measure  # noqa: E402
+from edgekit.profile.interleave import Rounds, Sessions, time_rounds  # noqa: E402
 from edgekit.recipe import load_recipe  # noqa: E402
 from edgekit.runtimes import open_runner  # noqa: E402
 
@@ -98,19 +98,16 @@ def recipe(model: str, classes: list[str], emulated_samples: int, runtime: str) 
 def speeds(out_dir: Path, manifest: dict[str, Any], feeds: dict[str, np.ndarray], rounds: int,
            runtime: str) -> dict[str, float]:
     """fp32 time / variant time on the runtime here, interleaved: each round times every
-    variant for a short block, so machine noise hits all of them alike."""
-    runners = {a["name"]: open_runner(runtime, out_dir / a["path"], 2,
-                                      **(a.get("runtime_options") or {}).get(runtime, {}))
-               for a in manifest["artifacts"]}
-    medians: dict[str, list[float]] = {k: [] for k in runners}
-    try:
-        for _ in range(rounds):
-            for name, r in runners.items():
-                stats = measure(lambda r=r: r.run(feeds), 0.2, 0.5, 20, 5.0)
-                medians[name].append(stats["median_ms"])
-    finally:
-        for r in runners.values():
-            r.close()
+    variant for a short block, each opened afresh (edgekit.profile.interleave), so machine
+    noise and a session's own speed hit all of them alike."""
+    arts = manifest["artifacts"]
+    timing = Rounds(rounds, 0.5, block_iters=20, warmup_s=0.2, rewarm_s=0.2, max_block_s=5.0)
+    openers = [lambda a=a: open_runner(runtime, out_dir / a["path"], 2, **(a.get("runtime_options") or {}).get(runtime, {}))
+               for a in arts]
+    with Sessions(openers) as sessions:
+        per_round = time_rounds([lambda i=i: sessions.runner(i).run(feeds) for i in range(len(arts))], timing,
+                                fresh=sessions.open)
+    medians = {a["name"]: [float(np.median(x)) for x in per_round[i]] for i, a in enumerate(arts)}
     fp32 = float(np.median(medians["fp32"]))
     return {k: fp32 / float(np.median(v)) for k, v in medians.items()}
 

@@ -4,8 +4,8 @@ defaults, OpenVINO fp32 (f32 hint) and default (bf16 on AMX), OpenVINO + NNCF IN
 an NNCF user does it, and edgekit's artifacts built by the stages of the recipes
 recipes/minilm_int8_openvino.yaml, recipes/minilm_int4.yaml (and recipes/minilm_int8.yaml when it
 exists). Fidelity = mean cosine vs PyTorch fp32 on the test split of edgekit's sentence corpus.
-Latency: edgekit.profile.latency.measure, rounds interleaved over all variants, median of the
-per-round medians. Then the digits CNN / ViT INT8 top-1 drops.
+Latency: edgekit.profile.interleave, rounds interleaved over all variants (each opened afresh
+every round), median of the per-round medians. Then the digits CNN / ViT INT8 top-1 drops.
 
     .venv/bin/python benchmarks/quantize.py [--quick] [--skip-digits]
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from edgekit import metrics
 from edgekit.data.load import load_data
 from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig
-from edgekit.profile.latency import measure
+from edgekit.profile.interleave import Rounds, Sessions, time_rounds
 from edgekit.recipe import DataSpec, load_recipe
 from edgekit.runtimes import open_runner
 from edgekit.runtimes.pytorch import TorchRunner
@@ -162,36 +162,39 @@ def minilm_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     peer = nncf_peer(bundle.module, bundle.example, calib, tmp / "nncf_int8.xml", transformer=True)
     built["OpenVINO + NNCF INT8 (peer)"] = time.perf_counter() - t0
 
-    variants: list[tuple[str, str, Any, Optional[Path]]] = [
-        ("PyTorch fp32", "peer", TorchRunner(bundle.module, THREADS), None),
-        ("ORT fp32", "peer", open_runner("onnxruntime", fp32, THREADS), fp32),
-        ("ORT quantize_dynamic (default)", "peer", open_runner("onnxruntime", dyn, THREADS), dyn),
-        ("ORT quantize_static (default)", "peer", open_runner("onnxruntime", sta, THREADS), sta),
-        ("OpenVINO fp32 (f32 hint)", "peer", open_runner("openvino", fp32, THREADS, precision="f32"), fp32),
-        ("OpenVINO default (bf16)", "peer", open_runner("openvino", fp32, THREADS), fp32),
-        ("OpenVINO + NNCF INT8 (peer)", "peer", open_runner("openvino", peer, THREADS), peer),
+    # openers, not runners: every variant is opened afresh each timing round
+    # (edgekit.profile.interleave: a session kept for a whole run has a speed of its own)
+    variants: list[tuple[str, str, Callable[[], Any], Optional[Path]]] = [
+        ("PyTorch fp32", "peer", lambda: TorchRunner(bundle.module, THREADS), None),
+        ("ORT fp32", "peer", lambda: open_runner("onnxruntime", fp32, THREADS), fp32),
+        ("ORT quantize_dynamic (default)", "peer", lambda: open_runner("onnxruntime", dyn, THREADS), dyn),
+        ("ORT quantize_static (default)", "peer", lambda: open_runner("onnxruntime", sta, THREADS), sta),
+        ("OpenVINO fp32 (f32 hint)", "peer", lambda: open_runner("openvino", fp32, THREADS, precision="f32"), fp32),
+        ("OpenVINO default (bf16)", "peer", lambda: open_runner("openvino", fp32, THREADS), fp32),
+        ("OpenVINO + NNCF INT8 (peer)", "peer", lambda: open_runner("openvino", peer, THREADS), peer),
     ]
     for art in ours:
         for rt in art.runs_on[:1]:
             label = f"edgekit {art.name} ({rt}, {art.precision})"
-            variants.append((label, "edgekit", open_runner(rt, art.path, THREADS, **art.options.get(rt, {})), art.path))
+            variants.append((label, "edgekit", lambda rt=rt, art=art: open_runner(rt, art.path, THREADS, **art.options.get(rt, {})),
+                             art.path))
             built[label] = seconds.get(art.name, float("nan"))
 
-    ref = outputs(variants[0][2].run, test.samples)
     feeds = test.samples[0]
     rounds = 1 if args.quick else 3
-    per_round: dict[str, list[float]] = {v[0]: [] for v in variants}
-    for r in range(rounds):
-        # interleaved: every variant once per round, so drifting load hits them all alike
-        for label, _, runner, _ in variants:
-            stats = measure(lambda: runner.run(feeds), 0.3, args.seconds, 8, 4 * args.seconds + 5)
-            per_round[label].append(stats["median_ms"])
-        print(f"  latency round {r + 1}/{rounds} done", flush=True)
+    timing = Rounds(rounds, args.seconds, block_iters=8, warmup_s=0.3, rewarm_s=0.3, max_block_s=4 * args.seconds + 5)
+    with Sessions([v[2] for v in variants]) as sessions:
+        ref = outputs(sessions.runner(0).run, test.samples)
+        outs = [ref] + [outputs(sessions.runner(i).run, test.samples) for i in range(1, len(variants))]
+        details = [sessions.runner(i).details for i in range(len(variants))]
+        timed = time_rounds([lambda i=i: sessions.runner(i).run(feeds) for i in range(len(variants))], timing,
+                            fresh=sessions.open, tick=lambda n: print("  latency round done", flush=True))
+    per_round = {v[0]: [float(np.median(x)) for x in timed[i]] for i, v in enumerate(variants)}
     med = {k: float(np.median(v)) for k, v in per_round.items()}
     fp32_mb = size_mb(fp32)
     rows = []
-    for i, (label, who, runner, path) in enumerate(variants):
-        out = ref if i == 0 else outputs(runner.run, test.samples)
+    for i, (label, who, _, path) in enumerate(variants):
+        out = outs[i]
         rows.append({
             "model": "minilm", "variant": label, "by": who, "median_ms": med[label],
             "round_medians_ms": per_round[label],
@@ -200,7 +203,7 @@ def minilm_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
             "fidelity_worst": float(metrics.cosine_per_sample(ref, out).min()),
             "size_mb": size_mb(path) if path else None,
             "size_vs_fp32_onnx": size_mb(path) / fp32_mb if path else None,
-            "build_s": built.get(label), "runner": runner.details,
+            "build_s": built.get(label), "runner": details[i],
         })
     return rows
 
@@ -278,7 +281,7 @@ def main() -> None:
                   f"{r['speed_vs_pytorch']:10.2f} {r['fidelity']:9.4f} {size}")
         drows = [] if args.skip_digits else digits_rows(tmp)
         if drows:
-            print(f"\ndigits: top-1 on the test split, drop in points vs PyTorch fp32")
+            print("\ndigits: top-1 on the test split, drop in points vs PyTorch fp32")
             print(f"{'model':11} {'variant':44} {'top-1':>7} {'drop':>6}")
             for r in drows:
                 shown = f"{100 * r['top1']:7.2f} {r['drop_points']:6.2f}" if "top1" in r else f"failed: {r['error']}"

@@ -3,9 +3,10 @@ quantize_static defaults, all measured in this one run.
 
 MiniLM (all-MiniLM-L6-v2, seq 128, batch 1, 2 threads): fidelity = mean cosine of the sentence
 embedding vs PyTorch fp32 on held-out real sentences; speed = ORT fp32 median / median, every
-variant timed in interleaved rounds (median of the per-round medians). Digits
-CNN and ViT: top-1 drop of edgekit's INT8 vs the PyTorch reference. Every edgekit artifact comes
-from `edgekit.pipeline.run` (the one execution path); peers are built from the same fp32.onnx.
+variant timed in interleaved rounds, each opened afresh every round (median of the per-round
+medians). Digits CNN and ViT: top-1 drop of edgekit's INT8 vs the PyTorch reference. Every
+edgekit artifact comes from `edgekit.pipeline.run` (the one execution path); peers are built
+from the same fp32.onnx.
 
     .venv/bin/python -m benchmarks.quantize_ort [--quick]   (-m: benchmarks/profile.py would shadow
     the stdlib profile module that transformers imports)
@@ -27,7 +28,7 @@ import onnx
 from onnxruntime import quantization as q
 
 from edgekit import metrics
-from edgekit.profile.latency import measure
+from edgekit.profile.interleave import Rounds, Sessions, time_rounds
 from edgekit.recipe import LoadedRecipe, parse_recipe
 from edgekit.runtimes import open_runner
 
@@ -99,24 +100,26 @@ def minilm(tmp: Path, quick: bool) -> list[dict[str, Any]]:
     # each edgekit artifact with the runner options its manifest records (e.g. an overflow fix)
     options = {res.out_dir / a["path"]: (a.get("runtime_options") or {}).get("onnxruntime", {})
                for a in res.manifest["artifacts"]}
-    runners = {label: open_runner("onnxruntime", path, 2, **options.get(path, {})) for label, path in rows}
-    try:
-        fidelity = {label: float(metrics.cosine_per_sample(ref["output"], np.concatenate([r.run(f)[0] for f in feeds])).mean())
-                    for label, r in runners.items()}
-        # interleaved: every round times every variant for a short block, so the shared machine's
-        # noise lands on all of them alike; median of the per-round medians
-        medians: dict[str, list[float]] = {label: [] for label in runners}
-        for _ in range(3 if quick else 8):
-            for label, r in runners.items():
-                medians[label].append(measure(lambda r=r: r.run(feeds[0]), 0.3, 0.5 if quick else 1.0, 10, 10.0)["median_ms"])
-    finally:
-        for r in runners.values():
-            r.close()
+    labels = [label for label, _ in rows]
+    openers = [lambda path=path: open_runner("onnxruntime", path, 2, **options.get(path, {})) for _, path in rows]
+    # interleaved: every round times every variant for a short block, each opened afresh, so the
+    # shared machine's noise (and a session's own speed, edgekit.profile.interleave) lands on all
+    # of them alike; median of the per-round medians
+    timing = Rounds(3 if quick else 8, 0.5 if quick else 1.0, block_iters=10, warmup_s=0.3, rewarm_s=0.3,
+                    max_block_s=10.0)
+    with Sessions(openers) as sessions:
+        fidelity = {label: float(metrics.cosine_per_sample(
+            ref["output"], np.concatenate([sessions.runner(i).run(f)[0] for f in feeds])).mean())
+            for i, label in enumerate(labels)}
+        per_round = time_rounds([lambda i=i: sessions.runner(i).run(feeds[0]) for i in range(len(labels))], timing,
+                                fresh=sessions.open)
+    medians = {label: [float(np.median(x)) for x in per_round[i]] for i, label in enumerate(labels)}
     base_ms = float(np.median(medians["ort fp32"]))
     out = []
     for label, path in rows:
         ms = float(np.median(medians[label]))
         out.append({"model": "minilm", "variant": label, "fidelity": fidelity[label], "median_ms": ms,
+                    "round_medians_ms": medians[label],
                     "speed_vs_ort_fp32": base_ms / ms, "size_mb": path.stat().st_size / 1e6,
                     "size_vs_fp32": path.stat().st_size / fp32.stat().st_size})
     return out

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig
-from edgekit.profile.latency import measure
+from edgekit.profile.interleave import Rounds, Sessions, time_rounds
 from edgekit.runtimes import open_runner
 from edgekit.state import Dataset, ModelState
 
@@ -40,19 +40,16 @@ def export(model: Any, example: dict[str, np.ndarray], extra: list[dict[str, np.
 
 def time_all(paths: dict[str, Path], runtime: str, feeds: dict[str, np.ndarray], seconds: float,
              rounds: int = 3, feeds_for: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, float]:
-    """Median ms per variant; variants are interleaved over `rounds` so that load from other
-    processes on the shared machine falls on all of them alike."""
+    """Median ms per variant (all samples); variants are interleaved over `rounds`, each opened
+    afresh every round (edgekit.profile.interleave), so that load from other processes on the
+    shared machine, and a session's own speed, fall on all of them alike."""
     feeds_for = feeds_for or {}
-    runners = {k: open_runner(runtime, p, THREADS) for k, p in paths.items()}
-    samples: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(rounds):
-        for k, runner in runners.items():
-            f = feeds_for.get(k, feeds)
-            stats = measure(lambda: runner.run(f), 0.2, seconds, 10, 4 * seconds)
-            samples[k] += stats["samples_ms"]
-    for r in runners.values():
-        r.close()
-    return {k: float(np.median(v)) for k, v in samples.items()}
+    names = list(paths)
+    timing = Rounds(rounds, seconds, block_iters=10, warmup_s=0.2, rewarm_s=0.2, max_block_s=4 * seconds)
+    with Sessions([lambda p=paths[k]: open_runner(runtime, p, THREADS) for k in names]) as sessions:
+        per_round = time_rounds([lambda i=i, f=feeds_for.get(k, feeds): sessions.runner(i).run(f)
+                                 for i, k in enumerate(names)], timing, fresh=sessions.open)
+    return {k: float(np.median(np.concatenate(per_round[i]))) for i, k in enumerate(names)}
 
 
 def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:

@@ -6,20 +6,15 @@ as `edgekit profile`, `edgekit.profile.latency.measure`), alternating which goes
 AB, ...) so that neither always runs right after the other. `compare.compare` then decides on
 the per-round medians.
 
-Both models are opened afresh every `reopen` rounds (default: every round), with the runtime's
-`side_by_side` settings (ONNX Runtime: no spinning worker threads). A session settles into a
-speed of its own on a busy machine (where the scheduler put its worker threads): on the 2-core
-runner with another process on one core, the same model opened twice ran ~15% slower in one
-session than the other for a whole run, and A/A gates failed 10 times in 120 with sessions kept
-(spinning or not); opened afresh each round, that becomes round-to-round noise the decision sees
-(0 in 60; `benchmarks/gate_ab.py --aa-under-load 30`, twice).
+Both models are opened afresh every `reopen` rounds (default: every round; see
+`edgekit.profile.interleave` for why), with the runtime's `side_by_side` settings (ONNX Runtime:
+no spinning worker threads, so the idle model takes no core from the timed one).
 
 Test hook: `run_rounds` takes plain callables, so a test can time a candidate that is made
 slower on purpose (e.g. a runner that runs the model twice) through exactly this loop."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -29,6 +24,7 @@ import numpy as np
 from edgekit.errors import UsageError
 from edgekit.gate import Check
 from edgekit.gate.compare import MIN_ROUNDS, Comparison, compare
+from edgekit.profile.interleave import Rounds, Sessions, time_rounds
 
 
 @dataclass(frozen=True)
@@ -41,6 +37,9 @@ class AbSettings:
     alpha: float = 0.05
     max_cv: float = 0.25
     reopen: int = 1  # open both models afresh every N rounds; 0 keeps the first sessions
+
+    def timing(self) -> Rounds:
+        return Rounds(self.rounds, self.block_s, self.block_iters, self.warmup_s, self.reopen)
 
 
 @dataclass(frozen=True)
@@ -79,66 +78,9 @@ def side_from(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) 
 def run_rounds(base: Callable[[], Any], candidate: Callable[[], Any], s: AbSettings,
                tick: Callable[[int], None] = lambda n: None,
                fresh: Optional[Callable[[], None]] = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """`fresh()`, when given, re-opens what `base` and `candidate` run, before every
-    `s.reopen`-th round; both are then warmed for one block, untimed."""
-    from edgekit.profile.latency import measure
-
-    def block(run: Callable[[], Any], warmup_s: float) -> np.ndarray:
-        stats = measure(run, warmup_s, s.block_s, s.block_iters, max(10 * s.block_s, 2.0))
-        return np.asarray(stats["samples_ms"])
-
-    def warm(run: Callable[[], Any], seconds: float) -> None:
-        end = time.perf_counter() + seconds
-        run()
-        while time.perf_counter() < end:
-            run()
-
-    warm(base, s.warmup_s)
-    warm(candidate, s.warmup_s)
-    a: list[np.ndarray] = []
-    b: list[np.ndarray] = []
-    for r in range(s.rounds):
-        if fresh is not None and s.reopen and r and r % s.reopen == 0:
-            fresh()
-            warm(base, s.block_s)
-            warm(candidate, s.block_s)
-        if r % 2 == 0:
-            a.append(block(base, 0.0))
-            b.append(block(candidate, 0.0))
-        else:
-            b.append(block(candidate, 0.0))
-            a.append(block(base, 0.0))
-        tick(1)
+    """Base and candidate rounds (AB, BA, ...); `fresh()` re-opens both, see time_rounds."""
+    a, b = time_rounds([base, candidate], s.timing(), fresh, tick)
     return a, b
-
-
-class _Sessions:
-    """Base and candidate opened on one runtime, side by side, re-openable between rounds."""
-
-    def __init__(self, runtime: str, threads: int, base: Side, candidate: Side) -> None:
-        self.runtime, self.threads, self.sides = runtime, threads, (base, candidate)
-        self.runners: list[Any] = []
-        self.opened = 0
-        self.open()
-
-    def open(self) -> None:
-        from edgekit.runtimes import open_runner
-
-        self.close()
-        for side in self.sides:
-            self.runners.append(open_runner(self.runtime, side.model, self.threads, side_by_side=True,
-                                            **side.runtime_options.get(self.runtime, {})))
-        self.opened += 1
-
-    def close(self) -> None:
-        while self.runners:
-            self.runners.pop().close()
-
-    def run_base(self) -> Any:
-        return self.runners[0].run(self.sides[0].feeds)
-
-    def run_candidate(self) -> Any:
-        return self.runners[1].run(self.sides[1].feeds)
 
 
 def measure_ab(base: Side, candidate: Side, runtime: str, threads: int, s: AbSettings,
@@ -146,11 +88,15 @@ def measure_ab(base: Side, candidate: Side, runtime: str, threads: int, s: AbSet
     """The comparison, and what was timed (runs, rounds, sessions) for the check's detail."""
     if s.rounds < MIN_ROUNDS:
         raise UsageError(f"--rounds {s.rounds}: the A/B comparison needs at least {MIN_ROUNDS}")
-    sessions = _Sessions(runtime, threads, base, candidate)
-    try:
-        a, b = run_rounds(sessions.run_base, sessions.run_candidate, s, tick, fresh=sessions.open)
-    finally:
-        sessions.close()
+    from edgekit.runtimes import open_runner
+
+    def opener(side: Side) -> Callable[[], Any]:
+        return lambda: open_runner(runtime, side.model, threads, side_by_side=True,
+                                   **side.runtime_options.get(runtime, {}))
+
+    with Sessions([opener(base), opener(candidate)]) as sessions:
+        a, b = run_rounds(lambda: sessions.runner(0).run(base.feeds), lambda: sessions.runner(1).run(candidate.feeds),
+                          s, tick, fresh=sessions.open)
     timed = f"{sum(map(len, a))}+{sum(map(len, b))} runs in {s.rounds} rounds, sessions opened {sessions.opened}x"
     return compare(a, b, s.min_effect, s.alpha, s.max_cv), timed
 
