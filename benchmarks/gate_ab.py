@@ -70,21 +70,19 @@ def aa_under_load(model: Path, repeats: int, threads: int) -> list[dict]:
     (no spinning, both opened afresh every round); the three cases alternate repeat by repeat."""
     import multiprocessing
 
-    from edgekit.gate.ab import AbSettings, check_ab, run_rounds, side_from
+    from edgekit.gate.ab import AbSettings, check_ab, side_from
     from edgekit.gate.compare import compare
+    from edgekit.profile.interleave import Sessions, time_rounds
     from edgekit.runtimes import open_runner
 
     side = side_from(model, None, None)
     s = AbSettings(rounds=6, block_s=0.02)
 
     def kept(side_by_side: bool) -> str:
-        ra = open_runner("onnxruntime", side.model, threads, side_by_side=side_by_side)
-        rb = open_runner("onnxruntime", side.model, threads, side_by_side=side_by_side)
-        try:
-            a, b = run_rounds(lambda: ra.run(side.feeds), lambda: rb.run(side.feeds), s)
-        finally:
-            ra.close()
-            rb.close()
+        opener = lambda: open_runner("onnxruntime", side.model, threads, side_by_side=side_by_side)  # noqa: E731
+        with Sessions([opener, opener]) as sessions:  # no `fresh`: the first sessions time every round
+            a, b = time_rounds([lambda: sessions.runner(0).run(side.feeds), lambda: sessions.runner(1).run(side.feeds)],
+                               s.timing())
         return compare(a, b, s.min_effect, s.alpha, s.max_cv).status
 
     cases = {"sessions kept, spinning (ORT default)": lambda: kept(False),

@@ -39,36 +39,6 @@ def test_injected_double_run_fails_the_ab_rounds(models: dict[str, Path]) -> Non
     assert 0.5 < c.effect < 2.0
 
 
-def test_rounds_reopen_the_models_as_asked_and_warm_them_untimed() -> None:
-    """Sessions settle into a speed of their own on a busy machine, so the gate opens both models
-    afresh every `reopen` rounds; a fresh session's first runs are slow (here its first two take
-    100 ms, against microseconds after), and they are warm-up, never timed."""
-    import time
-
-    opened: list[int] = []
-    slow = {"a": 0, "b": 0}
-
-    def fresh() -> None:
-        opened.append(1)
-        slow.update(a=2, b=2)
-
-    def run(side: str):
-        def go() -> None:
-            if slow[side]:
-                slow[side] -= 1
-                time.sleep(0.1)
-        return go
-
-    fresh()
-    s = AbSettings(rounds=6, block_s=0.005, block_iters=3, warmup_s=0.0, reopen=2)
-    a, b = run_rounds(run("a"), run("b"), s, fresh=fresh)
-    assert len(opened) == 3  # the first sessions, and afresh before rounds 2 and 4
-    assert len(a) == len(b) == 6
-    assert max(float(x.max()) for x in a + b) < 50.0
-    run_rounds(run("a"), run("b"), AbSettings(rounds=6, block_s=0.001, warmup_s=0.0, reopen=0), fresh=fresh)
-    assert len(opened) == 3
-
-
 def test_check_ab_opens_the_models_every_round_by_default(models: dict[str, Path]) -> None:
     side = side_from(models["base"], None, None)
     check = check_ab(side, side, "onnxruntime", 1, AbSettings(rounds=6, block_s=0.01, warmup_s=0.02))

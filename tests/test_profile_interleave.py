@@ -49,11 +49,31 @@ def test_sessions_reopen_and_close_everything_even_when_an_open_fails() -> None:
     assert Runner.live == []
 
 
-def test_reopen_every_n_rounds() -> None:
+def test_rounds_reopen_the_models_as_asked_and_warm_them_untimed() -> None:
+    """Sessions settle into a speed of their own on a busy machine, so models are opened afresh
+    every `reopen` rounds; a fresh session's first runs are slow (here its first two take
+    100 ms, against microseconds after), and they are warm-up, never timed."""
+    import time
+
     opened: list[int] = []
-    timing = Rounds(7, block_s=0.0, block_iters=1, warmup_s=0.0, reopen=3)
-    time_rounds([lambda: None, lambda: None], timing, fresh=lambda: opened.append(1))
-    assert len(opened) == 2  # before rounds 3 and 6
-    opened.clear()
-    time_rounds([lambda: None], Rounds(7, 0.0, 1, 0.0, reopen=0), fresh=lambda: opened.append(1))
-    assert opened == []
+    slow = {"a": 0, "b": 0}
+
+    def fresh() -> None:
+        opened.append(1)
+        slow.update(a=2, b=2)
+
+    def run(side: str):
+        def go() -> None:
+            if slow[side]:
+                slow[side] -= 1
+                time.sleep(0.1)
+        return go
+
+    fresh()
+    s = Rounds(6, block_s=0.005, block_iters=3, warmup_s=0.0, reopen=2)
+    a, b = time_rounds([run("a"), run("b")], s, fresh=fresh)
+    assert len(opened) == 3  # the first sessions, and afresh before rounds 2 and 4
+    assert len(a) == len(b) == 6
+    assert max(float(x.max()) for x in a + b) < 50.0
+    time_rounds([run("a"), run("b")], Rounds(6, block_s=0.001, warmup_s=0.0, reopen=0), fresh=fresh)
+    assert len(opened) == 3

@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from edgekit.profile.latency import measure
+
 
 @dataclass(frozen=True)
 class Rounds:
@@ -74,8 +76,6 @@ def time_rounds(runs: Sequence[Callable[[], Any]], s: Rounds, fresh: Optional[Ca
     """Per run, one array of samples (ms) per round. Round r starts with run r mod n (for two:
     AB, BA, AB, ...), so no model always follows the same other. `fresh()`, when given, re-opens
     what the runs run, before every `s.reopen`-th round; each is then warmed, untimed."""
-    from edgekit.profile.latency import measure
-
     cap = s.max_block_s if s.max_block_s is not None else max(10 * s.block_s, 2.0)
     out: list[list[np.ndarray]] = [[] for _ in runs]
     for run in runs:
