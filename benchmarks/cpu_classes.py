@@ -41,7 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgekit.cpu import local_class  # noqa: E402
+from edgekit.runtimes.cpu_classes import local_class  # noqa: E402
 from edgekit.pipeline import run  # noqa: E402
 from edgekit.profile.interleave import Rounds, Sessions, time_rounds  # noqa: E402
 from edgekit.recipe import load_recipe  # noqa: E402

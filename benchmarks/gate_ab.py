@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.cpu import local_class as cpu_class
+from edgekit.runtimes.cpu_classes import local_class as cpu_class
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

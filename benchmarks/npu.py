@@ -22,7 +22,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgekit.cpu import local_class  # noqa: E402
+from edgekit.runtimes.cpu_classes import local_class  # noqa: E402
 from edgekit.pipeline import run  # noqa: E402
 from edgekit.recipe import load_recipe  # noqa: E402
 
@@ -79,8 +79,8 @@ def measure(model: str, work: Path) -> dict[str, Any]:
                    "cosine": res["parity"]["cosine_mean"], "top1_agreement": res["parity"].get("top1_agreement"),
                    "samples": res["parity"]["samples"], "p50_ms": prof.get("median_ms")}
     fp32 = work / "out" / m["name"] / "models" / "fp32.onnx"
-    from edgekit.data.load import load_data
-    from edgekit.models.load import load_model
+    from edgekit.sources.data import load_data
+    from edgekit.sources.model import load_model
 
     lm = load_model(loaded.recipe.model, loaded.recipe.inputs, loaded.base_dir)
     calib = load_data(loaded.recipe.data.calibration, lm.example, "data.calibration", loaded.base_dir, dict(lm.info))

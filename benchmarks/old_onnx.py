@@ -309,7 +309,7 @@ def main() -> None:
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise SystemExit(f"--only: unknown model {unknown[0]!r}; allowed: {', '.join(MODELS)}")
-    from edgekit.environment import fingerprint
+    from edgekit.artifact.environment import fingerprint
 
     rows = []
     for name in names:

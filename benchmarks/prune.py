@@ -32,7 +32,7 @@ from edgekit.prune import common  # noqa: E402
 
 
 def cpu_class() -> str:
-    """x86-amx | x86-vnni | x86-avx2 | x86-sse | arm64, from the CPU flags (DESIGN.md's classes)."""
+    """x86-amx | x86-vnni | x86-avx2 | x86-sse | arm64, from the CPU flags (docs/cpu-classes.md)."""
     import platform
 
     if platform.machine() in ("aarch64", "arm64"):
@@ -55,7 +55,7 @@ def structured(model: Any, example: dict[str, np.ndarray], **kw: Any) -> tuple[A
     state = None
     if kw.get("importance") in ("taylor", "hessian"):  # gradient scores on 128 digits training images
         from edgekit.data.digits import split
-        from edgekit.state import Dataset, ModelState
+        from edgekit.stages.state import Dataset, ModelState
 
         x, y, _ = split()["train"]
         state = ModelState(pruned, ["x"], ["logits"], example, Path(tempfile.gettempdir()),
@@ -65,7 +65,7 @@ def structured(model: Any, example: dict[str, np.ndarray], **kw: Any) -> tuple[A
 
 
 def finetune(model: Any, teacher: Any, epochs: int, lr: float) -> list[float]:
-    from edgekit.finetune import TrainSpec, train, training_data
+    from edgekit.finetune.stage import TrainSpec, train, training_data
 
     spec = TrainSpec(epochs=epochs, lr=lr, data="digits", distill={"weight": 0.5, "temperature": 2.0})
 
@@ -192,7 +192,7 @@ def hf_vit(tmp: Path, seconds: float) -> dict[str, Any]:
     from a config (random weights), loaded as `model: {hf: DIR}` is."""
     import transformers
 
-    from edgekit.models.hf import load_hf
+    from edgekit.sources.hf import load_hf
 
     cfg = transformers.ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
                                  intermediate_size=1536, image_size=224, patch_size=16, num_labels=1000,
@@ -225,11 +225,11 @@ def _speed_table(title: str, info: dict[str, Any]) -> None:
 def minilm(tmp: Path, seconds: float) -> dict[str, Any]:
     import torch
 
-    from edgekit.data.load import load_data
+    from edgekit.sources.data import load_data
     from edgekit.models.zoo import minilm as load
     from edgekit.prune.depth import DepthConfig, PruneDepth
     from edgekit.recipe import DataSpec
-    from edgekit.state import ModelState
+    from edgekit.stages.state import ModelState
 
     bundle = load()
     info_m = dict(bundle.info)
@@ -274,7 +274,7 @@ def nm(tmp: Path, seconds: float) -> dict[str, Any]:
     """2:4 on the ResNet-18 shape: same shapes, half the weights zero; CPU runtimes run dense."""
     from edgekit.models.resnet import resnet18_shape
     from edgekit.prune.magnitude import NMConfig, PruneNM
-    from edgekit.state import ModelState
+    from edgekit.stages.state import ModelState
 
     base = resnet18_shape()
     rng = np.random.default_rng(0)
@@ -298,7 +298,7 @@ def nm(tmp: Path, seconds: float) -> dict[str, Any]:
 def int8(path: Path, calib: list[dict[str, np.ndarray]], tmp: Path, name: str) -> Path:
     """edgekit's quantize.int8 stage as recipes/int8_pc.yaml configures it (U8S8 QDQ, per-channel)."""
     from edgekit.quantize.static_int8 import StaticInt8, StaticInt8Config
-    from edgekit.state import Dataset, ModelState
+    from edgekit.stages.state import Dataset, ModelState
 
     work = tmp / name
     work.mkdir()

@@ -31,15 +31,15 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgekit import metrics
-from edgekit.data.load import load_data
+from edgekit.checks import metrics
+from edgekit.sources.data import load_data
 from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig
 from edgekit.profile.interleave import Rounds, Sessions, time_rounds
 from edgekit.recipe import DataSpec, load_recipe
 from edgekit.runtimes import open_runner
 from edgekit.runtimes.pytorch import TorchRunner
-from edgekit.stage import REGISTRY
-from edgekit.state import Artifact, Dataset, ModelState
+from edgekit.stages.registry import REGISTRY
+from edgekit.stages.state import Artifact, Dataset, ModelState
 
 THREADS = 2
 MINILM_RECIPES = ("minilm_int8_openvino.yaml", "minilm_int4.yaml", "minilm_int8.yaml")
@@ -286,7 +286,7 @@ def main() -> None:
             for r in drows:
                 shown = f"{100 * r['top1']:7.2f} {r['drop_points']:6.2f}" if "top1" in r else f"failed: {r['error']}"
                 print(f"{r['model']:11} {r['variant']:44} {shown}")
-    from edgekit.environment import fingerprint
+    from edgekit.artifact.environment import fingerprint
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({

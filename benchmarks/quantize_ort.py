@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnxruntime import quantization as q
 
-from edgekit import metrics
+from edgekit.checks import metrics
 from edgekit.profile.interleave import Rounds, Sessions, time_rounds
 from edgekit.recipe import LoadedRecipe, parse_recipe
 from edgekit.runtimes import open_runner
@@ -77,7 +77,7 @@ def minilm(tmp: Path, quick: bool) -> list[dict[str, Any]]:
     feeds = [{"input_ids": ref["input.input_ids"][i:i + 1], "attention_mask": ref["input.attention_mask"][i:i + 1]}
              for i in range(len(ref["output"]))]
     fp32 = models / "fp32.onnx"
-    from edgekit.data.load import load_data
+    from edgekit.sources.data import load_data
     from edgekit.recipe import DataSpec
 
     cal = load_data(DataSpec(builtin="sentences", split="train", samples=64), feeds[0], "calibration",

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from edgekit.cpu import local_class
+from edgekit.runtimes.cpu_classes import local_class
 from edgekit.pipeline import run
 from edgekit.recipe import LoadedRecipe, parse_recipe
-from edgekit.runtimes.trt_lint import errors, lint
+from edgekit.runtimes.tensorrt.lint import errors, lint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

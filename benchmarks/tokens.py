@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from edgekit.export.onnx import ExportOnnx, ExportOnnxConfig
 from edgekit.profile.interleave import Rounds, Sessions, time_rounds
 from edgekit.runtimes import open_runner
-from edgekit.state import Dataset, ModelState
+from edgekit.stages.state import Dataset, ModelState
 
 THREADS = 2
 
@@ -73,7 +73,7 @@ def flops_ratio(n0: int, removed: list[int], dim: int, hidden: int) -> float:
 VIT_S_VARIANTS = {
     # name: (method, removed per block)
     "none": ("merge", [0] * 12),
-    "tome r=16 every block": ("merge", [16] * 11 + [10]),  # 197 -> 11 tokens, as in FACTS.md
+    "tome r=16 every block": ("merge", [16] * 11 + [10]),  # 197 -> 11 tokens
     "merge at 3 blocks (64/48/32)": ("merge", [0, 64, 0, 0, 48, 0, 0, 32, 0, 0, 0, 0]),
     "prune at 3 blocks (64/48/32)": ("prune", [0, 64, 0, 0, 48, 0, 0, 32, 0, 0, 0, 0]),
 }
@@ -159,7 +159,7 @@ def digits_seg(tmp: Path, seconds: float) -> dict[str, Any]:
     import torch
 
     from edgekit.data.digits import BACKGROUND, split, token_labels
-    from edgekit.metrics import token_top1
+    from edgekit.checks.metrics import token_top1
     from edgekit.models.zoo import digits_vit_seg
     from edgekit.tokens.vit import ReducedViT
 
@@ -201,8 +201,8 @@ def minilm(tmp: Path, seconds: float) -> dict[str, Any]:
     import torch
 
     from edgekit.data.sentences import split
-    from edgekit.metrics import cosine_per_sample
-    from edgekit.models.hf import minilm_dir, tokenizer_for
+    from edgekit.checks.metrics import cosine_per_sample
+    from edgekit.sources.hf import minilm_dir, tokenizer_for
     from edgekit.models.zoo import minilm as load
     from edgekit.tokens.bert import ReducedBert, bucket_for, to_bucket
 
@@ -267,7 +267,7 @@ def minilm(tmp: Path, seconds: float) -> dict[str, Any]:
 def int8(tmp: Path, seconds: float) -> dict[str, Any]:
     import torch
 
-    from edgekit.metrics import cosine_per_sample
+    from edgekit.checks.metrics import cosine_per_sample
     from edgekit.models.vit import vit_small_shape
     from edgekit.quantize.static_int8 import StaticInt8, StaticInt8Config
     from edgekit.tokens.vit import ReducedViT

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekit.errors import EdgekitError
-from edgekit.progress import Progress, no_progress
+from edgekit.core.progress import Progress, no_progress
 
 # typer >= 0.29 vendors its own click (typer._click), whose exceptions are not the `click`
 # package's; take the class typer itself raises, whichever click that is
@@ -79,7 +79,7 @@ def _output_file(path: Path, option: str) -> Path:
 
 
 def _fmt(v: object, digits: int = 4) -> str:
-    from edgekit.report import fmt
+    from edgekit.report.rows import fmt
 
     return fmt(v, digits)
 
@@ -94,7 +94,7 @@ def compress(
     """Run a recipe: export, compress, verify, evaluate and profile; write OUT/<name>/."""
     from edgekit.pipeline import run
     from edgekit.recipe import load_recipe
-    from edgekit.report import stage_warnings, summary_rows
+    from edgekit.report.rows import stage_warnings, summary_cells, summary_headers, summary_rows
 
     loaded = load_recipe(recipe)
     with _progress(not quiet and sys.stderr.isatty()) as progress:
@@ -102,12 +102,10 @@ def compress(
     m = result.manifest
     cls = m["environment"]["cpu"]["class"]
     table = Table(title=f"{loaded.recipe.name} → {result.out_dir}  (measured here: {cls}, {m['environment']['cpu']['model']})")
-    for col in ("artifact", "runtime", "precision", "size MB", "metric", "value", "drop", "cosine",
-                f"p50 ms ({cls})", f"p90 ms ({cls})"):
+    for col in summary_headers(cls):
         table.add_column(col, justify="left" if col in ("artifact", "runtime", "precision", "metric") else "right")
     for r in summary_rows(result.manifest):
-        table.add_row(r["artifact"], r["runtime"], _fmt(r["precision"]), _fmt(r["size_mb"], 3), _fmt(r["metric"]),
-                      _fmt(r["value"]), _fmt(r["drop"]), _fmt(r["cosine"]), _fmt(r["p50_ms"], 3), _fmt(r["p90_ms"], 3))
+        table.add_row(*summary_cells(r))
     out.print(table)
     for note in m["source_model"].get("normalization", {}).get("notes", []):
         out.print(f"note: model.onnx normalisation: {note}", markup=False, highlight=False, soft_wrap=True)
@@ -117,7 +115,7 @@ def compress(
 
 
 def _print_where_verified(manifest: dict) -> None:
-    from edgekit.report import verified_lines
+    from edgekit.report.rows import verified_lines
 
     for line in verified_lines(manifest):
         out.print(line, markup=False, highlight=False)
@@ -128,7 +126,7 @@ def _print_where_verified(manifest: dict) -> None:
 @app.command()
 def validate(recipe: Path = typer.Argument(..., help="recipe YAML")) -> None:
     """Check a recipe without running it; list the extras it needs and whether they are installed."""
-    from edgekit.backends import extra_installed
+    from edgekit.core.backends import extra_installed
     from edgekit.recipe import load_recipe, required_extras
 
     loaded = load_recipe(recipe)
@@ -143,7 +141,7 @@ def validate(recipe: Path = typer.Argument(..., help="recipe YAML")) -> None:
 @app.command()
 def stages() -> None:
     """List every stage kind (what it does, the extra it needs, which runtimes run its output) and every runtime."""
-    from edgekit.stage import REGISTRY
+    from edgekit.stages.registry import REGISTRY
 
     table = Table(title="edgekit stages")
     for col in ("kind", "extra", "side", "runs on", "description"):
@@ -165,8 +163,8 @@ def stages() -> None:
 @app.command()
 def doctor() -> None:
     """Installed backends and versions, CPU model and the flags that matter, GPUs."""
-    from edgekit.backends import KNOWN, version_of
-    from edgekit.environment import cpu_info, gpu_info
+    from edgekit.core.backends import KNOWN, version_of
+    from edgekit.artifact.environment import cpu_info, gpu_info
 
     table = Table(title="backends")
     table.add_column("module")
@@ -176,8 +174,8 @@ def doctor() -> None:
         v = version_of(module)
         table.add_row(module, v or "[red]not installed[/red]", extra)
     out.print(table)
-    from edgekit import emulate
-    from edgekit.cpu import DESCRIPTIONS, QEMU_MODELS, classify, describe
+    from edgekit.checks import emulate
+    from edgekit.runtimes.cpu_classes import DESCRIPTIONS, QEMU_MODELS, classify, describe
 
     cpu = cpu_info()
     out.print(f"CPU: {cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores)")
@@ -200,16 +198,16 @@ def inspect(
 ) -> None:
     """Show what an artifact holds: files, stages, metrics and latency; with --target, every node
     a target cannot run (op type, name, position, why, the rewrite that fixes it)."""
-    from edgekit.artifact import read_manifest
-    from edgekit.cpu import local_class
-    from edgekit.report import markdown
-    from edgekit.verify import unverified_here
+    from edgekit.artifact.manifest import read_manifest
+    from edgekit.runtimes.cpu_classes import local_class
+    from edgekit.report.markdown import markdown
+    from edgekit.checks.verify import unverified_here
 
     if target:
         _inspect_targets(artifact_dir, target)
         return
     if artifact_dir.is_file():
-        from edgekit.compat import targets
+        from edgekit.checks.compat import targets
         from edgekit.errors import UsageError
 
         raise UsageError(f"{artifact_dir}: a model file; give --target to check it (allowed: {', '.join(targets())}) "
@@ -222,7 +220,7 @@ def inspect(
 
 
 def _inspect_targets(path: Path, names: list[str]) -> None:
-    from edgekit.compat import checker, model_files
+    from edgekit.checks.compat import checker, model_files
 
     found = 0
     for name in names:
@@ -260,7 +258,7 @@ def profile(
     write a versioned profile.json."""
     from pydantic import ValidationError
 
-    from edgekit.artifact import write_json
+    from edgekit.artifact.files import write_json
     from edgekit.errors import UsageError
     from edgekit.profile.command import profile as run_profile
     from edgekit.recipe import ProfileSpec
@@ -350,7 +348,7 @@ def gate(
 @app.command()
 def report(artifact_dir: Path = typer.Argument(..., help="an out/<name> directory")) -> None:
     """Rebuild report.md and the self-contained report.html of an artifact directory."""
-    from edgekit.report_html import rebuild
+    from edgekit.report.html import rebuild
 
     for path in rebuild(artifact_dir):
         out.print(f"wrote {path}", markup=False, highlight=False)
@@ -366,10 +364,10 @@ def verify_cmd(
 ) -> None:
     """Re-verify an artifact from its manifest: file hashes, then parity on each runtime, here or
     under an emulated CPU class; passing results are recorded in the manifest's verified_on."""
-    from edgekit.artifact import read_manifest
-    from edgekit.cpu import CLASSES, local_class
+    from edgekit.artifact.manifest import read_manifest
+    from edgekit.runtimes.cpu_classes import CLASSES, local_class
     from edgekit.errors import UsageError
-    from edgekit.verify import reverify, unverified_here
+    from edgekit.checks.verify import reverify, unverified_here
 
     bad = [c for c in cpu or () if c not in CLASSES]
     if bad:

@@ -12,16 +12,17 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 import edgekit
-from edgekit import evaluate, verify
-from edgekit.artifact import MANIFEST, atomic_dir, file_entry, write_json
-from edgekit.backends import extra_installed
+from edgekit.checks import evaluate, verify
+from edgekit.artifact.manifest import MANIFEST
+from edgekit.artifact.files import atomic_dir, file_entry, write_json
+from edgekit.core.backends import extra_installed
 from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, RecipeError, StageError, first_line
-from edgekit.progress import Progress, no_progress
+from edgekit.core.progress import Progress, no_progress
 from edgekit.recipe import LoadedRecipe, required_extras
 from edgekit.runtimes import ort, pytorch
 from edgekit.runtimes import registry as runtimes
-from edgekit.stage import REGISTRY
-from edgekit.state import Artifact, Dataset, ModelState
+from edgekit.stages.registry import REGISTRY
+from edgekit.stages.state import Artifact, Dataset, ModelState
 
 @dataclass
 class RunResult:
@@ -56,7 +57,7 @@ def _run_stages(loaded: LoadedRecipe, state: ModelState) -> list[dict[str, Any]]
         except RecipeError as exc:
             raise RecipeError(f"{loaded.path.name}: stages[{i}].{exc}") from exc
         except ModelLoadError as exc:  # inside a stage, a runner refusing a graph the stage wrote
-            from edgekit.refusal import is_refusal, refused_in_stage
+            from edgekit.runtimes.refusal import is_refusal, refused_in_stage
 
             if not is_refusal(exc):
                 raise
@@ -111,8 +112,8 @@ class Verification:
 
 
 def _load(loaded: LoadedRecipe, models_dir: Path, progress: Progress) -> Loaded:
-    from edgekit.data.load import load_data
-    from edgekit.models.load import load_model
+    from edgekit.sources.data import load_data
+    from edgekit.sources.model import load_model
 
     recipe = loaded.recipe
     lm = load_model(recipe.model, recipe.inputs, loaded.base_dir)
@@ -129,7 +130,7 @@ def _load(loaded: LoadedRecipe, models_dir: Path, progress: Progress) -> Loaded:
     )
     normalization = None
     if lm.onnx_path is not None:
-        from edgekit.models.onnx_source import prepare_source  # opset/IR/folding, parity-checked
+        from edgekit.sources.onnx_file import prepare_source  # opset/IR/folding, parity-checked
 
         copy = models_dir / "fp32.onnx"
         normalization = prepare_source(lm.onnx_path, copy, recipe, lm.example, (calib, evald), recipe.profile.threads)
@@ -184,10 +185,10 @@ def _profiler(loaded: LoadedRecipe, ref: Reference, ver: Verification, progress:
 def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, progress: Progress) -> Verification:
     """Every artifact on every target runtime that runs it, on this machine: parity against the
     reference, the task metric against the budget, then latency."""
-    from edgekit.artifact import sha256_file
-    from edgekit.cpu import native_where
+    from edgekit.artifact.files import sha256_file
+    from edgekit.runtimes.cpu_classes import native_where
     from edgekit.profile.run import Timed
-    from edgekit.refusal import open_artifact
+    from edgekit.runtimes.refusal import open_artifact
 
     recipe, lm = loaded.recipe, ld.lm
     ver = Verification(unavailable={rt: why for rt in recipe.targets if (why := runtimes.get(rt).missing_here())})
@@ -248,8 +249,8 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
                      progress: Progress) -> None:
     """Each deploy class this machine is not, again under QEMU where it can be emulated; the rest
     is recorded as not verified with the reason, never as passed."""
-    from edgekit import emulate
-    from edgekit.cpu import local_class
+    from edgekit.checks import emulate
+    from edgekit.runtimes.cpu_classes import local_class
 
     recipe = loaded.recipe
     p = emulate.plan(recipe.deploy.classes(), local_class(), recipe.verify.emulate)
@@ -295,7 +296,8 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
 
 def _speed_warnings(manifest: dict[str, Any]) -> list[str]:
     """An INT8 artifact slower than its fp32 on this machine is worth a line: whether INT8 pays
-    depends on the CPU class (FACTS.md: NNCF INT8 0.84x fp32 on x86-avx2, 3.6x on x86-vnni)."""
+    depends on the CPU class (NNCF INT8 MiniLM was slower than fp32 on an AVX2-only CPU and several
+    times faster on a VNNI one: docs/cpu-classes.md)."""
     prof = manifest.get("profile") or {}
     cls = manifest["environment"]["cpu"].get("class", "?")
     precision = {a["name"]: a["precision"] for a in manifest["artifacts"]}
@@ -316,7 +318,7 @@ def _speed_warnings(manifest: dict[str, Any]) -> list[str]:
 def _manifest(loaded: LoadedRecipe, ld: Loaded, records: list[dict[str, Any]], ver: Verification,
               tmp: Path) -> dict[str, Any]:
     """The one place the manifest is assembled from the phases' results."""
-    from edgekit.environment import fingerprint
+    from edgekit.artifact.environment import fingerprint
     from edgekit.profile.schema import new_profile
 
     recipe, lm, state = loaded.recipe, ld.lm, ld.state
@@ -369,7 +371,7 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         progress: Optional[Progress] = None) -> RunResult:
     """Load, run the stages, take the reference, verify natively and under emulation, write the
     files and the manifest; all inside a temp dir that becomes out/<name> only at the end."""
-    from edgekit.report_html import write_reports
+    from edgekit.report.html import write_reports
 
     progress = progress or no_progress
     recipe = loaded.recipe

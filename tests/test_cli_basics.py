@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from edgekit.stage import REGISTRY
+from edgekit.stages.registry import REGISTRY
 from tests.conftest import RECIPES
 
 HEAVY = ("onnxruntime", "openvino", "nncf", "tensorrt", "transformers", "torch_pruning")
@@ -13,7 +13,7 @@ HEAVY = ("onnxruntime", "openvino", "nncf", "tensorrt", "transformers", "torch_p
 
 def test_import_and_validate_import_no_backend():
     code = (
-        "import sys, edgekit, edgekit.cli, edgekit.recipe as r, edgekit.stage as s\n"
+        "import sys, edgekit, edgekit.cli, edgekit.recipe as r, edgekit.stages.registry as s\n"
         f"r.load_recipe({str(RECIPES / 'int8_pc.yaml')!r})\n"
         "[i.load() for i in s.REGISTRY.values()]\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"

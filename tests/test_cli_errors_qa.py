@@ -224,7 +224,7 @@ def refused_dir(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from edgekit.artifact import sha256_file
+    from edgekit.artifact.files import sha256_file
 
     (tmp_path / "models").mkdir()
     g = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], name="odd", domain="com.example")], "g",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekit.cpu import CLASSES, SATURATING, classify, describe, local_class
+from edgekit.runtimes.cpu_classes import CLASSES, SATURATING, classify, describe, local_class
 
 X86_FLAGS = ["sse4_2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "avx_vnni"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit import emulate
-from edgekit.cpu import local_class
+from edgekit.checks import emulate
+from edgekit.runtimes.cpu_classes import local_class
 
 needs_qemu = pytest.mark.skipif(emulate.qemu_binary() is None, reason="qemu-user not installed (apt-get install qemu-user)")
 

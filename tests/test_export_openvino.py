@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edgekit import metrics
+from edgekit.checks import metrics
 from edgekit.errors import DataError, RecipeError
 from edgekit.recipe import parse_recipe
 
@@ -92,7 +92,7 @@ class TinyAttention(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from edgekit.state import Dataset
+    from edgekit.stages.state import Dataset
 
     model = TinyAttention().eval()
     rng = np.random.default_rng(0)
@@ -106,7 +106,7 @@ def tiny(tmp_path_factory):
 
 
 def _state(tiny, tmp_path: Path, calibration=True):
-    from edgekit.state import ModelState
+    from edgekit.stages.state import ModelState
 
     model, path, data, _ = tiny
     return ModelState(torch_model=model, input_names=["x"], output_names=["logits"], example=data.samples[0],

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edgekit.runtimes.registry import get
-from edgekit.runtimes.trt import missing
+from edgekit.runtimes.tensorrt.runner import missing
 from tests.conftest import RECIPES, fast_profile, write_recipe
 
 

@@ -82,7 +82,7 @@ def test_ab_rejects_what_it_cannot_time(cli, models: dict[str, Path], tmp_path: 
 
 
 def test_ab_on_a_runtime_that_is_not_installed_exits_4(cli, models: dict[str, Path]) -> None:
-    from edgekit.backends import is_available
+    from edgekit.core.backends import is_available
 
     if is_available("tensorrt"):
         pytest.skip("tensorrt is installed here")

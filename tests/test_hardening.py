@@ -10,7 +10,7 @@ import pytest
 
 
 def test_report_shows_the_reference_latency_of_an_onnx_source():
-    from edgekit.report import summary_rows
+    from edgekit.report.rows import summary_rows
 
     manifest = {"metrics": {"reference": {"runtime": "onnxruntime", "metric": "top1", "value": 0.9}},
                 "profile": {"reference/onnxruntime": {"median_ms": 1.5, "p90_ms": 2.0}}, "artifacts": []}
@@ -31,9 +31,9 @@ def test_sensitivity_json_holds_a_lossless_node_as_strict_json(tmp_path):
 
     from test_quantize_shared_weights import _samples, _tied
 
-    from edgekit.artifact import write_json
+    from edgekit.artifact.files import write_json
     from edgekit.quantize import sensitivity as sens
-    from edgekit.state import Dataset
+    from edgekit.stages.state import Dataset
 
     src = _tied(tmp_path / "fp32.onnx")
     data = Dataset("d", _samples(2, 0), None, [0, 1])
@@ -44,7 +44,7 @@ def test_sensitivity_json_holds_a_lossless_node_as_strict_json(tmp_path):
 
 
 def test_write_json_refuses_nan_and_names_where_it_is(tmp_path):
-    from edgekit.artifact import write_json
+    from edgekit.artifact.files import write_json
 
     with pytest.raises(ValueError, match=r"m.json: metrics.int8\[1\] is not a finite number"):
         write_json(tmp_path / "m.json", {"metrics": {"int8": [1.0, float("nan")]}})
@@ -54,7 +54,7 @@ def test_write_json_refuses_nan_and_names_where_it_is(tmp_path):
 def test_write_json_replaces_the_file_atomically(tmp_path, monkeypatch):
     import os
 
-    from edgekit import artifact
+    from edgekit.artifact import files as artifact
 
     path = tmp_path / "manifest.json"
     path.write_text('{"a": 1}\n')
@@ -121,7 +121,7 @@ def test_a_named_external_meter_whose_csv_is_missing_exits_4(cli, tmp_path):
 def test_the_working_directory_is_importable_only_while_the_entrypoint_is_imported(tmp_path, monkeypatch):
     import sys
 
-    from edgekit.models.load import import_entrypoint
+    from edgekit.sources.entrypoint import import_entrypoint
 
     (tmp_path / "my_ep_mod9.py").write_text("def f():\n    return 42\n")
     monkeypatch.chdir(tmp_path)
@@ -135,7 +135,7 @@ def test_the_next_run_removes_what_a_killed_run_left_beside_the_artifact(tmp_pat
     import os
     import subprocess
 
-    from edgekit.artifact import atomic_dir
+    from edgekit.artifact.files import atomic_dir
 
     out = tmp_path / "out"
     out.mkdir()
@@ -198,7 +198,7 @@ def test_tests_never_write_into_the_users_cache():
 
 
 def test_latency_statistics_of_a_zero_mean_are_null_not_nan(tmp_path):
-    from edgekit.artifact import write_json
+    from edgekit.artifact.files import write_json
     from edgekit.profile.stats import summarize
 
     s = summarize([0.0, 0.0, 0.0])

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from edgekit import evaluate, metrics
+from edgekit.checks import evaluate, metrics
 from edgekit.profile.stats import early_stopping_upper, summarize
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)

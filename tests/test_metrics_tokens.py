@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit import evaluate, metrics
+from edgekit.checks import evaluate, metrics
 from edgekit.errors import RecipeError
 
 

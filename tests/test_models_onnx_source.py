@@ -130,7 +130,7 @@ def test_constant_of_shape_weights_calibrate_on_real_inputs(cli, tmp_path):
 
 
 def test_real_inputs_one_rule_for_graph_and_session(tmp_path):
-    from edgekit.models.onnx_source import real_inputs
+    from edgekit.sources.onnx_file import real_inputs
     from edgekit.runtimes.device_side import feed_names
 
     path = old_cnn(tmp_path / "old.onnx", constant_of_shape=True)
@@ -146,7 +146,7 @@ def test_real_inputs_one_rule_for_graph_and_session(tmp_path):
 def test_refused_graph_is_a_stage_failure_naming_the_node(cli, tmp_path, monkeypatch):
     """Without the opset upgrade, per-channel DequantizeLinear (axis) lands in an opset-9 graph that
     onnxruntime refuses: exit 1 naming the stage and the node, not exit 2 (bad input)."""
-    import edgekit.models.onnx_source as src
+    import edgekit.sources.onnx_file as src
 
     monkeypatch.setattr(src, "stage_opset", lambda cfg: 0)
     result = cli("compress", "--recipe", old_recipe(tmp_path, ["onnxruntime"]), "--out", tmp_path / "out", "--quiet")
@@ -159,7 +159,7 @@ def test_refused_graph_is_a_stage_failure_naming_the_node(cli, tmp_path, monkeyp
 
 def test_refusal_inside_a_stage_is_a_stage_failure():
     from edgekit.errors import ModelLoadError, StageError
-    from edgekit.refusal import describe, is_refusal, refused_in_stage
+    from edgekit.runtimes.refusal import describe, is_refusal, refused_in_stage
 
     node = helper.make_node("DequantizeLinear", ["q", "s"], ["y"], name="w_dq", axis=0)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("q", TensorProto.INT8, [4])],
@@ -182,7 +182,7 @@ def test_refusal_inside_a_stage_is_a_stage_failure():
 
 
 def _normalize(tmp_path: Path, need: int = 13) -> dict:
-    from edgekit.models.onnx_source import normalize, parity_samples
+    from edgekit.sources.onnx_file import normalize, parity_samples
 
     src = old_cnn(tmp_path / "old.onnx")
     example = {"x": np.zeros((1, 3, 16, 16), np.float32)}
@@ -190,7 +190,7 @@ def _normalize(tmp_path: Path, need: int = 13) -> dict:
 
 
 def test_a_step_that_breaks_parity_is_undone_in_one_line(tmp_path, monkeypatch):
-    import edgekit.models.onnx_source as src
+    import edgekit.sources.onnx_file as src
 
     real_fold = src._fold
 
@@ -221,7 +221,7 @@ def test_an_opset_upgrade_that_cannot_be_done_says_why(tmp_path, monkeypatch):
 
 def test_a_current_graph_is_left_byte_identical_when_nothing_changes(tmp_path):
     """Normalising a normalised graph does nothing: fp32.onnx is a byte copy of the source."""
-    from edgekit.models.onnx_source import normalize, parity_samples
+    from edgekit.sources.onnx_file import normalize, parity_samples
 
     src = old_cnn(tmp_path / "old.onnx")
     first = normalize(src, tmp_path / "a.onnx", 13, "test", parity_samples({"x": np.zeros((1, 3, 16, 16), np.float32)}, []))
@@ -255,7 +255,7 @@ def test_runner_and_calibrator_feed_only_real_inputs(tmp_path):
 
 
 def test_an_undone_step_is_one_line_on_the_console_and_in_the_report(cli, tmp_path, monkeypatch):
-    import edgekit.models.onnx_source as src
+    import edgekit.sources.onnx_file as src
 
     def bad_fold(model):
         raise RuntimeError("onnxslim: shape inference failed")
@@ -271,7 +271,7 @@ def test_an_undone_step_is_one_line_on_the_console_and_in_the_report(cli, tmp_pa
 
 
 def test_a_refusal_after_a_failed_opset_upgrade_says_so(cli, tmp_path, monkeypatch):
-    import edgekit.models.onnx_source as src
+    import edgekit.sources.onnx_file as src
 
     def refuse(model, need, why):  # onnxruntime's quantizer calls the converter too: patch ours only
         raise RuntimeError("No Adapter For Upsample")
@@ -303,8 +303,8 @@ def test_an_openvino_refusal_quotes_its_last_line(tmp_path):
     """OpenVINO prefixes its reason with `Exception from src/...` lines: the refusal quotes the
     reason, and a refusal of a graph a stage made is that stage's failure (exit 1, not 4)."""
     from edgekit.errors import ModelLoadError, StageError
-    from edgekit.refusal import open_artifact
-    from edgekit.state import Artifact
+    from edgekit.runtimes.refusal import open_artifact
+    from edgekit.stages.state import Artifact
 
     pytest.importorskip("openvino")
     bad = tmp_path / "int8.onnx"

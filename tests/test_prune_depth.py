@@ -17,7 +17,7 @@ from tests.test_prune_structured import _run, _tiny
 
 
 def _state(tmp_path, which):
-    from edgekit.state import Dataset, ModelState
+    from edgekit.stages.state import Dataset, ModelState
 
     model, example = _tiny(which)
     rng = np.random.default_rng(1)
@@ -32,7 +32,7 @@ def _state(tmp_path, which):
 
 
 def _apply(state, **stage):
-    from edgekit.stage import REGISTRY
+    from edgekit.stages.registry import REGISTRY
 
     info = REGISTRY[stage["kind"]]
     return info.load()().run(state, info.load().Config(**stage))

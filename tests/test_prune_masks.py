@@ -109,7 +109,7 @@ class MLP(torch.nn.Module):
 
 
 def _state(tmp_path, model, labels=True):
-    from edgekit.state import Dataset, ModelState
+    from edgekit.stages.state import Dataset, ModelState
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 16)).astype(np.float32)
@@ -119,7 +119,7 @@ def _state(tmp_path, model, labels=True):
 
 
 def _apply(state, **stage):
-    from edgekit.stage import REGISTRY
+    from edgekit.stages.registry import REGISTRY
 
     info = REGISTRY[stage["kind"]]
     return info.load()().run(state, info.load().Config(**stage))

@@ -56,7 +56,7 @@ def _tiny(which: str):
     if which == "branchy":
         return Branchy().eval(), {"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}
     transformers = pytest.importorskip("transformers")
-    from edgekit.models.hf import _logits_module, _mean_pool_module
+    from edgekit.sources.hf import _logits_module, _mean_pool_module
 
     if which == "bert":
         cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -150,7 +150,7 @@ def test_ignore_pattern_matching_nothing_is_an_error():
 @pytest.mark.parametrize("importance", ["l1", "taylor", "hessian"])
 def test_data_driven_importance_picks_other_channels(tmp_path, importance):
     from edgekit.data.digits import split
-    from edgekit.state import Dataset, ModelState
+    from edgekit.stages.state import Dataset, ModelState
 
     x, y, _ = split()["train"]
     model, example = _tiny("cnn")

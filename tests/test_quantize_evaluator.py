@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit import evaluate
+from edgekit.checks import evaluate
 from edgekit.errors import DataError, RecipeError
 from edgekit.recipe import parse_recipe
-from edgekit.state import Dataset
+from edgekit.stages.state import Dataset
 
 CALLS: list[int] = []
 

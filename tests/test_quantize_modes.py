@@ -13,11 +13,11 @@ onnx = pytest.importorskip("onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgekit import metrics  # noqa: E402
+from edgekit.checks import metrics  # noqa: E402
 from edgekit.errors import AccuracyError, RecipeError  # noqa: E402
 from edgekit.recipe import parse_recipe  # noqa: E402
 from edgekit.runtimes import open_runner  # noqa: E402
-from edgekit.state import Dataset, ModelState  # noqa: E402
+from edgekit.stages.state import Dataset, ModelState  # noqa: E402
 
 
 def _mlp(path: Path, layernorm: bool = False) -> Path:
@@ -68,7 +68,7 @@ def _cosine(state: ModelState, path: Path) -> float:
 
 
 def _run(kind: str, state: ModelState, **cfg):
-    from edgekit.stage import REGISTRY
+    from edgekit.stages.registry import REGISTRY
 
     stage = REGISTRY[kind].load()()
     return stage.run(state, stage.Config(kind=kind, **cfg))

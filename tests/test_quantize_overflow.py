@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from edgekit import emulate
-from edgekit.cpu import local_class
+from edgekit.checks import emulate
+from edgekit.runtimes.cpu_classes import local_class
 from edgekit.quantize.overflow import AUTO_FIX, choose_overflow_fix
 from tests.conftest import fast_profile, write_recipe
 

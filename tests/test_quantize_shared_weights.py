@@ -14,10 +14,10 @@ onnx = pytest.importorskip("onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgekit import verify  # noqa: E402
+from edgekit.checks import verify  # noqa: E402
 from edgekit.recipe import VerifySpec  # noqa: E402
 from edgekit.runtimes import open_runner  # noqa: E402
-from edgekit.state import Dataset, ModelState  # noqa: E402
+from edgekit.stages.state import Dataset, ModelState  # noqa: E402
 
 V, D = 96, 64
 
@@ -68,7 +68,7 @@ def _within_verify_tolerance(src: Path, dst: Path, samples, cosine_min: float) -
 
 
 def test_int4_keeps_tied_and_shared_weights_intact(tmp_path):
-    from edgekit.stage import REGISTRY
+    from edgekit.stages.registry import REGISTRY
 
     work = tmp_path / "models"
     work.mkdir()
@@ -111,7 +111,7 @@ def test_smoothquant_scales_a_shared_weight_once_per_reader(tmp_path):
 
 def test_int4_refuses_to_label_an_unpacked_model_int4(tmp_path):
     from edgekit.errors import StageError
-    from edgekit.stage import REGISTRY
+    from edgekit.stages.registry import REGISTRY
 
     work = tmp_path / "models"
     work.mkdir()

@@ -52,7 +52,7 @@ def test_duplicate_artifact_names_are_refused_at_validate(model, stages, message
 
 
 def test_every_stage_config_kind_is_its_registry_key():
-    from edgekit.stage import REGISTRY
+    from edgekit.stages.registry import REGISTRY
 
     for key, info in REGISTRY.items():
         cls = info.load()
@@ -67,7 +67,7 @@ def test_one_strict_base_for_every_schema():
     from pydantic import BaseModel
 
     import edgekit
-    from edgekit.strict import Strict
+    from edgekit.core.strict import Strict
 
     loose = []
     for m in pkgutil.walk_packages(edgekit.__path__, "edgekit."):

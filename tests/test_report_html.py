@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekit.report_plots import pareto_front
+from edgekit.report.plots import pareto_front
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -94,20 +94,20 @@ def test_report_command_rebuilds_and_keeps_the_manifest_true(cli, digits_run, tm
 
 
 def test_without_matplotlib_the_page_says_how_to_get_figures(digits_run, monkeypatch) -> None:
-    from edgekit import report_html
+    from edgekit.report import html as report_html
     from edgekit.errors import BackendUnavailable
 
     def missing(*args, **kwargs):
         raise BackendUnavailable("matplotlib is not installed; matplotlib needs: pip install 'edgekit[report]'")
 
-    monkeypatch.setattr("edgekit.report_plots._pyplot", missing)
+    monkeypatch.setattr("edgekit.report.plots._pyplot", missing)
     text = report_html.render(digits_run.out_dir, digits_run.manifest)
     assert "<img" not in text
     assert len(re.findall(r"figure not drawn: .*?pip install &#x27;edgekit\[report\]&#x27;", text)) == 3
 
 
 def test_a_malformed_sensitivity_file_is_named_in_the_page(digits_run, tmp_path: Path) -> None:
-    from edgekit import report_html
+    from edgekit.report import html as report_html
 
     d = tmp_path / "copy"
     shutil.copytree(digits_run.out_dir, d)
@@ -122,7 +122,7 @@ def test_sparsity_recorded_by_a_stage_is_drawn(digits_run) -> None:
     pytest.importorskip("matplotlib")
     import copy
 
-    from edgekit import report_html
+    from edgekit.report import html as report_html
 
     m = copy.deepcopy(digits_run.manifest)
     m["stages"].append({"kind": "prune.magnitude", "seconds": 0.1, "outputs": [],

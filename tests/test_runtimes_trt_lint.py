@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgekit.runtimes.registry import get  # noqa: E402
-from edgekit.runtimes.trt_lint import errors, lint  # noqa: E402
+from edgekit.runtimes.tensorrt.lint import errors, lint  # noqa: E402
 
 
 def conv_net(path: Path, residual: bool = False) -> Path:

@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from edgekit.artifact import read_manifest
+from edgekit.artifact.manifest import read_manifest
 from edgekit.errors import UsageError
 from edgekit.profile.schema import load_profile
 from edgekit.recipe import load_recipe

@@ -82,7 +82,7 @@ def test_hf_vit_adapter_r0_equals_hf_and_merge_exports(tmp_path):
 
 def _tiny_bert():
     transformers = pytest.importorskip("transformers")
-    from edgekit.models.hf import _mean_pool_module
+    from edgekit.sources.hf import _mean_pool_module
 
     cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                   intermediate_size=64, max_position_embeddings=32)

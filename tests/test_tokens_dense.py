@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.backends import is_available
+from edgekit.core.backends import is_available
 from edgekit.data.digits import BACKGROUND, INK, split, token_labels
 from edgekit.models.digits_nets import DigitsSegViT
 from edgekit.tokens.vit import ReducedViT
@@ -53,7 +53,7 @@ def seg_model():
 
 @pytest.mark.slow
 def test_merge_and_restore_keeps_per_patch_accuracy_on_real_digits(seg_model):
-    from edgekit.metrics import token_top1
+    from edgekit.checks.metrics import token_top1
 
     x, _, ids = split()["test"]
     labels = token_labels(ids)

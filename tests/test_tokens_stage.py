@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from edgekit.backends import is_available
+from edgekit.core.backends import is_available
 from edgekit.errors import RecipeError
 from edgekit.recipe import load_recipe, parse_recipe
 from tests.conftest import RECIPES, fast_profile, write_recipe
@@ -61,7 +61,7 @@ def test_bad_token_stage_is_one_line_error(stage, message):
 
 
 def _state(tmp_path):
-    from edgekit.state import Dataset, ModelState
+    from edgekit.stages.state import Dataset, ModelState
 
     bundle = tiny_vit()
     rng = np.random.default_rng(0)
@@ -71,7 +71,7 @@ def _state(tmp_path):
 
 
 def _apply(tmp_path, **stage):
-    from edgekit.stage import REGISTRY
+    from edgekit.stages.registry import REGISTRY
 
     info = REGISTRY[stage["kind"]]
     cfg = info.load().Config(**stage)

@@ -1,1 +1,2 @@
-"""Calibration and evaluation sources: built-in datasets, .npz files, python entrypoints."""
+"""Built-in datasets a recipe can name with `builtin:` (digits, sentences). Loading any data
+source, built-in or not, is `edgekit.sources.data`."""

@@ -1,1 +1,2 @@
-"""Exporters from torch to deployable graphs."""
+"""Export and target stages: torch to ONNX (`onnx`), and the runtimes' own formats
+(`openvino`, `tensorrt`, `npu`). Each imports its runtime's package; runtimes never import these."""

@@ -11,10 +11,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from edgekit.backends import require
+from edgekit.core.backends import require
 from edgekit.errors import ExportError, StageError, first_line
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import Artifact, ModelState
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import Artifact, ModelState
 
 
 class ExportOnnxConfig(StageConfig):

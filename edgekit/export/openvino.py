@@ -1,7 +1,7 @@
 """target.openvino: the float model to an OpenVINO IR (.xml + .bin), optionally compressed by NNCF.
 
 Why NNCF rather than handing OpenVINO an ONNX Runtime QDQ graph: OpenVINO reading the all-ops
-QDQ ONNX of MiniLM collapses (cosine 0.005, ../shared/FACTS.md), while `nncf.quantize` with the
+QDQ ONNX of MiniLM collapses (cosine near 0; docs/quantization.md), while `nncf.quantize` with the
 transformer scheme (SmoothQuant, softmax / layer norm / residual adds kept in float) keeps 0.996.
 NNCF is OpenVINO's own compression library, so edgekit only chooses its settings, resolves the
 recipe's node patterns, and records what it did."""
@@ -16,12 +16,12 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from edgekit.backends import require, version_of
+from edgekit.core.backends import require, version_of
 from edgekit.errors import DataError, RecipeError
-from edgekit.patterns import check_patterns
+from edgekit.core.patterns import check_patterns
 from edgekit.runtimes import ov as ov_runtime
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import Artifact, ModelState
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import Artifact, ModelState
 
 # settings that only one kind of compression reads; setting them for another precision is an error
 ONLY_FOR = {
@@ -101,7 +101,7 @@ class OpenVINOConfig(StageConfig):
 
     def saturation_problem(self, classes: list[str]) -> Optional[str]:
         """Why this config saturates on one of `classes`, or None (checked at validate time)."""
-        from edgekit.cpu import SATURATING
+        from edgekit.runtimes.cpu_classes import SATURATING
 
         bad = [c for c in classes if c in SATURATING]
         if self.precision == "int8" and self.overflow_fix == "disable" and bad:
@@ -168,7 +168,7 @@ def _quantize_int8(model: Any, state: ModelState, cfg: OpenVINOConfig, nncf: Any
     ignored, names = _ignored(cfg, model, nncf)
     from nncf.quantization.advanced_parameters import OverflowFix
 
-    from edgekit.cpu import SATURATING, X86_CLASSES
+    from edgekit.runtimes.cpu_classes import SATURATING, X86_CLASSES
 
     classes = state.recipe.deploy.classes() if state.recipe is not None else list(X86_CLASSES)
     bad = [c for c in classes if c in SATURATING]

@@ -15,13 +15,13 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from edgekit.backends import require, version_of
+from edgekit.core.backends import require, version_of
 from edgekit.errors import StageError
-from edgekit.runtimes import trt as trt_runtime
-from edgekit.runtimes.trt_lint import errors, lint
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import Artifact, ModelState
-from edgekit.strict import Strict
+from edgekit.runtimes.tensorrt import runner as trt_runtime
+from edgekit.runtimes.tensorrt.lint import errors, lint
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import Artifact, ModelState
+from edgekit.core.strict import Strict
 
 
 class ShapeRange(Strict):

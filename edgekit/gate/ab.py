@@ -54,7 +54,7 @@ def side_from(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) 
     """A model file (.onnx, feeds from the recipe's inputs or the model's static shapes) or an
     artifact directory (its final artifact, or `artifact`, fed with its recorded reference input)."""
     if spec.is_dir():
-        from edgekit.artifact import read_manifest, read_reference
+        from edgekit.artifact.manifest import read_manifest, read_reference
 
         manifest = read_manifest(spec)
         arts = {a["name"]: a for a in manifest["artifacts"]}
@@ -68,7 +68,7 @@ def side_from(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) 
         return Side(f"{spec.name}:{name}", spec / arts[name]["path"], feeds, arts[name].get("runtime_options", {}))
     if spec.suffix != ".onnx" or not spec.is_file():
         raise UsageError(f"--ab {spec}: not an artifact directory or an .onnx file")
-    from edgekit.models.load import load_model
+    from edgekit.sources.model import load_model
     from edgekit.recipe import ModelSpec
 
     lm = load_model(ModelSpec(onnx=str(spec.resolve())), inputs, spec.resolve().parent)

@@ -28,7 +28,7 @@ class GateRequest:
 
 
 def run_gate(req: GateRequest, tick: Callable[[int], None] = lambda n: None) -> GateResult:
-    from edgekit.artifact import read_manifest
+    from edgekit.artifact.manifest import read_manifest
     from edgekit.gate.budgets import check_budgets
     from edgekit.profile.schema import load_profile
     from edgekit.recipe import GateSpec, load_recipe

@@ -1,1 +1,2 @@
-"""Model sources (entrypoints, ONNX files, Hugging Face directories) and the built-in zoo."""
+"""The built-in model zoo (digits CNN / ViT, MiniLM, ViT-S and ResNet-18 shapes) and
+`ModelBundle`, what any model entrypoint returns. Loading a recipe's model is `edgekit.sources`."""

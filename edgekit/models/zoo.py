@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.models.bundle import ModelBundle
+from edgekit.sources.bundle import ModelBundle
 
 ZOO = {
     "digits_cnn": "small CNN trained on scikit-learn digits (32x32, 10 classes)",
@@ -62,7 +62,7 @@ def digits_vit_seg() -> ModelBundle:
 
 
 def minilm(seq_len: int = 128) -> ModelBundle:
-    from edgekit.models.hf import load_hf, minilm_dir
+    from edgekit.sources.hf import load_hf, minilm_dir
 
     return load_hf(str(minilm_dir()), seq_len=seq_len)
 

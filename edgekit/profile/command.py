@@ -12,10 +12,10 @@ import numpy as np
 
 from edgekit.errors import ModelLoadError, UsageError
 from edgekit.profile.devices import load_devices, pick_device
-from edgekit.progress import Progress, no_progress
+from edgekit.core.progress import Progress, no_progress
 from edgekit.profile.run import Timed, measure_job, measure_runner
 from edgekit.profile.schema import Profile, key_of, new_profile
-from edgekit.refusal import refused_artifact
+from edgekit.runtimes.refusal import refused_artifact
 from edgekit.runtimes import ort, pytorch
 from edgekit.runtimes import registry as runtimes
 
@@ -34,7 +34,7 @@ class Job:
 
 
 def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
-    from edgekit.artifact import read_manifest, read_reference
+    from edgekit.artifact.manifest import read_manifest, read_reference
 
     manifest = read_manifest(root)
     inputs, _ = read_reference(root, manifest)
@@ -57,7 +57,7 @@ def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
 
 
 def _onnx_feeds(path: Path) -> tuple[dict[str, np.ndarray], str]:
-    from edgekit.models.load import load_model
+    from edgekit.sources.model import load_model
     from edgekit.recipe import ModelSpec
 
     lm = load_model(ModelSpec(onnx=str(path.resolve())), None, Path("."))
@@ -67,7 +67,7 @@ def _onnx_feeds(path: Path) -> tuple[dict[str, np.ndarray], str]:
 def _file_job(path: Path, backend: Optional[str], threads: int) -> Job:
     """A bare model file: the runtime its suffix belongs to unless --backend names another that
     reads the same format; feeds from the graph's own inputs."""
-    from edgekit.artifact import sha256_file
+    from edgekit.artifact.files import sha256_file
 
     own = runtimes.for_suffix(path.suffix)
     fmt = own.formats[0]
@@ -87,7 +87,7 @@ def _file_job(path: Path, backend: Optional[str], threads: int) -> Job:
 
 
 def _torch_job(recipe_path: Path, backend: Optional[str], threads: int) -> Job:
-    from edgekit.models.load import load_model
+    from edgekit.sources.model import load_model
     from edgekit.recipe import load_recipe
     from edgekit.runtimes.pytorch import TorchRunner
 

@@ -25,7 +25,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from edgekit.errors import BackendUnavailable, ModelLoadError, UsageError, first_line
-from edgekit.strict import Strict
+from edgekit.core.strict import Strict
 
 DEVICE_SIDE = Path(__file__).parents[1] / "runtimes" / "device_side.py"
 

@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple, Optional
 from pydantic import ConfigDict, Field, ValidationError
 
 from edgekit.errors import UsageError
-from edgekit.strict import Strict
+from edgekit.core.strict import Strict
 
 SCHEMA_VERSION = 1
 Provenance = Literal["measured_counter", "measured_sampled", "estimated_model", "unavailable"]
@@ -38,7 +38,7 @@ class Device(Strict):
     kind: Literal["local", "ssh"] = "local"
     host: Optional[str] = None
     cpu: str  # CPU model string
-    cpu_class: str = ""  # edgekit.cpu class (x86-avx2, x86-vnni, ...): what decides INT8 speed and numerics
+    cpu_class: str = ""  # edgekit.runtimes.cpu_classes class (x86-avx2, x86-vnni, ...): what decides INT8 speed and numerics
     cpu_flags: list[str] = []  # the ISA flags that change kernels (avx512_vnni, amx_int8, ...)
     gpus: list[str] = []
     fingerprint: str  # what baselines key on: see device_fingerprint
@@ -158,14 +158,14 @@ def device_fingerprint(cpu: str, flags: list[str], gpus: list[str], cpu_class: s
 
 
 def local_device(name: str = "local") -> Device:
-    from edgekit.environment import cpu_info, gpu_info
+    from edgekit.artifact.environment import cpu_info, gpu_info
 
     return device_from(name, "local", None, cpu_info(), [g["name"] for g in gpu_info()])
 
 
 def device_from(name: str, kind: str, host: Optional[str], cpu: dict[str, Any], gpus: list[str]) -> Device:
     """A Device from a `cpu_info()` reply (this machine's or an ssh device's)."""
-    from edgekit.cpu import describe
+    from edgekit.runtimes.cpu_classes import describe
 
     flags = sorted(f for f, on in cpu["flags"].items() if on)
     cls = describe(cpu)

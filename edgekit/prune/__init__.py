@@ -9,8 +9,8 @@ from typing import Any
 
 
 def replay(history: Any, fresh_model: Any) -> Any:
-    """Rebuild a pruned architecture on a fresh copy of the source model (see `history.replay`)."""
-    from edgekit.prune.history import replay as _replay
+    """Rebuild a pruned architecture on a fresh copy of the source model (see `rebuild.replay`)."""
+    from edgekit.prune.rebuild import replay as _replay
 
     return _replay(history, fresh_model)
 

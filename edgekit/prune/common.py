@@ -3,24 +3,13 @@ per-layer widths and sparsity, and parameter / MAC counts."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from edgekit.errors import DataError, RecipeError
-from edgekit.patterns import matches
-
-
-def working_copy(state: Any, kind: str) -> Any:
-    """The model a stage may change: a deep copy the first time a stage changes it, so that the
-    loaded model stays the verification reference and the distillation teacher."""
-    if state.torch_model is None:
-        raise RecipeError(f"kind: {kind} needs a torch model; this recipe's model is ONNX")
-    if state.original_model is None:  # the first stage to change weights: never touch what it got
-        state.original_model = state.torch_model
-        return copy.deepcopy(state.torch_model)
-    return copy.deepcopy(state.torch_model) if state.torch_model is state.original_model else state.torch_model
+from edgekit.core.patterns import matches
+from edgekit.stages.torch_side import prunable_layers, working_copy  # noqa: F401 (used as common.*)
 
 
 def torch_inputs(feeds: dict[str, np.ndarray]) -> tuple:
@@ -53,7 +42,7 @@ def task_loss(out: Any, labels: Any, reference: Any = None) -> Any:
     output's mean square, a proxy."""
     import torch.nn.functional as F
 
-    from edgekit import metrics
+    from edgekit.checks import metrics
 
     if out.ndim >= 2 and metrics.looks_like_logits(out.detach().numpy()):
         if labels is not None and labels.shape == out.shape[:-1]:
@@ -63,14 +52,6 @@ def task_loss(out: Any, labels: Any, reference: Any = None) -> Any:
     if reference is not None:
         return F.mse_loss(out, reference)
     return out.pow(2).mean()
-
-
-def prunable_layers(model: Any) -> dict[str, Any]:
-    """name -> Conv/Linear module (the layers whose widths pruning changes)."""
-    import torch
-
-    return {n: m for n, m in model.named_modules()
-            if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))}
 
 
 def select(model: Any, patterns: list[str], field: str) -> set[str]:

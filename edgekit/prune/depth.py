@@ -24,8 +24,8 @@ from pydantic import Field
 from edgekit.errors import RecipeError, StageError
 from edgekit.prune import common
 from edgekit.prune.history import new_history
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import ModelState
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import ModelState
 
 PARTS = ("attention", "mlp", "block")
 

@@ -25,12 +25,12 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from edgekit.backends import require
+from edgekit.core.backends import require
 from edgekit.errors import StageError
 from edgekit.prune import common
 from edgekit.prune.history import new_history
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import ModelState
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import ModelState
 
 
 class StructuredConfig(StageConfig):

@@ -195,7 +195,7 @@ def exposing_session(model_path: Path, tensors: list[str], threads: int = 2) -> 
     they keep the names calibration assigns ranges to) and the graph's input names."""
     import onnx
 
-    from edgekit.backends import require
+    from edgekit.core.backends import require
 
     ort = require("onnxruntime", extra="onnx")
     model = onnx.load(str(model_path))
@@ -239,7 +239,7 @@ def ranges(hists: dict[str, Histogram], method: str, percentile: float = 99.999,
 def write_cache(rng: dict[str, tuple[float, float]], path: Path) -> None:
     """Store ranges in onnxruntime's calibration-cache format; `quantize_static(...,
     calibration_cache_path=path, calibrate_method=MinMax)` then uses them as they are."""
-    from edgekit.backends import require
+    from edgekit.core.backends import require
 
     cal = require("onnxruntime.quantization.calibrate", extra="onnx")
     data = {n: cal.TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for n, (lo, hi) in rng.items()}

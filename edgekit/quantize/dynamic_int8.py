@@ -2,7 +2,7 @@
 activation ranges computed per batch at run time, so no calibration data).
 
 op_types default to MatMul/Gemm: dynamic INT8 on convolutions (ConvInteger) runs 6x slower than
-fp32 on this CPU (../shared/FACTS.md), so Conv must be asked for explicitly. DefaultTensorType
+fp32 on x86 (docs/quantization.md), so Conv must be asked for explicitly. DefaultTensorType
 is set to FLOAT because on fused graphs quantize_dynamic otherwise stops in shape inference
 with an opaque error. The artifact runs on onnxruntime only: OpenVINO has no DynamicQuantizeLinear
 / MatMulInteger path that runs these graphs as INT8."""
@@ -13,12 +13,12 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from edgekit.backends import require
-from edgekit.patterns import check_patterns
+from edgekit.core.backends import require
+from edgekit.core.patterns import check_patterns
 from edgekit.quantize.overflow import choose_overflow_fix, deploy_classes, saturation_problem
 from edgekit.runtimes import ort
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import Artifact, ModelState
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import Artifact, ModelState
 
 
 class DynamicInt8Config(StageConfig):

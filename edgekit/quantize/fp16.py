@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from edgekit.backends import require
-from edgekit.patterns import check_patterns
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import Artifact, ModelState
+from edgekit.core.backends import require
+from edgekit.core.patterns import check_patterns
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import Artifact, ModelState
 
 
 class Fp16Config(StageConfig):

@@ -17,12 +17,12 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from edgekit.backends import require
+from edgekit.core.backends import require
 from edgekit.errors import DataError, StageError
-from edgekit.patterns import check_patterns
+from edgekit.core.patterns import check_patterns
 from edgekit.quantize.graph import Consumers, privatize
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import Artifact, ModelState
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import Artifact, ModelState
 
 
 class Int4Config(StageConfig):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import RecipeError
-from edgekit.patterns import matches
+from edgekit.core.patterns import matches
 
 
 def node_names(path: Path) -> list[tuple[str, str]]:

@@ -41,14 +41,14 @@ class OverflowChoice:
 
 
 def deploy_classes(state: Any) -> list[str]:
-    from edgekit.cpu import X86_CLASSES
+    from edgekit.runtimes.cpu_classes import X86_CLASSES
 
     return state.recipe.deploy.classes() if getattr(state, "recipe", None) is not None else list(X86_CLASSES)
 
 
 def saturation_problem(fix: str, weight_dtype: str, classes: list[str], dtype_field: str) -> Optional[str]:
     """Why these settings saturate on one of `classes`, or None (checked at validate time)."""
-    from edgekit.cpu import SATURATING
+    from edgekit.runtimes.cpu_classes import SATURATING
 
     bad = [c for c in classes if c in SATURATING]
     if fix == "none" and weight_dtype == "int8" and bad:
@@ -62,7 +62,7 @@ def choose_overflow_fix(fix: str, weight_dtype: str, classes: list[str], auto: s
     """`auto` is what `overflow_fix: auto` becomes where a class saturates: 7-bit weights for
     static INT8 (per-channel: measured within 0.2 points), the run-time option for dynamic INT8,
     whose per-tensor 7-bit weights cost MiniLM 0.09 cosine (0.874 vs 0.963, quantize_ort)."""
-    from edgekit.cpu import SATURATING
+    from edgekit.runtimes.cpu_classes import SATURATING
 
     bad = [c for c in classes if c in SATURATING]
     if weight_dtype == "uint8" and fix == "auto":

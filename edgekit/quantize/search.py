@@ -14,12 +14,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgekit import evaluate
-from edgekit.artifact import write_json
+from edgekit.checks import evaluate
+from edgekit.artifact.files import write_json
 from edgekit.errors import AccuracyError, DataError, RecipeError
 from edgekit.quantize import sensitivity as sens
 from edgekit.runtimes import ort
-from edgekit.state import Dataset, ModelState
+from edgekit.stages.state import Dataset, ModelState
 
 
 def _scorer(state: ModelState, data: Dataset, ref: np.ndarray,

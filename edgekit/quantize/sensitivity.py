@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgekit.runtimes import ort
-from edgekit.state import Dataset
+from edgekit.stages.state import Dataset
 
 SENSITIVITY_FILE = "sensitivity.json"
 

@@ -3,10 +3,10 @@ onnxruntime.quantization (QDQ format) with ranges from edgekit's streaming calib
 
 Defaults follow the whitepaper scheme (per-channel symmetric int8 weights, per-tensor
 activations) with uint8 activations: on x86 ONNX Runtime runs U8S8 QDQ 2-3x faster than its
-S8S8 default, which is slower than fp32 here (../shared/FACTS.md).
+S8S8 default, which is slower than fp32 there (docs/quantization.md).
 
-Presets exist because quantizing everything collapses transformers (MiniLM cosine 0.35 in
-FACTS.md): the `transformer` preset quantizes only the inputs of MatMul/Gemm with a constant
+Presets exist because quantizing everything collapses transformers (MiniLM cosine about 0.35;
+docs/quantization.md): the `transformer` preset quantizes only the inputs of MatMul/Gemm with a constant
 weight and leaves their outputs float, so softmax, layer norm, residual adds, the attention-mask
 path, the activation x activation attention products and the residual stream (whose outlier
 channels a per-tensor scale cannot hold) stay float unless `op_types` asks for them. Measured on
@@ -25,14 +25,14 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator
 
-from edgekit.backends import require
+from edgekit.core.backends import require
 from edgekit.errors import DataError
-from edgekit.patterns import check_patterns
+from edgekit.core.patterns import check_patterns
 from edgekit.quantize.overflow import OverflowChoice, choose_overflow_fix, deploy_classes, saturation_problem
 from edgekit.runtimes import ort
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import Artifact, ModelState
-from edgekit.strict import Strict
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import Artifact, ModelState
+from edgekit.core.strict import Strict
 
 TRANSFORMER_OPS = ["MatMul", "Gemm"]
 WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from edgekit import stage as stage_registry
+from edgekit.stages import registry as stage_registry
 from edgekit.recipe.schema import recipe_model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit import stage as stage_registry
+from edgekit.stages import registry as stage_registry
 from edgekit.runtimes import registry as runtimes
 
 

@@ -8,8 +8,31 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from edgekit.profile.energy import EnergySpec
-from edgekit.strict import Strict
+from edgekit.core.strict import Strict
+
+MeterName = Literal["none", "auto", "rapl", "nvml", "jetson", "external", "estimate"]
+
+
+class EnergySpec(Strict):
+    """`profile.energy`: which meter reads energy (`edgekit.profile.energy` opens it)."""
+
+    meter: MeterName = "none"
+    idle_s: float = Field(2.0, ge=0.0, description="idle power is measured this long before the run; 0 = no net figure")
+    period_s: float = Field(0.05, gt=0.0, le=10.0, description="sampling period of live meters")
+    csv: Optional[str] = Field(None, description="external meter log: rows of 'timestamp, watts'")
+    tdp_w: Optional[float] = Field(None, gt=0.0, description="estimate: the CPU's TDP in watts")
+    rail: str = "VDD_IN"
+    gpu_index: int = Field(0, ge=0)
+    sysfs_root: str = "/"
+
+    @model_validator(mode="after")
+    def _needs(self) -> "EnergySpec":
+        if self.meter == "external" and not self.csv:
+            raise ValueError("meter 'external' needs csv: the meter's log file (timestamp, watts)")
+        if self.meter == "estimate" and self.tdp_w is None:
+            raise ValueError("meter 'estimate' needs tdp_w: the CPU's TDP in watts (edgekit does not guess it)")
+        return self
+
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -95,7 +118,7 @@ class DeploySpec(Strict):
     accept_saturation: bool = False
 
     def classes(self) -> list[str]:
-        from edgekit.cpu import X86_CLASSES
+        from edgekit.runtimes.cpu_classes import X86_CLASSES
 
         return list(dict.fromkeys(self.cpus)) if self.cpus else list(X86_CLASSES)
 

@@ -4,7 +4,7 @@ needing only the Python standard library, numpy and the runtime itself — never
 isolation) or under QEMU (emulated CPU classes) and get the same numbers as in-process.
 
 edgekit imports the same functions locally (`edgekit.profile.latency`, `edgekit.runtimes.ort`,
-`edgekit.runtimes.ov`, `edgekit.environment.cpu_info`), so the protocol and the session settings
+`edgekit.runtimes.ov`, `edgekit.artifact.environment.cpu_info`), so the protocol and the session settings
 exist once. Run as a script: `python device_side.py JOB.json` prints one JSON result line."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-# the ISA flags that decide which kernels a runtime picks (edgekit.cpu turns them into a class)
+# the ISA flags that decide which kernels a runtime picks (edgekit.runtimes.cpu_classes turns them into a class)
 FLAGS = ("sse4_2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni",
          "neon", "asimd", "asimddp", "i8mm")
 
@@ -121,7 +121,7 @@ def timed_loop(run: Callable[[], Any], warmup_s: float, min_duration_s: float, m
 
 def feed_names(session: Any) -> list[str]:
     """The inputs a caller feeds an onnxruntime session: its inputs minus the initializers it lets
-    a caller override (edgekit.models.onnx_source.real_inputs is the same rule on the graph)."""
+    a caller override (edgekit.sources.onnx_file.real_inputs is the same rule on the graph)."""
     overridable = {i.name for i in session.get_overridable_initializers()}
     return [i.name for i in session.get_inputs() if i.name not in overridable]
 

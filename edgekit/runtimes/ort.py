@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from edgekit.backends import require
+from edgekit.core.backends import require
 from edgekit.errors import ModelLoadError, first_line
 from edgekit.runtimes.base import Runner
 from edgekit.runtimes.device_side import OrtModel
@@ -16,7 +16,7 @@ from edgekit.runtimes.registry import Problem, RuntimeInfo
 NAME = "onnxruntime"
 FORMAT = "onnx"
 # target.npu's qnn-htp artifact is a standard QDQ ONNX graph: the CPU row verifies it too, with
-# onnxruntime's reference kernels, beside the HTP (see edgekit/runtimes/qnn.py for why it is a
+# onnxruntime's reference kernels, beside the HTP (see edgekit/runtimes/npu/qnn.py for why it is a
 # format of its own)
 QNN_FORMAT = "qnn-onnx"
 

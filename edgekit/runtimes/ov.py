@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgekit.backends import require
+from edgekit.core.backends import require
 from edgekit.errors import BackendUnavailable, ModelLoadError, UsageError, first_line
 from edgekit.runtimes.base import Runner
 from edgekit.runtimes.device_side import OpenVINOModel
@@ -62,7 +62,7 @@ def check(path: Path, device: str = "CPU") -> list[Problem]:
     try:
         model = core.read_model(str(path))
     except RuntimeError as exc:  # OpenVINO's reason is the last line of its chain, not the first
-        from edgekit.refusal import cause_line
+        from edgekit.runtimes.refusal import cause_line
 
         return [Problem(NAME, f"cannot read the model: {cause_line(exc)}")]
     supported = set(core.query_model(model, device))

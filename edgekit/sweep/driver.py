@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgekit.errors import UsageError
-from edgekit.progress import Progress, no_progress
+from edgekit.core.progress import Progress, no_progress
 from edgekit.sweep import execute, pareto, search, trials
 from edgekit.sweep.spec import Sweep, TrialRecipe, build_recipe, load_sweep
 

@@ -103,7 +103,7 @@ def _check_reachable(address: str) -> None:
 def connect(address: Optional[str], devices: dict[str, Any]) -> Iterator[Cluster]:
     """Join `address`, reuse a Ray already initialised in this process (tests, notebooks), or
     start a local cluster whose head offers every named device; shut down only what we started."""
-    from edgekit.backends import require
+    from edgekit.core.backends import require
 
     ray = require("ray", extra="sweep", why="edgekit sweep runs its trials on Ray")
     owned = not ray.is_initialized()
@@ -251,9 +251,10 @@ def finalize_task(blob: bytes, build: dict[str, Any], timing: dict[str, Any], re
     """Turn a built and timed trial into an ordinary artifact directory under trials/<id>/:
     the pipeline's files, profile.json from the device, the manifest's profile and recipe,
     both reports, and trial.json. It appears only complete (built aside, renamed last)."""
-    from edgekit.artifact import MANIFEST, atomic_dir, file_entry, write_json
+    from edgekit.artifact.manifest import MANIFEST
+    from edgekit.artifact.files import atomic_dir, file_entry, write_json
     from edgekit.profile.schema import Measurement, new_profile
-    from edgekit.report_html import write_reports
+    from edgekit.report.html import write_reports
 
     info = _stamp("finalize")
     with atomic_dir(Path(trials_dir) / record["id"], force=True) as tmp:

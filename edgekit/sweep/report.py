@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import yaml
 
-from edgekit.artifact import write_json
+from edgekit.artifact.files import write_json
 from edgekit.errors import BackendUnavailable
 from edgekit.sweep import pareto
 from edgekit.sweep.spec import Sweep, device_slug
@@ -129,7 +129,7 @@ def _e(v: Any) -> str:
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
-    from edgekit.report import fmt
+    from edgekit.report.rows import fmt
 
     return fmt(v, digits)
 
@@ -147,7 +147,7 @@ def _settings(s: dict[str, Any]) -> str:
 
 def plot(device: str, points: list[dict[str, Any]], front: list[dict[str, Any]], chosen: Optional[dict[str, Any]]) -> str:
     """Accuracy (metric value) against p90 for one device, front joined, chosen starred."""
-    from edgekit.backends import require
+    from edgekit.core.backends import require
 
     matplotlib = require("matplotlib", extra="report", why="sweep.html plots")
     matplotlib.use("Agg")
@@ -201,7 +201,7 @@ def table_rows(table: list[dict[str, Any]]) -> list[list[str]]:
 
 def render(sweep: Sweep, table: list[dict[str, Any]], front: dict[str, list[dict[str, Any]]],
            chosen: dict[str, Optional[dict[str, Any]]]) -> str:
-    from edgekit.report_html import CSS
+    from edgekit.report.html import CSS
 
     obj = sweep.spec.objective
     limits = ", ".join(f"{k} {v}" for k, v in obj.model_dump().items() if k != "minimize" and v is not None)

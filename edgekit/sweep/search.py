@@ -68,7 +68,7 @@ class TpeSearch:
     made-up penalty value."""
 
     def __init__(self, vary: dict[str, list[Any]], n: int, seed: int) -> None:
-        from edgekit.backends import require
+        from edgekit.core.backends import require
 
         optuna = require("optuna", extra="sweep", why="search.method: tpe")
         optuna.logging.set_verbosity(optuna.logging.WARNING)

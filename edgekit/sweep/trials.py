@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from edgekit.artifact import atomic_dir, write_json
+from edgekit.artifact.files import atomic_dir, write_json
 from edgekit.errors import UsageError
 
 TRIAL = "trial.json"

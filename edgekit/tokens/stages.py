@@ -12,9 +12,9 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from edgekit.errors import DataError, RecipeError
-from edgekit.stage import Stage, StageConfig, StageRecord
-from edgekit.state import ModelState
-from edgekit.strict import Strict
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import ModelState
+from edgekit.core.strict import Strict
 
 
 class FinetuneConfig(Strict):
@@ -99,7 +99,7 @@ def finetune(reduced: Any, samples: list[dict[str, Any]], cfg: FinetuneConfig, t
     """Distil: logits by KL to the teacher's softmax, other outputs by MSE; mean loss per epoch."""
     import torch
 
-    from edgekit import metrics
+    from edgekit.checks import metrics
 
     torch.manual_seed(cfg.seed)
     names = list(samples[0])

@@ -1,4 +1,5 @@
-"""Energy meters as plugins, the recipe's `profile.energy` settings, and how a meter is chosen.
+"""Energy meters as plugins, and how a meter is chosen for the recipe's `profile.energy`
+settings (their schema, `EnergySpec`, is a recipe section).
 
 `meter: none` (the default) records provenance `unavailable` and says so; `auto` tries the
 measured meters (NVML, Jetson, RAPL) and, when none works, records `unavailable` with every
@@ -9,14 +10,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Literal, Optional
-
-from pydantic import Field, model_validator
 
 from edgekit.errors import BackendUnavailable
-from edgekit.strict import Strict
+from edgekit.recipe.sections import EnergySpec
 
-MeterName = Literal["none", "auto", "rapl", "nvml", "jetson", "external", "estimate"]
 # name -> "module:class"; imported only when that meter is asked for
 PLUGINS = {
     "rapl": "edgekit.profile.energy.rapl:RaplMeter",
@@ -26,25 +23,6 @@ PLUGINS = {
     "estimate": "edgekit.profile.energy.estimate:EstimateMeter",
 }
 AUTO_ORDER = ("nvml", "jetson", "rapl")
-
-
-class EnergySpec(Strict):
-    meter: MeterName = "none"
-    idle_s: float = Field(2.0, ge=0.0, description="idle power is measured this long before the run; 0 = no net figure")
-    period_s: float = Field(0.05, gt=0.0, le=10.0, description="sampling period of live meters")
-    csv: Optional[str] = Field(None, description="external meter log: rows of 'timestamp, watts'")
-    tdp_w: Optional[float] = Field(None, gt=0.0, description="estimate: the CPU's TDP in watts")
-    rail: str = "VDD_IN"
-    gpu_index: int = Field(0, ge=0)
-    sysfs_root: str = "/"
-
-    @model_validator(mode="after")
-    def _needs(self) -> "EnergySpec":
-        if self.meter == "external" and not self.csv:
-            raise ValueError("meter 'external' needs csv: the meter's log file (timestamp, watts)")
-        if self.meter == "estimate" and self.tdp_w is None:
-            raise ValueError("meter 'estimate' needs tdp_w: the CPU's TDP in watts (edgekit does not guess it)")
-        return self
 
 
 def _construct(name: str, spec: EnergySpec, base_dir: Path):  # -> Meter

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit.backends import require
+from edgekit.core.backends import require
 from edgekit.errors import BackendUnavailable
 from edgekit.profile.energy.base import Meter, MeterError
 from edgekit.profile.schema import MeterInfo

@@ -1,0 +1,135 @@
+"""Run artifacts as another CPU class would, under QEMU user-mode, to verify them on classes this
+machine is not.
+
+Why QEMU and not a flag to the runtime: ONNX Runtime and OpenVINO pick their kernels from CPUID
+at load time and offer no switch to force the AVX2 ones; `qemu-x86_64 -cpu Haswell` makes the
+same unmodified Python, runtime and model see an AVX2 CPU, and reproduced natively measured
+AVX2 numbers exactly (docs/cpu-classes.md, benchmarks/cpu_classes.py), at 50-300x the time. The job itself is the target-side runner
+(`runtimes/device_side.py` in its `outputs` mode), so nothing of edgekit runs under emulation."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgekit.runtimes.cpu_classes import QEMU_MODELS, X86_CLASSES
+
+INSTALL_HINT = "install QEMU user-mode: apt-get install qemu-user (Debian/Ubuntu)"
+
+
+@dataclass
+class Plan:
+    """How each declared class gets verified from this machine."""
+
+    native: str
+    emulated: dict[str, str] = field(default_factory=dict)  # class -> QEMU CPU model
+    unverified: dict[str, str] = field(default_factory=dict)  # class -> why not
+
+
+def qemu_binary() -> Optional[str]:
+    return shutil.which("qemu-x86_64")
+
+
+def plan(classes: list[str], native: str, enabled: bool = True) -> Plan:
+    """Native class first; each other x86 class emulated where QEMU has a model of it and is
+    installed; everything else recorded as not verified, with the reason."""
+    p = Plan(native=native)
+    host_x86 = platform.machine().lower() in ("x86_64", "amd64")
+    for cls in classes:
+        if cls == native:
+            continue
+        if cls not in QEMU_MODELS:
+            why = ("QEMU cannot emulate it (no AVX-512 in QEMU user-mode)" if cls in X86_CLASSES
+                   else "arm64 under qemu-aarch64 is not wired up (docs/cpu-classes.md, arm64)")
+            p.unverified[cls] = f"no {cls} CPU here and {why}"
+        elif not enabled:
+            p.unverified[cls] = "verify.emulate is off in the recipe"
+        elif not host_x86:
+            p.unverified[cls] = f"emulating {cls} needs an x86-64 host; this is {platform.machine()}"
+        elif qemu_binary() is None:
+            p.unverified[cls] = f"qemu-x86_64 not found: {INSTALL_HINT}"
+        else:
+            p.emulated[cls] = QEMU_MODELS[cls]
+    return p
+
+
+@dataclass
+class EmulatedRun:
+    cls: str
+    qemu_model: str
+    outputs: dict[str, np.ndarray]
+    errors: dict[str, str]
+    seconds: float
+    host_cpu: str
+
+    def where(self) -> dict[str, Any]:
+        """How a verification record names this run (the counterpart of cpu.native_where)."""
+        return {"cpu_class": self.cls, "mode": "emulated", "cpu_model": f"QEMU {self.qemu_model}",
+                "emulator": f"qemu-x86_64 -cpu {self.qemu_model}", "host_cpu": self.host_cpu}
+
+
+class EmulationError(RuntimeError):
+    """QEMU itself failed (not a model): the class stays unverified, with this reason."""
+
+
+def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,
+                timeout_s: float = 1800.0) -> EmulatedRun:
+    """Run every model in `models` ({key, runtime, model, options}) on `inputs` (stacked batch-1
+    samples) under the QEMU model of `cls`, in one emulated process."""
+    import time
+
+    from edgekit.artifact.environment import cpu_info
+    from edgekit.runtimes import device_side
+    from edgekit.runtimes.registry import device_job
+
+    qemu = qemu_binary()
+    if qemu is None:
+        raise EmulationError(f"qemu-x86_64 not found: {INSTALL_HINT}")
+    model_name = QEMU_MODELS[cls]
+    with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as d:
+        tmp = Path(d)
+        np.savez(tmp / "inputs.npz", **inputs)
+        job = {"mode": "outputs", "models": [{**m, **device_job(m["runtime"], m.get("options")), "model": str(m["model"])}
+                                             for m in models],
+               "inputs": str(tmp / "inputs.npz"), "output": str(tmp / "outputs.npz"), "threads": threads}
+        (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        cmd = [qemu, "-cpu", model_name, sys.executable, device_side.__file__, str(tmp / "job.json")]
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise EmulationError(f"emulated {cls} run exceeded {timeout_s:.0f} s") from None
+        seconds = time.perf_counter() - t0
+        reply = _last_json(proc.stdout)
+        if reply is None or not reply.get("ok"):
+            why = (reply or {}).get("error") or _first_real_line(proc.stderr) or f"exit code {proc.returncode}"
+            raise EmulationError(f"emulated {cls} (qemu {model_name}) failed: {why}")
+        with np.load(tmp / "outputs.npz") as z:
+            outputs = {k: z[k] for k in z.files}
+    return EmulatedRun(cls, model_name, outputs, dict(reply.get("errors") or {}), seconds, cpu_info()["model"])
+
+
+def _last_json(stdout: str) -> Optional[dict[str, Any]]:
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _first_real_line(stderr: str) -> str:
+    """QEMU warns once per CPUID feature it cannot provide; those are not the error."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip() and "TCG doesn't support" not in ln]
+    return lines[-1].strip() if lines else ""

@@ -1,0 +1,1 @@
+"""Training stages that recover accuracy after a structural change (`finetune`)."""
