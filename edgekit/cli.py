@@ -14,8 +14,8 @@ import typer.core
 from rich.console import Console
 from rich.table import Table
 
-from edgekit.errors import EdgekitError
 from edgekit.core.progress import Progress, no_progress
+from edgekit.errors import EdgekitError
 
 # typer >= 0.29 vendors its own click (typer._click), whose exceptions are not the `click`
 # package's; take the class typer itself raises, whichever click that is
@@ -163,16 +163,19 @@ def stages() -> None:
 @app.command()
 def doctor() -> None:
     """Installed backends and versions, CPU model and the flags that matter, GPUs."""
-    from edgekit.core.backends import KNOWN, version_of
+    from rich.markup import escape
+
     from edgekit.artifact.environment import cpu_info, gpu_info
+    from edgekit.core.backends import KNOWN, USED_FOR, version_of
 
     table = Table(title="backends")
-    table.add_column("module")
-    table.add_column("version")
-    table.add_column("extra")
-    for module, (_, extra) in KNOWN.items():
+    for col in ("package", "version", "extra", "used for"):
+        table.add_column(col)
+    for module, (dist, extra) in KNOWN.items():
         v = version_of(module)
-        table.add_row(module, v or "[red]not installed[/red]", extra)
+        where = f"edgekit[{extra}]" if extra and extra != "core" else extra or "none (install it alone)"
+        table.add_row(dist, v or ("[red]not installed[/red]" if extra else "not installed"), escape(where),
+                      escape(USED_FOR.get(module, "")))
     out.print(table)
     from edgekit.checks import emulate
     from edgekit.runtimes.cpu_classes import DESCRIPTIONS, QEMU_MODELS, classify, describe
@@ -199,9 +202,9 @@ def inspect(
     """Show what an artifact holds: files, stages, metrics and latency; with --target, every node
     a target cannot run (op type, name, position, why, the rewrite that fixes it)."""
     from edgekit.artifact.manifest import read_manifest
-    from edgekit.runtimes.cpu_classes import local_class
-    from edgekit.report.markdown import markdown
     from edgekit.checks.verify import unverified_here
+    from edgekit.report.markdown import markdown
+    from edgekit.runtimes.cpu_classes import local_class
 
     if target:
         _inspect_targets(artifact_dir, target)
@@ -365,9 +368,9 @@ def verify_cmd(
     """Re-verify an artifact from its manifest: file hashes, then parity on each runtime, here or
     under an emulated CPU class; passing results are recorded in the manifest's verified_on."""
     from edgekit.artifact.manifest import read_manifest
-    from edgekit.runtimes.cpu_classes import CLASSES, local_class
-    from edgekit.errors import UsageError
     from edgekit.checks.verify import reverify, unverified_here
+    from edgekit.errors import UsageError
+    from edgekit.runtimes.cpu_classes import CLASSES, local_class
 
     bad = [c for c in cpu or () if c not in CLASSES]
     if bad:

@@ -12,17 +12,18 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 import edgekit
-from edgekit.checks import evaluate, verify
-from edgekit.artifact.manifest import MANIFEST
 from edgekit.artifact.files import atomic_dir, file_entry, write_json
+from edgekit.artifact.manifest import MANIFEST
+from edgekit.checks import evaluate, verify
 from edgekit.core.backends import extra_installed
-from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, RecipeError, StageError, first_line
 from edgekit.core.progress import Progress, no_progress
+from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, RecipeError, StageError, first_line
 from edgekit.recipe import LoadedRecipe, required_extras
 from edgekit.runtimes import ort, pytorch
 from edgekit.runtimes import registry as runtimes
 from edgekit.stages.registry import REGISTRY
 from edgekit.stages.state import Artifact, Dataset, ModelState
+
 
 @dataclass
 class RunResult:
@@ -186,8 +187,8 @@ def _verify_native(loaded: LoadedRecipe, ld: Loaded, ref: Reference, tmp: Path, 
     """Every artifact on every target runtime that runs it, on this machine: parity against the
     reference, the task metric against the budget, then latency."""
     from edgekit.artifact.files import sha256_file
-    from edgekit.runtimes.cpu_classes import native_where
     from edgekit.profile.run import Timed
+    from edgekit.runtimes.cpu_classes import native_where
     from edgekit.runtimes.refusal import open_artifact
 
     recipe, lm = loaded.recipe, ld.lm

@@ -43,6 +43,21 @@ def test_doctor_reports_backends_and_cpu(cli):
         assert word in result.output
 
 
+def test_doctor_lists_what_edgekit_uses_with_the_extra_that_brings_it(cli):
+    """The simplifier edgekit runs by default is onnxslim (from edgekit[onnx]); onnxsim is an
+    option no extra installs, so doctor must not send anyone to an extra for it."""
+    from edgekit.core.backends import EXTRA_MODULES, KNOWN
+
+    result = cli("doctor")
+    assert result.exit_code == 0
+    lines = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") >= 4}
+    assert "edgekit[onnx]" in lines["onnxslim"] and "export.onnx" in lines["onnxslim"]
+    assert "edgekit[" not in lines["onnxsim"] and "optional" in lines["onnxsim"]
+    for extra, modules in EXTRA_MODULES.items():  # every extra's module is listed under that extra
+        for module in modules:
+            assert f"edgekit[{extra}]" in lines[KNOWN[module][0]], (extra, module)
+
+
 def test_validate_lists_extras(cli):
     result = cli("validate", RECIPES / "int8_pc.yaml")
     assert result.exit_code == 0

@@ -130,8 +130,8 @@ def test_constant_of_shape_weights_calibrate_on_real_inputs(cli, tmp_path):
 
 
 def test_real_inputs_one_rule_for_graph_and_session(tmp_path):
-    from edgekit.sources.onnx_file import real_inputs
     from edgekit.runtimes.device_side import feed_names
+    from edgekit.sources.onnx_file import real_inputs
 
     path = old_cnn(tmp_path / "old.onnx", constant_of_shape=True)
     model = onnx.load(str(path))

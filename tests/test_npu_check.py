@@ -11,9 +11,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from edgekit.runtimes import registry  # noqa: E402
 from edgekit.runtimes.npu.check import check_file  # noqa: E402
 from edgekit.runtimes.npu.profiles import PROFILES  # noqa: E402
-from edgekit.runtimes import registry  # noqa: E402
 from edgekit.runtimes.registry import Problem, RuntimeInfo  # noqa: E402
 from tests.onnx_graphs import qdq_conv  # noqa: E402
 

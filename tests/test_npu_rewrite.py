@@ -3,7 +3,6 @@ within tolerance of the original graph's on onnxruntime."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

@@ -13,8 +13,8 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgekit.errors import StageError  # noqa: E402
-from edgekit.runtimes.npu.check import check_file  # noqa: E402
 from edgekit.export.npu import NpuConfig, TargetNpu  # noqa: E402
+from edgekit.runtimes.npu.check import check_file  # noqa: E402
 from edgekit.stages.state import Dataset, ModelState  # noqa: E402
 
 RNG = np.random.default_rng(0)

@@ -10,8 +10,8 @@ import json
 import pytest
 
 from edgekit.checks import emulate
-from edgekit.runtimes.cpu_classes import local_class
 from edgekit.quantize.overflow import AUTO_FIX, choose_overflow_fix
+from edgekit.runtimes.cpu_classes import local_class
 from tests.conftest import fast_profile, write_recipe
 
 ALL_X86 = ["x86-sse", "x86-avx2", "x86-vnni", "x86-amx"]

@@ -94,8 +94,8 @@ def test_report_command_rebuilds_and_keeps_the_manifest_true(cli, digits_run, tm
 
 
 def test_without_matplotlib_the_page_says_how_to_get_figures(digits_run, monkeypatch) -> None:
-    from edgekit.report import html as report_html
     from edgekit.errors import BackendUnavailable
+    from edgekit.report import html as report_html
 
     def missing(*args, **kwargs):
         raise BackendUnavailable("matplotlib is not installed; matplotlib needs: pip install 'edgekit[report]'")

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from edgekit.errors import UsageError
 
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

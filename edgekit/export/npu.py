@@ -21,9 +21,9 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgekit.core.backends import require
 from edgekit.errors import DataError, StageError
-from edgekit.runtimes.npu.profiles import PROFILES
 from edgekit.export.npu_rewrite import MASK_VALUE
 from edgekit.runtimes.npu import qnn
+from edgekit.runtimes.npu.profiles import PROFILES
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
 
@@ -160,9 +160,9 @@ class TargetNpu(Stage):
         from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
         from edgekit.export import npu_rewrite as rewrite
-        from edgekit.runtimes.npu.check import check_file
         from edgekit.quantize import calibrate
         from edgekit.quantize.nodes import node_names
+        from edgekit.runtimes.npu.check import check_file
 
         p = PROFILES[cfg.profile]
         if state.onnx_path is None:

@@ -17,8 +17,8 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from edgekit.core.backends import require, version_of
-from edgekit.errors import DataError, RecipeError
 from edgekit.core.patterns import check_patterns
+from edgekit.errors import DataError, RecipeError
 from edgekit.runtimes import ov as ov_runtime
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState

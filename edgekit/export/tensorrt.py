@@ -16,12 +16,12 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 
 from edgekit.core.backends import require, version_of
+from edgekit.core.strict import Strict
 from edgekit.errors import StageError
 from edgekit.runtimes.tensorrt import runner as trt_runtime
 from edgekit.runtimes.tensorrt.lint import errors, lint
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
-from edgekit.core.strict import Strict
 
 
 class ShapeRange(Strict):

@@ -17,10 +17,10 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 from pydantic import Field, field_validator
 
+from edgekit.core.strict import Strict
 from edgekit.errors import DataError, RecipeError, first_line
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import ModelState
-from edgekit.core.strict import Strict
 
 ENTRYPOINT = r"^[\w.]+:[\w.]+$"
 

@@ -68,8 +68,8 @@ def side_from(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) 
         return Side(f"{spec.name}:{name}", spec / arts[name]["path"], feeds, arts[name].get("runtime_options", {}))
     if spec.suffix != ".onnx" or not spec.is_file():
         raise UsageError(f"--ab {spec}: not an artifact directory or an .onnx file")
-    from edgekit.sources.model import load_model
     from edgekit.recipe import ModelSpec
+    from edgekit.sources.model import load_model
 
     lm = load_model(ModelSpec(onnx=str(spec.resolve())), inputs, spec.resolve().parent)
     return Side(spec.name, spec, lm.example)

@@ -10,14 +10,14 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edgekit.core.progress import Progress, no_progress
 from edgekit.errors import ModelLoadError, UsageError
 from edgekit.profile.devices import load_devices, pick_device
-from edgekit.core.progress import Progress, no_progress
 from edgekit.profile.run import Timed, measure_job, measure_runner
 from edgekit.profile.schema import Profile, key_of, new_profile
-from edgekit.runtimes.refusal import refused_artifact
 from edgekit.runtimes import ort, pytorch
 from edgekit.runtimes import registry as runtimes
+from edgekit.runtimes.refusal import refused_artifact
 
 
 def allowed() -> str:
@@ -57,8 +57,8 @@ def _artifact_jobs(root: Path, backend: Optional[str]) -> list[Job]:
 
 
 def _onnx_feeds(path: Path) -> tuple[dict[str, np.ndarray], str]:
-    from edgekit.sources.model import load_model
     from edgekit.recipe import ModelSpec
+    from edgekit.sources.model import load_model
 
     lm = load_model(ModelSpec(onnx=str(path.resolve())), None, Path("."))
     return lm.example, lm.sha256
@@ -87,9 +87,9 @@ def _file_job(path: Path, backend: Optional[str], threads: int) -> Job:
 
 
 def _torch_job(recipe_path: Path, backend: Optional[str], threads: int) -> Job:
-    from edgekit.sources.model import load_model
     from edgekit.recipe import load_recipe
     from edgekit.runtimes.pytorch import TorchRunner
+    from edgekit.sources.model import load_model
 
     if backend not in (None, pytorch.NAME):
         raise UsageError(f"--backend {backend}: a recipe is profiled as its torch model (pytorch eager); "

@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, ValidationError
 
-from edgekit.errors import BackendUnavailable, ModelLoadError, UsageError, first_line
 from edgekit.core.strict import Strict
+from edgekit.errors import BackendUnavailable, ModelLoadError, UsageError, first_line
 
 DEVICE_SIDE = Path(__file__).parents[1] / "runtimes" / "device_side.py"
 

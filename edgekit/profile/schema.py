@@ -18,8 +18,8 @@ from typing import Any, Literal, NamedTuple, Optional
 
 from pydantic import ConfigDict, Field, ValidationError
 
-from edgekit.errors import UsageError
 from edgekit.core.strict import Strict
+from edgekit.errors import UsageError
 
 SCHEMA_VERSION = 1
 Provenance = Literal["measured_counter", "measured_sampled", "estimated_model", "unavailable"]

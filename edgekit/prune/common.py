@@ -7,8 +7,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from edgekit.errors import DataError, RecipeError
 from edgekit.core.patterns import matches
+from edgekit.errors import DataError, RecipeError
 from edgekit.stages.torch_side import prunable_layers, working_copy  # noqa: F401 (used as common.*)
 
 

@@ -15,12 +15,12 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
+from edgekit.core.strict import Strict
 from edgekit.errors import StageError
 from edgekit.finetune.stage import TrainSpec, apply_masks, train, training_data
 from edgekit.prune import common
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import ModelState
-from edgekit.core.strict import Strict
 
 
 class ScheduleSpec(Strict):

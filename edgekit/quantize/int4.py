@@ -18,8 +18,8 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from edgekit.core.backends import require
-from edgekit.errors import DataError, StageError
 from edgekit.core.patterns import check_patterns
+from edgekit.errors import DataError, StageError
 from edgekit.quantize.graph import Consumers, privatize
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState

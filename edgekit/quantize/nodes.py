@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.errors import RecipeError
 from edgekit.core.patterns import matches
+from edgekit.errors import RecipeError
 
 
 def node_names(path: Path) -> list[tuple[str, str]]:

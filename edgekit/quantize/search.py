@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgekit.checks import evaluate
 from edgekit.artifact.files import write_json
+from edgekit.checks import evaluate
 from edgekit.errors import AccuracyError, DataError, RecipeError
 from edgekit.quantize import sensitivity as sens
 from edgekit.runtimes import ort

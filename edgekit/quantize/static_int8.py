@@ -26,13 +26,13 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator
 
 from edgekit.core.backends import require
-from edgekit.errors import DataError
 from edgekit.core.patterns import check_patterns
+from edgekit.core.strict import Strict
+from edgekit.errors import DataError
 from edgekit.quantize.overflow import OverflowChoice, choose_overflow_fix, deploy_classes, saturation_problem
 from edgekit.runtimes import ort
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
-from edgekit.core.strict import Strict
 
 TRANSFORMER_OPS = ["MatMul", "Gemm"]
 WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from edgekit.stages import registry as stage_registry
 from edgekit.recipe.schema import recipe_model
+from edgekit.stages import registry as stage_registry
 
 
 def _fields_at(loc: tuple, data: Any) -> tuple[list[str], Any]:

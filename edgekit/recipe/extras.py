@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit.stages import registry as stage_registry
 from edgekit.runtimes import registry as runtimes
+from edgekit.stages import registry as stage_registry
 
 
 def required_extras(recipe: Any) -> list[str]:

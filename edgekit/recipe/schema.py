@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator, model_validator
 
-from edgekit.stages import registry as stage_registry
+from edgekit.core.strict import Strict
 from edgekit.recipe.sections import (
     NAME_RE,
     AccuracySpec,
@@ -24,7 +24,7 @@ from edgekit.recipe.sections import (
 )
 from edgekit.runtimes import ort
 from edgekit.runtimes import registry as runtimes
-from edgekit.core.strict import Strict
+from edgekit.stages import registry as stage_registry
 
 
 def _known_runtime(name: str) -> str:

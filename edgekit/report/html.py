@@ -262,8 +262,8 @@ def _finite(data: Any) -> Any:
 def rebuild(artifact_dir: Path) -> list[Path]:
     """`edgekit report DIR`: re-render both reports from what the directory holds and refresh
     their sha256 entries, so the manifest keeps describing every file in it."""
-    from edgekit.artifact.manifest import MANIFEST, read_manifest
     from edgekit.artifact.files import write_json
+    from edgekit.artifact.manifest import MANIFEST, read_manifest
 
     manifest = _finite(read_manifest(artifact_dir))
     entries = write_reports(artifact_dir, manifest)

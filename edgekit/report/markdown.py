@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit.report.rows import LATENCY_HEADERS, VERIFIED_HEADERS, ReportRows, report_rows, summary_cells, summary_headers
+from edgekit.report.rows import (
+    LATENCY_HEADERS,
+    VERIFIED_HEADERS,
+    ReportRows,
+    report_rows,
+    summary_cells,
+    summary_headers,
+)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:

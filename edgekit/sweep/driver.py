@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edgekit.errors import UsageError
 from edgekit.core.progress import Progress, no_progress
+from edgekit.errors import UsageError
 from edgekit.sweep import execute, pareto, search, trials
 from edgekit.sweep.spec import Sweep, TrialRecipe, build_recipe, load_sweep
+
 
 @dataclass
 class SweepResult:

@@ -251,8 +251,8 @@ def finalize_task(blob: bytes, build: dict[str, Any], timing: dict[str, Any], re
     """Turn a built and timed trial into an ordinary artifact directory under trials/<id>/:
     the pipeline's files, profile.json from the device, the manifest's profile and recipe,
     both reports, and trial.json. It appears only complete (built aside, renamed last)."""
-    from edgekit.artifact.manifest import MANIFEST
     from edgekit.artifact.files import atomic_dir, file_entry, write_json
+    from edgekit.artifact.manifest import MANIFEST
     from edgekit.profile.schema import Measurement, new_profile
     from edgekit.report.html import write_reports
 

@@ -17,8 +17,8 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from edgekit.errors import RecipeError, UsageError, first_line
 from edgekit.core.strict import Strict
+from edgekit.errors import RecipeError, UsageError, first_line
 from edgekit.sweep import paths
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"

@@ -11,10 +11,10 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
+from edgekit.core.strict import Strict
 from edgekit.errors import DataError, RecipeError
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import ModelState
-from edgekit.core.strict import Strict
 
 
 class FinetuneConfig(Strict):

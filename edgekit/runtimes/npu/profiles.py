@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-
 # The Qualcomm HTP runtime row (`edgekit.runtimes.npu.qnn`) takes its name and artifact format
 # from here, so that the profiles need not import the runner that checks against them.
 QNN_HTP = "qnn-htp"
