@@ -368,6 +368,223 @@ def _manifest(loaded: LoadedRecipe, ld: Loaded, records: list[dict[str, Any]], v
     return manifest
 
 
+# --- causal language models ----------------------------------------------------------------
+# The same run, with the measures of a language model: text windows instead of feature samples,
+# next-token perplexity, KL and top-1 agreement instead of output cosine, greedy continuations,
+# and generation timing (TTFT, decode per token) instead of one latency.
+
+LM_EVAL_SEQ_LEN = 256  # tokens per evaluation window when data.evaluation.seq_len is unset
+LM_EVAL_WINDOWS = 8
+LM_PROMPTS = 4  # greedy continuations compared token by token
+LM_PROMPT_TOKENS = 32
+LM_CONTINUATION = 16
+
+
+def is_lm_recipe(loaded: LoadedRecipe) -> bool:
+    from edgekit.sources.causal_lm import is_causal_lm
+
+    return is_causal_lm(loaded.recipe.model, loaded.base_dir)
+
+
+@dataclass
+class LMData:
+    windows: np.ndarray  # [n, seq_len] evaluation token windows
+    identity: dict[str, Any]
+    calibration: Optional[dict[str, Any]]
+
+
+def _lm_text(loaded: LoadedRecipe, cl: Any, progress: Progress) -> LMData:
+    from edgekit.sources.text import load_text, token_windows
+
+    recipe = loaded.recipe
+    ev = recipe.data.evaluation
+    if ev is None:
+        raise RecipeError(f"{loaded.path.name}: data.evaluation: a causal LM is verified on held-out text; give one, "
+                          "e.g. {builtin: pydoc_topics, split: test, seq_len: 256}")
+    tok = cl.tokenizer()
+    eos = tok.eos_token_id
+
+    def encode(text: str) -> list[int]:
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    seq = ev.seq_len or min(LM_EVAL_SEQ_LEN, cl.context_length)
+    if seq > cl.context_length:
+        raise RecipeError(f"{loaded.path.name}: data.evaluation.seq_len: {seq} is longer than the model's context "
+                          f"({cl.context_length} tokens, max_position_embeddings); allowed: 8 to {cl.context_length}")
+    tick = progress("tokenizing evaluation text", 1)
+    src = load_text(ev, "data.evaluation", loaded.base_dir)
+    windows = token_windows(src.texts, encode, seq, ev.samples or LM_EVAL_WINDOWS, "data.evaluation", sep=eos)
+    tick(1)
+    calib = None
+    if recipe.data.calibration is not None:
+        c = recipe.data.calibration
+        csrc = load_text(c, "data.calibration", loaded.base_dir)
+        cw = token_windows(csrc.texts, encode, c.seq_len or seq, c.samples, "data.calibration", sep=eos)
+        calib = {**csrc.identity, "windows": int(cw.shape[0]), "seq_len": int(cw.shape[1])}
+    return LMData(windows, {**src.identity, "windows": int(windows.shape[0]), "seq_len": int(windows.shape[1])}, calib)
+
+
+def _lm_verify(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, progress: Progress) -> Verification:
+    """Every artifact on every target runtime that runs it, window by window against the fp32
+    reference (so no window's logits are kept), then greedy continuations of a few prompts."""
+    from edgekit.checks import lm as lmcheck
+    from edgekit.runtimes import open_runner
+    from edgekit.runtimes.cpu_classes import native_where
+    from edgekit.runtimes.genai import TorchLM
+
+    recipe = loaded.recipe
+    threads = recipe.profile.threads
+    ver = Verification(unavailable={rt: why for rt in recipe.targets if (why := runtimes.get(rt).missing_here())})
+    eos = cl.tokenizer().eos_token_id
+    ref = TorchLM(cl.torch_model(), threads, eos)
+    pairs: list[tuple[Artifact, str]] = []
+    for art in state.artifacts:
+        ver.verified_on[art.name] = []
+        ver.metrics[art.name] = {}
+        for rt in recipe.targets:
+            if rt not in art.runs_on:
+                ver.skipped.append({"artifact": art.name, "runtime": rt, "reason": f"{art.format} does not run on {rt}"})
+            elif rt in ver.unavailable:
+                ver.skipped.append({"artifact": art.name, "runtime": rt, "reason": f"not here: {ver.unavailable[rt]}"})
+            else:
+                pairs.append((art, rt))
+    runners: dict[tuple[str, str], Any] = {}
+    try:
+        for art, rt in pairs:
+            runners[(art.name, rt)] = open_runner(rt, art.path, threads)
+        tallies = {k: lmcheck.Tally() for k in [("reference", pytorch.NAME), *runners]}
+        tick = progress("scoring held-out text (perplexity, KL, top-1)", len(data.windows))
+        for ids in data.windows:
+            ref_logp = lmcheck.log_softmax(ref.logits(ids))
+            tallies[("reference", pytorch.NAME)].add(ref_logp, ref_logp, ids)
+            for key, runner in runners.items():
+                tallies[key].add(ref_logp, runner.logits(ids), ids)
+            tick(1)
+        prompts = [w[:LM_PROMPT_TOKENS] for w in data.windows[:LM_PROMPTS]]
+        tick = progress("greedy continuations", len(prompts) * (1 + len(runners)))
+        ref_cont = []
+        for p in prompts:
+            ref_cont.append(ref.generate(p, LM_CONTINUATION))
+            tick(1)
+        conts = {}
+        for key, runner in runners.items():
+            conts[key] = lmcheck.Continuations(ref_cont, [])
+            for p in prompts:
+                conts[key].candidate.append(runner.generate(p, LM_CONTINUATION))
+                tick(1)
+    finally:
+        for r in runners.values():
+            r.close()
+    ref_sum = tallies[("reference", pytorch.NAME)].summary()
+    ver.metrics["reference"] = {"runtime": pytorch.NAME, "metric": "perplexity", "value": ref_sum["perplexity"],
+                                "samples": int(len(data.windows)), "tokens": ref_sum["tokens"]}
+    here = native_where()
+    for (name, rt), tally in tallies.items():
+        if name == "reference":
+            continue
+        summ = tally.summary()
+        where = f"artifact {name!r} on {rt} ({here['cpu_class']}, {here['mode']})"
+        inc = lmcheck.check(summ, ref_sum["perplexity"], recipe.verify, recipe.accuracy, where)
+        cont = conts[(name, rt)].summary()
+        ver.metrics[name][rt] = {"metric": "perplexity", "value": summ["perplexity"], "drop": inc["perplexity_increase"],
+                                 "reference": ref_sum["perplexity"], "kl_mean": summ["kl_mean"],
+                                 "top1_agreement": summ["top1_agreement"], "tokens": summ["tokens"],
+                                 "continuations": cont, "parity": {}}
+        ver.verified_on[name].append({
+            "runtime": rt, **here, "parity_samples": int(len(data.windows)), "cosine_mean": None, "cosine_worst": None,
+            "top1_agreement": summ["top1_agreement"], "kl_mean": summ["kl_mean"], "passed": True,
+            "metric": "perplexity", "value": summ["perplexity"], "reference": ref_sum["perplexity"],
+            "metric_samples": int(len(data.windows)),
+            "verified_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    ver.not_verified.update({cls: "language-model artifacts are verified natively only in this version"
+                             for cls in recipe.deploy.classes() if cls != here["cpu_class"]})
+    return ver
+
+
+def _lm_profile(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, ver: Verification,
+                progress: Progress) -> dict[str, Any]:
+    """Generation timing of the reference and of every verified artifact x runtime, each in a
+    fresh process (its own peak RSS and a cold load)."""
+    from edgekit.profile.generation import measure_in_child
+
+    spec = loaded.recipe.profile
+    if not spec.enabled:
+        return {}
+    stream = data.windows.reshape(-1)
+    prompts = {}
+    for p in spec.prompt_tokens:
+        if p + spec.new_tokens > cl.context_length:
+            raise RecipeError(f"{loaded.path.name}: profile.prompt_tokens: {p} + new_tokens {spec.new_tokens} exceeds "
+                              f"the model's context of {cl.context_length} tokens")
+        if p > len(stream):
+            raise RecipeError(f"{loaded.path.name}: profile.prompt_tokens: {p} is more than the {len(stream)} "
+                              "evaluation tokens there are to build the prompt from")
+        prompts[p] = stream[:p]
+    eos = cl.tokenizer().eos_token_id
+    jobs = [(f"reference/{pytorch.NAME}", pytorch.NAME, cl.directory)]
+    jobs += [(f"{a.name}/{v['runtime']}", v["runtime"], a.path) for a in state.artifacts
+             for v in ver.verified_on.get(a.name, [])]
+    out = {}
+    tick = progress("profiling generation (TTFT, decode per token; a fresh process each)", len(jobs))
+    for key, rt, model in jobs:
+        out[key] = measure_in_child(rt, Path(model), prompts, spec.new_tokens, spec, spec.threads, eos)
+        tick(1)
+    return out
+
+
+def _run_lm(loaded: LoadedRecipe, tmp: Path, progress: Progress) -> dict[str, Any]:
+    import shutil
+    import tempfile
+
+    from edgekit.artifact.environment import fingerprint
+    from edgekit.sources.causal_lm import load_causal_lm
+
+    recipe = loaded.recipe
+    models_dir = tmp / "models"
+    scratch = Path(tempfile.mkdtemp(prefix=".edgekit-lm-", dir=tmp.parent))  # a GGUF's fp32 conversion
+    try:
+        tick = progress(f"loading the causal LM {recipe.model.ref}", 1)
+        cl = load_causal_lm(recipe.model, loaded.base_dir, scratch)
+        tick(1)
+        data = _lm_text(loaded, cl, progress)
+        state = ModelState(torch_model=None, input_names=["input_ids"], output_names=["logits"],
+                           example={"input_ids": data.windows[:1]}, workdir=models_dir, recipe=recipe,
+                           progress=progress, threads=recipe.profile.threads, causal_lm=cl)
+        records = _run_stages(loaded, state)
+        ver = _lm_verify(loaded, cl, data, state, progress)
+        generation = _lm_profile(loaded, cl, data, state, ver, progress)
+        np.savez_compressed(tmp / "reference.npz", **{"input.input_ids": data.windows},
+                            output=data.windows)  # the windows scored (re-verification scores them again)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    (tmp / "recipe.yaml").write_text(loaded.text, encoding="utf-8")
+    files = [file_entry(tmp, a.path, a.format, a.precision) for a in state.artifacts]
+    files += [file_entry(tmp, f, "extra") for art in state.artifacts for f in art.extra_files]
+    files += [file_entry(tmp, tmp / "reference.npz", "npz"), file_entry(tmp, tmp / "recipe.yaml", "yaml")]
+    env = fingerprint()
+    manifest: dict[str, Any] = {
+        "schema": 1, "edgekit_version": edgekit.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "name": recipe.name, "recipe": recipe.model_dump(mode="json"), "recipe_sha256": loaded.sha256,
+        "recipe_file": str(loaded.path),
+        "source_model": {"kind": cl.source_kind, "ref": cl.source_ref, "sha256": cl.sha256, "task": "causal-lm",
+                         "architecture": cl.architecture, "family": cl.family, "context_length": cl.context_length,
+                         **cl.info},
+        "inputs": {"input_ids": {"shape": [1, int(data.windows.shape[1])], "dtype": "int64"}},
+        "outputs": ["logits"],
+        "data": {"calibration": data.calibration, "evaluation": data.identity},
+        "artifacts": [
+            {"name": a.name, "path": a.path.relative_to(tmp).as_posix(), "format": a.format,
+             "precision": a.precision, "produced_by": a.produced_by, "runs_on": list(a.runs_on),
+             "bytes": a.size_bytes(), "runtime_options": a.options, "verified_on": ver.verified_on.get(a.name, [])}
+            for a in state.artifacts],
+        "deploy": {"cpus": recipe.deploy.classes(), "built_on": env["cpu"]["class"], "not_verified": ver.not_verified},
+        "files": files, "stages": records, "metrics": ver.metrics, "skipped": ver.skipped,
+        "profile": {}, "generation": generation, "environment": env, "warnings": ver.warnings,
+    }
+    return manifest
+
+
 def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
         progress: Optional[Progress] = None) -> RunResult:
     """Load, run the stages, take the reference, verify natively and under emulation, write the
@@ -377,9 +594,15 @@ def run(loaded: LoadedRecipe, out_root: Path = Path("out"), force: bool = False,
     progress = progress or no_progress
     recipe = loaded.recipe
     check_extras(loaded)
+    lm = is_lm_recipe(loaded)
     with atomic_dir(Path(out_root) / recipe.name, force) as tmp:
         models_dir = tmp / "models"
         models_dir.mkdir()
+        if lm:
+            manifest = _run_lm(loaded, tmp, progress)
+            manifest["files"] += write_reports(tmp, manifest)
+            write_json(tmp / MANIFEST, manifest)
+            return RunResult(out_dir=Path(out_root) / recipe.name, manifest=manifest)
         ld = _load(loaded, models_dir, progress)
         records = _run_stages(loaded, ld.state)
         ref = _reference(loaded, ld, progress)

@@ -88,3 +88,19 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory):
     data = fast_profile(yaml.safe_load((RECIPES / "int8_pc.yaml").read_text()), emulate=True)
     path = write_recipe(tmp, data)
     return run(load_recipe(path), tmp / "out")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama directory (config, weights, tokenizer), written once per session."""
+    from tests.lm_helpers import tiny_lm_dir
+
+    return tiny_lm_dir(tmp_path_factory.mktemp("tiny_llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 directory (config, weights, tokenizer), written once per session."""
+    from tests.lm_helpers import tiny_lm_dir
+
+    return tiny_lm_dir(tmp_path_factory.mktemp("tiny_qwen2"), "qwen2")

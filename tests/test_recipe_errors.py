@@ -57,7 +57,7 @@ CASES = [
     (
         "two model sources",
         lambda d: d["model"].update(onnx="m.onnx"),
-        "model: give exactly one of python, onnx, hf (got ['python', 'onnx'])",
+        "model: give exactly one of python, onnx, hf, gguf (got ['python', 'onnx'])",
     ),
     (
         "bad regex",

@@ -32,6 +32,10 @@ KNOWN: dict[str, tuple[str, str]] = {
     "torch_pruning": ("torch-pruning", "prune"),
     "ray": ("ray", "sweep"),
     "optuna": ("optuna", "sweep"),
+    "onnxruntime_genai": ("onnxruntime-genai", "llm"),
+    "onnx_ir": ("onnx-ir", "llm"),
+    "gguf": ("gguf", "llm"),
+    "accelerate": ("accelerate", "llm"),
 }
 
 # module -> what edgekit uses it for (`edgekit doctor` shows it beside the version)
@@ -52,6 +56,10 @@ USED_FOR: dict[str, str] = {
     "torch_pruning": "prune.structured",
     "ray": "edgekit sweep",
     "optuna": "edgekit sweep search: tpe",
+    "onnxruntime_genai": "causal LMs: the ONNX Runtime GenAI builder and generate() runtime",
+    "onnx_ir": "causal LMs: the graph IR the GenAI model builder writes with",
+    "gguf": "model: {gguf: FILE}: reading llama.cpp GGUF files",
+    "accelerate": "model: {gguf: FILE}: transformers' GGUF loading",
 }
 
 # extra -> modules it provides; drives `edgekit validate`'s "needs" list
@@ -64,6 +72,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "report": ("matplotlib",),
     "prune": ("torch_pruning",),
     "sweep": ("ray", "optuna"),
+    "llm": ("onnxruntime_genai", "onnx_ir", "gguf", "accelerate"),
 }
 
 

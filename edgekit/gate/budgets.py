@@ -51,6 +51,30 @@ PROFILE_BUDGETS: dict[str, Callable[[str, str, Measurement, float], Check]] = {
 MANIFEST_BUDGETS = ("size_mb", "accuracy_drop_max", "fidelity_min")
 
 
+def _ttft(name: str, key: str, g: dict[str, Any], limit: float) -> Check:
+    """TTFT at the first profiled prompt length, by its early-stopping p90 bound like latency."""
+    prompts = g.get("prompts") or {}
+    if not prompts:
+        return Check("budget", name, key, "unavailable", None, limit, "ms", "no prompt was timed")
+    length, first = next(iter(prompts.items()))
+    t = first["ttft_ms"]
+    if t.get("p90_upper_bound_ms") is None:
+        return Check("budget", name, key, "inconclusive", None, limit, "ms",
+                     f"{t['n']} TTFT samples at {length} prompt tokens: the p90 bound needs at least 44 "
+                     f"(sample p90 {t['p90_ms']:.4g} ms)")
+    return _limit_check(name, key, t["p90_upper_bound_ms"], limit, "ms", True,
+                        f"TTFT p90 upper bound (99% conf., {length} prompt tokens)")
+
+
+# a causal LM's budgets, read from the manifest's generation profile (edgekit.profile.generation)
+GENERATION_BUDGETS: dict[str, Callable[[str, str, dict[str, Any], float], Check]] = {
+    "decode_tokens_per_s_min": lambda n, k, g, lim: _limit_check(n, k, g.get("decode_tokens_per_s"), lim, "tok/s",
+                                                                  False, "decode tokens/s (median, after the first)"),
+    "ttft_p90_ms": _ttft,
+    "peak_rss_mb": lambda n, k, g, lim: _limit_check(n, k, g.get("peak_rss_mb"), lim, "MB", True, "peak RSS"),
+}
+
+
 def subjects(keys: list[str], select: Optional[list[str]]) -> list[str]:
     """Keys `<artifact>/<runtime>` that `--artifact` picks (a name or a full key); the
     reference is not a deployable artifact and is never gated."""
@@ -66,9 +90,20 @@ def subjects(keys: list[str], select: Optional[list[str]]) -> list[str]:
 
 def check_budgets(gates: Any, manifest: Optional[dict[str, Any]], profile: Optional[Profile],
                   select: Optional[list[str]] = None) -> list[Check]:
-    limits = {k: v for k, v in gates.model_dump().items() if k in PROFILE_BUDGETS or k in MANIFEST_BUDGETS}
-    limits = {k: v for k, v in limits.items() if v is not None}
+    known = {**PROFILE_BUDGETS, **GENERATION_BUDGETS, **dict.fromkeys(MANIFEST_BUDGETS)}
+    limits = {k: v for k, v in gates.model_dump().items() if k in known and v is not None}
     checks: list[Check] = []
+    generation = (manifest or {}).get("generation")
+    if generation is not None:  # a causal LM: its timings are generation timings
+        for name in [k for k in limits if k in GENERATION_BUDGETS]:
+            limit = limits.pop(name)
+            checks += [GENERATION_BUDGETS[name](name, key, generation[key], limit)
+                       for key in subjects(list(generation), select)]
+    else:
+        lm_only = [k for k in limits if k in GENERATION_BUDGETS and k not in PROFILE_BUDGETS]
+        if lm_only:
+            raise UsageError(f"gates.{lm_only[0]} applies to a causal LM's generation profile; this artifact has "
+                             "none (its model is not a causal LM, or it was built with profile.enabled: false)")
     need_profile = [k for k in limits if k in PROFILE_BUDGETS]
     if need_profile:
         if profile is None:

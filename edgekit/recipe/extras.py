@@ -15,8 +15,10 @@ def required_extras(recipe: Any) -> list[str]:
         need += list(stage_registry.get(s.kind).extras)
     # a CPU runtime must be here; an accelerator's is skipped with a note where it is missing
     need += [runtimes.get(t).extra for t in recipe.targets if runtimes.get(t).hardware == "cpu"]
-    if recipe.model.kind == "hf":
+    if recipe.model.kind in ("hf", "gguf"):
         need.append("hf")
+    if recipe.model.kind == "gguf":  # transformers reads a GGUF through gguf and accelerate
+        need.append("llm")
     module, _, name = (recipe.model.python or "").partition(":")
     if module == "edgekit.models.zoo":
         from edgekit.models.zoo import EXTRAS

@@ -43,6 +43,10 @@ def stage_union() -> Any:
     return Annotated[Union[configs], Field(discriminator="kind")]  # type: ignore[valid-type]
 
 
+def lm_stage_kinds() -> list[str]:
+    return [k for k, info in stage_registry.REGISTRY.items() if info.side == "lm"]
+
+
 def recipe_model() -> type[BaseModel]:
     return _build_recipe_model(stage_union())
 
@@ -104,6 +108,16 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
                     )
             stage_registry.check_artifact_names(self.model.kind, self.stages)
             sides = [stage_registry.get(k).side for k in kinds]
+            lm_kinds = [k for k, side in zip(kinds, sides) if side == "lm"]
+            if lm_kinds:
+                others = [k for k, side in zip(kinds, sides) if side != "lm"]
+                if others:
+                    raise ValueError(f"stages: {', '.join(others)} cannot be combined with {lm_kinds[0]} "
+                                     "(a causal LM goes to its generation targets from its source directory); "
+                                     f"allowed with it: {', '.join(lm_stage_kinds())}")
+                if self.model.kind not in ("hf", "gguf"):
+                    raise ValueError(f"stages: {lm_kinds[0]} builds from a causal LM's directory; model: needs hf "
+                                     f"(a *ForCausalLM directory) or gguf, not {self.model.kind}")
             if "export" in sides:
                 i = sides.index("export")
                 bad = [kinds[j] for j in range(i) if sides[j] != "torch"]

@@ -41,20 +41,21 @@ class ModelSpec(Strict):
     python: Optional[str] = Field(None, description="entrypoint 'package.module:factory'")
     onnx: Optional[str] = None
     hf: Optional[str] = None
+    gguf: Optional[str] = Field(None, description="a llama.cpp GGUF file (a causal LM, already quantized)")
     kwargs: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ModelSpec":
-        given = [k for k in ("python", "onnx", "hf") if getattr(self, k)]
+        given = [k for k in ("python", "onnx", "hf", "gguf") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of python, onnx, hf (got {given or 'none'})")
+            raise ValueError(f"give exactly one of python, onnx, hf, gguf (got {given or 'none'})")
         if self.python and not re.fullmatch(r"[\w.]+:[\w.]+", self.python):
             raise ValueError(f"python entrypoint {self.python!r} must look like 'package.module:factory'")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("python", "onnx", "hf") if getattr(self, k))
+        return next(k for k in ("python", "onnx", "hf", "gguf") if getattr(self, k))
 
     @property
     def ref(self) -> str:
@@ -68,19 +69,37 @@ class InputSpec(Strict):
 
 
 class DataSpec(Strict):
-    builtin: Optional[Literal["digits", "digits_seg", "sentences"]] = None
+    builtin: Optional[Literal["digits", "digits_seg", "sentences", "pydoc_topics"]] = None
     npz: Optional[str] = None
     python: Optional[str] = None
+    text: Optional[str] = Field(None, description="a UTF-8 text file, read whole as one document")
+    jsonl: Optional[str] = Field(None, description="one JSON object a line; `field` names the key holding the text")
+    field: Optional[str] = Field(None, min_length=1, description="with jsonl: the key of each line's text")
     split: Optional[Literal["train", "test", "all"]] = None  # default: train to calibrate, test to evaluate
-    samples: Optional[Annotated[int, Field(ge=1)]] = None
+    samples: Optional[Annotated[int, Field(ge=1)]] = None  # text sources: how many token windows
+    seq_len: Optional[Annotated[int, Field(ge=8)]] = Field(None, description="causal LMs: tokens per window")
     seed: int = 0
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "DataSpec":
-        given = [k for k in ("builtin", "npz", "python") if getattr(self, k)]
+        given = [k for k in SOURCES if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of builtin, npz, python (got {given or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(SOURCES)} (got {given or 'none'})")
+        if self.jsonl and not self.field:
+            raise ValueError(f"jsonl {self.jsonl!r} needs field: the JSON key that holds each line's text")
+        if self.field and not self.jsonl:
+            raise ValueError(f"field {self.field!r} applies only to jsonl; the source here is {given[0]}")
+        if self.seq_len is not None and (self.npz or self.builtin in ENCODER_BUILTINS):
+            source = f"builtin {self.builtin}" if self.builtin else "npz"
+            raise ValueError(f"seq_len {self.seq_len} applies only to text sources (builtin pydoc_topics, text, "
+                             f"jsonl, python); the source here is {source}, shaped by the model's inputs")
         return self
+
+
+# one per DataSpec: two sources in one spec would leave which one calibrates to a guess
+SOURCES = ("builtin", "npz", "python", "text", "jsonl")
+# builtins whose samples take their shape from the model's declared inputs, not from seq_len
+ENCODER_BUILTINS = ("digits", "digits_seg", "sentences")
 
 
 class DataSection(Strict):
@@ -101,6 +120,8 @@ class VerifySpec(Strict):
     cosine_min: float = Field(0.99, gt=0.0, le=1.0)
     max_abs: Optional[float] = Field(None, gt=0.0)
     top1_agreement_min: Optional[float] = Field(None, ge=0.0, le=1.0)
+    # causal LMs: mean KL(reference || artifact) per next token on data.evaluation
+    kl_max: Optional[float] = Field(None, gt=0.0)
     samples: int = Field(64, ge=1)
     # verify again under QEMU for each deploy.cpus class this machine is not (x86-avx2, x86-sse)
     emulate: bool = True
@@ -124,8 +145,10 @@ class DeploySpec(Strict):
 
 
 class AccuracySpec(Strict):
-    metric: Optional[Literal["top1", "token_top1", "cosine_fidelity", "mse"]] = None
+    metric: Optional[Literal["top1", "token_top1", "cosine_fidelity", "mse", "perplexity"]] = None
     max_drop: Optional[float] = Field(None, ge=0.0)
+    # causal LMs: the largest relative perplexity increase over the fp32 reference (0.25 = +25%)
+    max_increase: Optional[float] = Field(None, ge=0.0)
     evaluator: Optional[str] = Field(None, pattern=r"^[\w.]+:[\w.]+$",
                                      description="'pkg.mod:fn' called as fn(runner, dataset) -> float")
     higher_is_better: bool = True  # direction of the evaluator's score
@@ -149,6 +172,9 @@ class ProfileSpec(Strict):
     # RSS, no interference from the build); in_process: on the pipeline's open runner (faster)
     isolation: Literal["subprocess", "in_process"] = "subprocess"
     energy: EnergySpec = EnergySpec()
+    # causal LMs: time to first token after prompts of these lengths, then new_tokens decoded
+    prompt_tokens: list[Annotated[int, Field(ge=1)]] = Field([128], min_length=1)
+    new_tokens: int = Field(64, ge=2)
 
     @model_validator(mode="after")
     def _bounds(self) -> "ProfileSpec":
@@ -166,6 +192,9 @@ class GateSpec(Strict):
     accuracy_drop_max: Optional[float] = Field(None, ge=0)
     fidelity_min: Optional[float] = Field(None, gt=0, le=1)
     peak_rss_mb: Optional[float] = Field(None, gt=0)
+    # causal LMs: decode speed after the first token, and TTFT at the first profile.prompt_tokens
+    decode_tokens_per_s_min: Optional[float] = Field(None, gt=0)
+    ttft_p90_ms: Optional[float] = Field(None, gt=0)
     energy_mj_per_inference: Optional[float] = Field(None, gt=0)
     # baseline / A/B: a median slowdown beyond this fraction (after noise) fails the gate
     regression_max: float = Field(0.10, gt=0, le=10)

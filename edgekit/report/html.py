@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgekit.errors import BackendUnavailable, UsageError
-from edgekit.report.rows import VERIFIED_HEADERS, ReportRows, fmt, report_rows, summary_cells, summary_headers
+from edgekit.report.rows import (
+    GENERATION_HEADERS,
+    VERIFIED_HEADERS,
+    ReportRows,
+    fmt,
+    report_rows,
+    summary_cells,
+    summary_headers,
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#1b1f24}
@@ -212,6 +220,7 @@ def render(artifact_dir: Path, manifest: dict[str, Any], rows: Optional[ReportRo
     sections = [
         ("Summary", warnings + summary + (f"<p>Not run:</p><ul>{skipped}</ul>" if skipped else "")),
         ("Where it is known good", where),
+        *([("Language model", _table(GENERATION_HEADERS, rows.generation))] if rows.generation else []),
         ("Latency", _latency(profile, why)),
         ("Accuracy vs latency", _accuracy(rows, profile)),
         ("Size", _sizes(rows)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit.report.rows import (
+    GENERATION_HEADERS,
     LATENCY_HEADERS,
     VERIFIED_HEADERS,
     ReportRows,
@@ -26,6 +27,9 @@ def render(r: ReportRows) -> str:
     cls = r.cpu_class
     lines = [f"# {r.name}", "", r.header, "", f"Latencies measured on {cls} ({r.cpu_model}).", ""]
     lines += _table(summary_headers(cls), [summary_cells(row) for row in r.summary])
+    if r.generation:
+        lines += ["", f"## Language model: quality and generation speed ({cls}, batch 1)", ""]
+        lines += _table(GENERATION_HEADERS, r.generation)
     if r.latency:
         lines += ["", "## Latency and energy", ""] + _table(LATENCY_HEADERS, r.latency)
     if r.warnings:

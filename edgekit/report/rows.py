@@ -142,6 +142,39 @@ def latency_rows(manifest: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+GENERATION_HEADERS = ["artifact", "runtime", "size MB", "perplexity", "increase", "KL / token", "top-1 agr.",
+                      "identical continuations", "TTFT p90 ms", "prefill tok/s", "decode ms/token (p90 bound)",
+                      "decode tok/s", "peak RSS MB"]
+
+
+def generation_rows(manifest: dict[str, Any]) -> list[list[str]]:
+    """A language model's table: its measures of quality next to its generation speed, per
+    artifact and runtime (the reference first). TTFT and prefill are for the first prompt length."""
+    gen = manifest.get("generation") or {}
+    metrics = manifest["metrics"]
+    if not gen and metrics.get("reference", {}).get("metric") != "perplexity":
+        return []
+    sizes = {a["name"]: a["bytes"] / 1e6 for a in manifest.get("artifacts", [])}
+    rows = []
+    keys = [("reference", metrics["reference"].get("runtime", pytorch.NAME))]
+    keys += [(n, rt) for n, per in metrics.items() if n != "reference" for rt in per]
+    for name, rt in keys:
+        m = metrics["reference"] if name == "reference" else metrics[name][rt]
+        g = gen.get(f"{name}/{rt}") or {}
+        first = next(iter((g.get("prompts") or {}).values()), {})
+        ttft = (first.get("ttft_ms") or {}).get("p90_ms")
+        d = g.get("decode_ms_per_token") or {}
+        cont = m.get("continuations")
+        rows.append([name, rt, fmt(sizes.get(name), 1), fmt(m.get("value"), 3),
+                     "–" if name == "reference" else f"{m.get('drop', 0):+.1%}",
+                     fmt(m.get("kl_mean")), fmt(m.get("top1_agreement")),
+                     f"{cont['identical']}/{cont['prompts']}" if cont else "–", fmt(ttft, 1),
+                     fmt(first.get("prefill_tokens_per_s"), 0),
+                     f"{fmt(d.get('median_ms'), 2)} ({fmt(d.get('p90_upper_bound_ms'), 2)})" if d else "–",
+                     fmt(g.get("decode_tokens_per_s"), 1), fmt(g.get("peak_rss_mb"), 0)])
+    return rows
+
+
 @dataclass
 class SensitivityTable:
     """The most sensitive nodes a quantize stage scanned (the full list is sensitivity.json)."""
@@ -213,6 +246,7 @@ class ReportRows:
     pruning: list[PruningTable]
     normalization: Normalization | None
     latency: list[list[str]]  # LATENCY_HEADERS, from the manifest's profile summary
+    generation: list[list[str]]  # GENERATION_HEADERS: a language model's quality and speed
     environment: list[list[str]]  # component, version
     threads: Any
     sizes_mb: dict[str, float] = field(default_factory=dict)
@@ -238,6 +272,7 @@ def report_rows(manifest: dict[str, Any]) -> ReportRows:
         verified=verified,
         stages=[[s["kind"], f"{float(s['seconds']):.2f}", ", ".join(s["outputs"]) or "–"] for s in manifest["stages"]],
         latency=latency_rows(manifest),
+        generation=generation_rows(manifest),
         stage_warnings=stage_warnings(manifest),
         sensitivity=sensitivity_tables(manifest),
         pruning=pruning_tables(manifest),

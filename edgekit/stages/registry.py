@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from edgekit.runtimes import ort, ov
+from edgekit.runtimes import genai, ort, ov
 from edgekit.runtimes.npu import qnn
 from edgekit.runtimes.tensorrt import runner as trt
 
@@ -33,7 +33,9 @@ class StageInfo:
     kind: str
     where: str  # "package.module:Class"
     extras: tuple[str, ...]
-    side: str  # "torch" (before export), "export", "onnx" (after export), "backend" (a runtime's own format)
+    # "torch" (before export), "export", "onnx" (after export), "backend" (a runtime's own format),
+    # "lm" (a causal LM's generation format, built from its source directory)
+    side: str
     summary: str
     makes: str = ""  # the artifact format it writes ("" for a stage that changes the torch model)
     only: tuple[str, ...] = ()  # runtimes that alone run what it makes, of all that read the format
@@ -125,6 +127,16 @@ REGISTRY: dict[str, StageInfo] = {
             "finite attention masks, no NaN guards, static Reshape), integer-only QDQ in the profile's "
             "precisions, checked against the profile's operator table; qnn-htp verified on the HTP emulator.",
             makes=qnn.FORMAT,
+        ),
+        StageInfo(
+            "target.onnxruntime-genai",
+            "edgekit.export.genai:TargetGenai",
+            ("llm",),
+            "lm",
+            "A causal LM to an ONNX Runtime GenAI folder by its model builder: fp32 / fp16 / int4 / int8 "
+            "(MatMulNBits: block size, symmetric or not, accuracy level, rtn or k_quant, lm_head at int8), "
+            "KV cache included.",
+            makes=genai.FORMAT,
         ),
         StageInfo(
             "tokens.merge",

@@ -92,6 +92,9 @@ class ModelState:
     # the torch model as loaded, before any torch-side stage changed it: the teacher for
     # distillation; set by the first stage that modifies a copy (`source_model()`)
     original_model: Any = None
+    # a language-model recipe's source (edgekit.sources.causal_lm.CausalLM): the HF directory the
+    # generation targets build from, its tokenizer and family
+    causal_lm: Any = None
 
     def source_model(self) -> Any:
         """The unmodified torch model; remembers the current one if no stage has copied yet."""

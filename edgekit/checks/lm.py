@@ -1,0 +1,92 @@
+"""The measures a language-model user trusts, against the fp32 reference on held-out text, one
+window at a time (a SmolLM2 window's logits are 100 MB, so nothing keeps them):
+
+- perplexity of every artifact on every runtime (exp of the mean next-token negative log
+  likelihood), and its increase over the reference's;
+- teacher-forced next-token top-1 agreement with the reference;
+- mean KL divergence per token, KL(reference || artifact) — llama.cpp's `--kl-divergence`;
+- greedy continuations of a few prompts, compared token by token (first divergence kept).
+
+Pure numpy in float64, so the sums over tens of thousands of tokens do not drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from edgekit.errors import ParityError
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+@dataclass
+class Tally:
+    """Running sums over the windows scored so far (next-token predictions: seq - 1 per window)."""
+
+    tokens: int = 0
+    nll: float = 0.0  # sum of -log p(next token)
+    kl: float = 0.0  # sum of KL(reference || this)
+    agree: int = 0  # positions whose argmax matches the reference's
+
+    def add(self, ref_logp: np.ndarray, logits: np.ndarray, ids: np.ndarray) -> None:
+        """Score one window: `ref_logp` the reference's log-probabilities [seq, vocab], `logits`
+        this model's [seq, vocab], `ids` the window's tokens [seq]."""
+        logp = log_softmax(logits)[:-1]
+        ref = ref_logp[:-1]
+        targets = np.asarray(ids)[1:]
+        if logp.shape != ref.shape:
+            raise ParityError(f"logits shape {list(logits.shape)} differs from the reference's "
+                              f"{list(ref_logp.shape)} (vocabulary or window length changed)")
+        self.tokens += len(targets)
+        self.nll += float(-logp[np.arange(len(targets)), targets].sum())
+        self.kl += float((np.exp(ref) * (ref - logp)).sum())
+        self.agree += int((logp.argmax(-1) == ref.argmax(-1)).sum())
+
+    def summary(self) -> dict[str, Any]:
+        n = max(self.tokens, 1)
+        return {"tokens": self.tokens, "perplexity": float(np.exp(self.nll / n)), "kl_mean": self.kl / n,
+                "top1_agreement": self.agree / n}
+
+
+def first_divergence(a: list[int], b: list[int]) -> Optional[int]:
+    """The index of the first token where two continuations differ (a shorter one differs where
+    it ends), or None when they are the same."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+@dataclass
+class Continuations:
+    """Greedy continuations of the same prompts by the reference and by one artifact."""
+
+    reference: list[list[int]] = field(default_factory=list)
+    candidate: list[list[int]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        firsts = [first_divergence(r, c) for r, c in zip(self.reference, self.candidate)]
+        same = sum(f is None for f in firsts)
+        return {"prompts": len(firsts), "identical": same, "first_divergence": firsts}
+
+
+def check(summary: dict[str, Any], ref_ppl: float, verify: Any, accuracy: Any, where: str) -> dict[str, Any]:
+    """The recipe's tolerances on one artifact x runtime; a miss is a ParityError naming the
+    artifact, the runtime and the measure. Returns the perplexity increase it measured."""
+    increase = summary["perplexity"] / ref_ppl - 1.0
+    if verify.top1_agreement_min is not None and summary["top1_agreement"] < verify.top1_agreement_min:
+        raise ParityError(f"verify: {where}: next-token top-1 agreement {summary['top1_agreement']:.4f} is below "
+                          f"verify.top1_agreement_min {verify.top1_agreement_min} ({summary['tokens']} tokens)")
+    if verify.kl_max is not None and summary["kl_mean"] > verify.kl_max:
+        raise ParityError(f"verify: {where}: mean KL divergence {summary['kl_mean']:.4f} per token is above "
+                          f"verify.kl_max {verify.kl_max} ({summary['tokens']} tokens)")
+    if accuracy.max_increase is not None and increase > accuracy.max_increase:
+        raise ParityError(f"accuracy: {where}: perplexity {summary['perplexity']:.3f} is {increase:+.1%} over the "
+                          f"reference's {ref_ppl:.3f}; accuracy.max_increase is {accuracy.max_increase:+.1%}")
+    return {"perplexity_increase": increase}

@@ -1,0 +1,152 @@
+"""target.onnxruntime-genai: a causal LM's Hugging Face directory to an ONNX Runtime GenAI folder
+(model.onnx with its KV cache, genai_config.json, the tokenizer), by onnxruntime-genai's own
+model builder.
+
+Why the builder rather than edgekit's ONNX export and INT4 stage: the builder writes the
+attention as ONNX Runtime's fused GroupQueryAttention with a shared KV buffer and the config
+that `og.Generator` reads; an exported graph would need all of that rebuilt by hand, and a user
+comparing against the builder would be comparing two exporters, not two quantizations. So
+edgekit chooses the builder's settings, checks them against the model before a minute is spent,
+runs it in a child process (its imports and memory leave with it) and records what it made.
+The builder needs `onnx-ir`, which onnxruntime-genai does not declare: the `llm` extra has it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from edgekit.core.backends import require, version_of
+from edgekit.errors import RecipeError, StageError
+from edgekit.runtimes import genai
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import Artifact, ModelState
+
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+# the builder's own names for its weight-only algorithms
+ALGOS = {"rtn": "rtn", "k_quant": "k_quant", "default": "default"}
+
+
+class GenaiConfig(StageConfig):
+    kind: Literal["target.onnxruntime-genai"]
+    name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="artifact name; genai_<precision> if unset")
+    precision: Literal["fp32", "fp16", "int4", "int8"] = "int4"
+    block_size: int = Field(32, description="weight-only block (group) size along each MatMul's input dimension")
+    symmetric: bool = True
+    accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
+        4, description="MatMulNBits compute type: 4 = int8 activations (the CPU default), 1 = fp32")
+    algorithm: Literal["rtn", "k_quant", "default"] = "rtn"
+    int8_layers: list[Literal["lm_head"]] = Field(
+        [], description="layers kept at int8 inside an int4 model (lm_head: the largest, most output-sensitive one)")
+
+    @model_validator(mode="after")
+    def _settings(self) -> "GenaiConfig":
+        if self.block_size not in BLOCK_SIZES:
+            raise ValueError(f"block_size {self.block_size} is not one the builder takes; allowed: "
+                             f"{', '.join(map(str, BLOCK_SIZES))}")
+        if self.precision not in ("int4", "int8") and (self.int8_layers or "block_size" in self.model_fields_set):
+            raise ValueError(f"block_size and int8_layers apply to precision int4 or int8, not {self.precision}")
+        return self
+
+    @property
+    def artifact_name(self) -> str:
+        return self.name or f"genai_{self.precision}"
+
+    def produces(self) -> list[str]:
+        return [self.artifact_name]
+
+
+def widths(config: dict[str, Any]) -> dict[str, int]:
+    """The input widths of the model's MatMuls, by what they are (a weight-only block must
+    divide each one): hidden size for q/k/v/gate/up and lm_head, intermediate size for down,
+    heads x head size for o."""
+    hidden = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    return {"hidden_size (q/k/v/gate/up/lm_head input)": hidden,
+            "intermediate_size (down_proj input)": int(config["intermediate_size"]),
+            "heads x head_dim (o_proj input)": heads * head_dim}
+
+
+def check_block(block: int, config: dict[str, Any]) -> None:
+    """A block that does not divide a layer's width would make the builder fall back or fail a
+    minute in; say which layer and which blocks would do, before anything runs."""
+    for what, width in widths(config).items():
+        if width % block:
+            ok = [b for b in BLOCK_SIZES if all(w % b == 0 for w in widths(config).values())]
+            raise RecipeError(f"block_size: {block} does not divide {what} = {width}; allowed for this model: "
+                              f"{', '.join(map(str, ok)) or 'none (the builder cannot group-quantize it)'}")
+
+
+def builder_command(src: Path, out: Path, cache: Path, cfg: GenaiConfig) -> list[str]:
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
+           "-p", cfg.precision, "-e", "cpu", "-c", str(cache)]
+    extra: list[str] = []
+    if cfg.precision in ("int4", "int8"):
+        extra += [f"block_size={cfg.block_size}", f"is_symmetric={'true' if cfg.symmetric else 'false'}",
+                  f"accuracy_level={cfg.accuracy_level}", f"algo_config={ALGOS[cfg.algorithm]}"]
+        if "lm_head" in cfg.int8_layers:
+            extra.append("matmul_mixed_precision=last_matmul:int8")
+    return cmd + (["--extra_options", *extra] if extra else [])
+
+
+def _op_counts(model_path: Path) -> dict[str, int]:
+    onnx = require("onnx", extra="onnx")
+    model = onnx.load(str(model_path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+class TargetGenai(Stage):
+    kind = "target.onnxruntime-genai"
+    Config = GenaiConfig
+
+    def apply(self, state: ModelState, cfg: GenaiConfig) -> tuple[ModelState, StageRecord]:
+        lm = state.causal_lm
+        if lm is None:
+            raise RecipeError(f"kind: {self.kind} needs a causal language model (model: {{hf: DIR}} of a *ForCausalLM "
+                              "architecture, or {gguf: FILE}); this recipe's model is not one")
+        require("onnxruntime_genai", extra="llm", why="its model builder")
+        require("onnx_ir", extra="llm", why="onnxruntime-genai's model builder imports it")
+        if cfg.precision in ("int4", "int8"):
+            check_block(cfg.block_size, json.loads((lm.directory / "config.json").read_text(encoding="utf-8")))
+        out = state.workdir / cfg.artifact_name
+        tick = state.progress(f"building {cfg.artifact_name} with onnxruntime-genai's model builder "
+                              f"({cfg.precision}, {lm.family})", 1)
+        t0 = time.perf_counter()
+        # the builder's scratch files (temporary external data) stay out of the artifact
+        with tempfile.TemporaryDirectory(prefix="edgekit-genai-") as cache:
+            cmd = builder_command(lm.directory, out, Path(cache), cfg)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        tick(1)
+        if proc.returncode != 0 or not (out / "model.onnx").is_file():
+            raise StageError(f"{self.kind}: onnxruntime-genai's model builder refused {lm.family} "
+                             f"({lm.architecture}): {_last_error(proc.stderr + proc.stdout)}")
+        files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "model.onnx")
+        ops = _op_counts(out / "model.onnx")
+        state.add(Artifact(cfg.artifact_name, out / "model.onnx", genai.FORMAT,
+                           "mixed" if cfg.int8_layers and cfg.precision == "int4" else cfg.precision,
+                           self.kind, extra_files=tuple(files)))
+        measured = {"builder_s": round(seconds, 2), "onnxruntime_genai": version_of("onnxruntime_genai"),
+                    "family": lm.family, "command": " ".join(cmd[1:]).replace(str(state.workdir.parent), "<artifact>").replace(cache, "<scratch>"),
+                    "op_counts": ops, "matmul_nbits": ops.get("MatMulNBits", 0)}
+        return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.artifact_name],
+                                  measured=measured)
+
+
+def _last_error(text: str) -> str:
+    """The builder prints progress and warnings before its error: the last line that names one."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if any(w in ln for w in ("Error", "error", "not supported", "NotImplemented")):
+            return ln[:400]
+    return (lines[-1] if lines else "no output")[:400]

@@ -1,0 +1,190 @@
+"""A causal LM through the one recipe: a tiny random Llama / Qwen2 directory with an offline
+tokenizer, built to ONNX Runtime GenAI folders, verified by perplexity, KL and top-1 agreement
+against PyTorch fp32 on held-out text, and profiled in tokens per second."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime_genai")
+
+from edgekit.checks import lm as lmcheck  # noqa: E402
+
+
+@pytest.fixture
+def tiny_lm_factory(tmp_path):
+    from tests.lm_helpers import tiny_lm_dir
+
+    return lambda family, **overrides: tiny_lm_dir(tmp_path / f"{family}-custom", family, **overrides)
+
+
+def _recipe(tmp_path: Path, model_dir: Path, stages: list[dict], **extra) -> Path:
+    import yaml
+
+    data = {
+        "edgekit": 1, "name": "tiny-lm", "model": {"hf": str(model_dir)},
+        "data": {"evaluation": {"builtin": "pydoc_topics", "split": "test", "seq_len": 64, "samples": 3}},
+        "stages": stages, "targets": ["onnxruntime-genai"],
+        "profile": {"prompt_tokens": [16], "new_tokens": 8, "warmup_s": 0, "min_duration_s": 0, "min_iters": 4,
+                    "threads": 2},
+        **extra,
+    }
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory, tiny_llama_dir):
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+
+    tmp = tmp_path_factory.mktemp("lm")
+    recipe = _recipe(tmp, tiny_llama_dir, [
+        {"kind": "target.onnxruntime-genai", "precision": "fp32", "name": "fp32"},
+        {"kind": "target.onnxruntime-genai", "precision": "int4", "block_size": 32, "name": "int4"},
+    ])
+    return run(load_recipe(recipe), tmp / "out")
+
+
+def test_a_causal_lm_recipe_builds_verifies_and_profiles_both_artifacts(lm_run):
+    m = lm_run.manifest
+    assert m["source_model"]["task"] == "causal-lm" and m["source_model"]["family"] == "llama"
+    assert [a["name"] for a in m["artifacts"]] == ["fp32", "int4"]
+    assert all(a["format"] == "genai-onnx" and a["runs_on"] == ["onnxruntime-genai"] for a in m["artifacts"])
+    ref = m["metrics"]["reference"]
+    assert ref["metric"] == "perplexity" and ref["value"] > 1.0
+    fp32 = m["metrics"]["fp32"]["onnxruntime-genai"]
+    int4 = m["metrics"]["int4"]["onnxruntime-genai"]
+    # the fp32 folder computes what torch computes: same next tokens, next to no KL
+    assert fp32["top1_agreement"] > 0.99 and fp32["kl_mean"] < 1e-3 and abs(fp32["drop"]) < 1e-3
+    assert int4["kl_mean"] > fp32["kl_mean"]  # 4-bit weights change the distribution, measurably
+    assert int4["tokens"] == fp32["tokens"] == 3 * 63
+    stage = m["stages"][1]["measured"]
+    assert stage["matmul_nbits"] > 0 and "block_size=32" in stage["command"]
+    # the tokenizer travels with every artifact
+    for a in m["artifacts"]:
+        folder = lm_run.out_dir / Path(a["path"]).parent
+        assert (folder / "genai_config.json").is_file() and (folder / "tokenizer.json").is_file()
+
+
+def test_generation_is_profiled_per_artifact_in_its_own_process(lm_run):
+    gen = lm_run.manifest["generation"]
+    assert set(gen) == {"reference/pytorch", "fp32/onnxruntime-genai", "int4/onnxruntime-genai"}
+    for key, g in gen.items():
+        assert g["decode_tokens_per_s"] > 0 and g["decode_ms_per_token"]["n"] >= 4, key
+        assert g["prompts"]["16"]["ttft_ms"]["n"] >= 2 and g["peak_rss_mb"] > 0, key
+        assert g["load_s"] is not None and g["load_s"] > 0, key
+
+
+def test_the_report_shows_the_language_model_table(lm_run):
+    md = (lm_run.out_dir / "report.md").read_text()
+    assert "## Language model: quality and generation speed" in md
+    assert "| int4 | onnxruntime-genai |" in md
+    assert "Language model" in (lm_run.out_dir / "report.html").read_text()
+
+
+def test_a_perplexity_budget_the_artifact_misses_is_a_parity_error_and_writes_nothing(tmp_path, tiny_llama_dir):
+    from edgekit.errors import ParityError
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+
+    recipe = _recipe(tmp_path, tiny_llama_dir, [{"kind": "target.onnxruntime-genai", "precision": "int4"}],
+                     verify={"kl_max": 1e-9})
+    with pytest.raises(ParityError, match=r"artifact 'genai_int4' on onnxruntime-genai .*mean KL divergence .* "
+                                          r"is above verify.kl_max 1e-09"):
+        run(load_recipe(recipe), tmp_path / "out")
+    assert not (tmp_path / "out" / "tiny-lm").exists()
+
+
+def test_a_block_size_that_does_not_divide_a_layer_is_refused_before_the_builder_runs(tmp_path, tiny_lm_factory):
+    from edgekit.errors import RecipeError
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+
+    odd = tiny_lm_factory("llama", hidden_size=96, intermediate_size=256)
+    recipe = _recipe(tmp_path, odd, [{"kind": "target.onnxruntime-genai", "precision": "int4", "block_size": 64}])
+    with pytest.raises(RecipeError, match=r"lm.yaml: stages\[0\]\.block_size: 64 does not divide hidden_size .* = 96; "
+                                          r"allowed for this model: 16, 32"):
+        run(load_recipe(recipe), tmp_path / "out")
+    assert not (tmp_path / "out" / "tiny-lm").exists()
+
+
+def test_a_qwen2_directory_builds_and_verifies_too(tmp_path, tiny_qwen2_dir):
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+
+    recipe = _recipe(tmp_path, tiny_qwen2_dir, [{"kind": "target.onnxruntime-genai", "precision": "int4",
+                                                 "block_size": 64, "symmetric": False, "int8_layers": ["lm_head"]}],
+                     profile={"enabled": False})
+    m = run(load_recipe(recipe), tmp_path / "out").manifest
+    assert m["source_model"]["family"] == "qwen2"
+    assert m["artifacts"][0]["precision"] == "mixed"
+    r = m["metrics"]["genai_int4"]["onnxruntime-genai"]
+    assert 0.0 <= r["top1_agreement"] <= 1.0 and r["continuations"]["prompts"] == 3
+
+
+def test_encoder_stages_cannot_follow_a_causal_lm(tmp_path, tiny_llama_dir):
+    from edgekit.errors import RecipeError
+    from edgekit.recipe import load_recipe
+
+    recipe = _recipe(tmp_path, tiny_llama_dir, [{"kind": "export.onnx"},
+                                                {"kind": "target.onnxruntime-genai", "precision": "int4"}],
+                     targets=["onnxruntime-genai", "onnxruntime"])
+    with pytest.raises(RecipeError, match=r"export.onnx cannot be combined with target.onnxruntime-genai"):
+        load_recipe(recipe)
+
+
+# --- the measures, as pure functions ------------------------------------------------------------
+
+def test_tally_of_the_reference_against_itself_has_no_kl_and_full_agreement():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(12, 50))
+    ids = rng.integers(0, 50, size=12)
+    t = lmcheck.Tally()
+    logp = lmcheck.log_softmax(logits)
+    t.add(logp, logits, ids)
+    s = t.summary()
+    assert s["tokens"] == 11 and s["top1_agreement"] == 1.0 and abs(s["kl_mean"]) < 1e-12
+    expected = np.exp(-np.mean([logp[i, ids[i + 1]] for i in range(11)]))
+    assert s["perplexity"] == pytest.approx(expected)
+
+
+def test_kl_is_positive_for_a_different_model_and_uniform_logits_give_vocabulary_perplexity():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(9, 32))
+    t = lmcheck.Tally()
+    t.add(lmcheck.log_softmax(ref), np.zeros((9, 32)), rng.integers(0, 32, size=9))
+    s = t.summary()
+    assert s["kl_mean"] > 0 and s["perplexity"] == pytest.approx(32.0)
+
+
+def test_first_divergence():
+    assert lmcheck.first_divergence([1, 2, 3], [1, 2, 3]) is None
+    assert lmcheck.first_divergence([1, 2, 3], [1, 5, 3]) == 1
+    assert lmcheck.first_divergence([1, 2], [1, 2, 3]) == 2
+
+
+def test_manifest_of_the_lm_run_is_strict_json(lm_run):
+    text = (lm_run.out_dir / "manifest.json").read_text()
+    assert "NaN" not in text and json.loads(text)["generation"]
+
+
+def test_the_chat_example_answers_each_line_with_the_smallest_artifact(lm_run):
+    """examples/chat/chat.py, as a user runs it: one reply line per input line, from the int4 folder."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "chat" / "chat.py"), str(lm_run.out_dir)],
+                          input="def main():\nimport os\n", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) >= 2
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "chat" / "chat.py"), str(lm_run.out_dir), "nope"],
+                          input="x\n", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "no artifact 'nope' runs on onnxruntime-genai; allowed: fp32, int4" in proc.stderr
