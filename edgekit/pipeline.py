@@ -391,6 +391,7 @@ class LMData:
     windows: np.ndarray  # [n, seq_len] evaluation token windows
     identity: dict[str, Any]
     calibration: Optional[dict[str, Any]]
+    reference_argmax: list[np.ndarray] = field(default_factory=list)  # the reference's next tokens, per window
 
 
 def _lm_text(loaded: LoadedRecipe, cl: Any, progress: Progress) -> LMData:
@@ -456,6 +457,7 @@ def _lm_verify(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, p
         tick = progress("scoring held-out text (perplexity, KL, top-1)", len(data.windows))
         for ids in data.windows:
             ref_logp = lmcheck.log_softmax(ref.logits(ids))
+            data.reference_argmax.append(ref_logp.argmax(-1))
             tallies[("reference", pytorch.NAME)].add(ref_logp, ref_logp, ids)
             for key, runner in runners.items():
                 tallies[key].add(ref_logp, runner.logits(ids), ids)
@@ -553,8 +555,10 @@ def _run_lm(loaded: LoadedRecipe, tmp: Path, progress: Progress) -> dict[str, An
         records = _run_stages(loaded, state)
         ver = _lm_verify(loaded, cl, data, state, progress)
         generation = _lm_profile(loaded, cl, data, state, ver, progress)
+        # the windows scored and the reference's next token at every position: `edgekit verify`
+        # re-scores an artifact against them without the source model
         np.savez_compressed(tmp / "reference.npz", **{"input.input_ids": data.windows},
-                            output=data.windows)  # the windows scored (re-verification scores them again)
+                            output=np.stack(data.reference_argmax).astype(np.int64))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     (tmp / "recipe.yaml").write_text(loaded.text, encoding="utf-8")

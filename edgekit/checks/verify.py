@@ -79,6 +79,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     from edgekit.artifact.files import write_json
     from edgekit.artifact.manifest import read_manifest, read_reference
     from edgekit.checks import emulate
+    from edgekit.checks import lm as lm_checks
     from edgekit.errors import BackendUnavailable, ModelLoadError
     from edgekit.recipe import VerifySpec
     from edgekit.runtimes import open_runner
@@ -102,6 +103,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     _check_files(root, manifest)
     spec = VerifySpec(**manifest["recipe"]["verify"])
     inputs, ref = read_reference(root, manifest)
+    lm = manifest["source_model"].get("task") == "causal-lm"  # reference.npz: windows, reference argmax
     pairs = [(art, rt) for art in manifest["artifacts"] for rt in art["runs_on"]
              if rt in (runtimes or manifest["recipe"]["targets"])]
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -115,12 +117,18 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
                 raise refused_artifact(art, rt, exc, "verify") from exc
             try:
                 at = runner.where() if hasattr(runner, "where") else here  # an accelerator names where it ran
-                got = np.concatenate([np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0])
-                                      for i in range(len(ref))])
+                if lm:  # a causal LM: perplexity and agreement on the stored windows
+                    res = lm_checks.against_stored(runner, inputs["input_ids"], ref)
+                else:
+                    got = np.concatenate([np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0])
+                                          for i in range(len(ref))])
             finally:
                 runner.close()
-            res = parity(ref, got)
-            check(res, spec, f"artifact {art['name']!r} on {rt}")
+            if lm:
+                lm_checks.check_stored(res, manifest, f"artifact {art['name']!r} on {rt}")
+            else:
+                res = parity(ref, got)
+                check(res, spec, f"artifact {art['name']!r} on {rt}")
             results.append({"artifact": art["name"], "runtime": rt, **at, **res})
     for cls, qemu_model in p.emulated.items():
         jobs = [(art, rt) for art, rt in pairs if rt_registry.get(rt).cpu_bound and rt_registry.runs_device_side(rt)]

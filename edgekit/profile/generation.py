@@ -24,6 +24,8 @@ import numpy as np
 from edgekit.errors import BackendUnavailable, first_line
 from edgekit.profile.stats import summarize
 
+TTFT_SAMPLES = 50  # the p90 early-stopping bound at 99% needs 44
+
 
 def measure(runner: Any, prompts: dict[int, np.ndarray], new_tokens: int, spec: Any) -> dict[str, Any]:
     """Time greedy generations of `new_tokens` after each prompt (prompt length -> ids)."""
@@ -51,6 +53,15 @@ def measure(runner: Any, prompts: dict[int, np.ndarray], new_tokens: int, spec: 
             break
         if elapsed >= spec.min_duration_s and len(decode) >= spec.min_iters and runs >= 2:
             break
+    # one TTFT sample per generation is too few for the p90 bound (44 at 99%): add prompt-only
+    # runs (the prompt and one token) until each length has TTFT_SAMPLES, within max_duration_s
+    deadline = t0 + spec.max_duration_s
+    while any(len(v) < TTFT_SAMPLES for v in ttft.values()) and time.perf_counter() < deadline:
+        for p, ids in prompts.items():
+            if len(ttft[p]) < TTFT_SAMPLES:
+                timings = []
+                runner.generate(ids, 1, timings)
+                ttft[p].append(timings[0] * 1000.0)
     if not decode:
         raise BackendUnavailable(f"generation profile: the model stopped at its first token every time "
                                  f"(end of sequence); nothing to time after it (new_tokens {new_tokens})")
