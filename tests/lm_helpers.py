@@ -31,6 +31,8 @@ FAMILY_EXTRA: dict[str, dict[str, Any]] = {
     "gemma": dict(head_dim=32),
     "gemma3_text": dict(head_dim=32, sliding_window=64),
     "qwen3": dict(head_dim=32),
+    # a short-context Phi-3 (like Phi-3-mini-4k): the builder takes max != original as long-RoPE
+    "phi3": dict(original_max_position_embeddings=256),
     "gpt2": dict(n_embd=128, n_layer=2, n_head=4, n_positions=256),
 }
 

@@ -84,6 +84,22 @@ def check_block(block: int, config: dict[str, Any]) -> None:
                               f"{', '.join(map(str, ok)) or 'none (the builder cannot group-quantize it)'}")
 
 
+def known_refusal(config: dict[str, Any]) -> Optional[str]:
+    """Configs the builder (0.18) is known to mis-read, said before it runs, in words a user can
+    act on (each found by building a tiny model of every family edgekit accepts)."""
+    family = config.get("model_type")
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if family == "phi3" and config.get("max_position_embeddings") != config.get("original_max_position_embeddings") \
+            and rope.get("rope_type", rope.get("type")) != "longrope":
+        return (f"it takes a Phi-3 whose max_position_embeddings ({config.get('max_position_embeddings')}) differs from "
+                f"original_max_position_embeddings ({config.get('original_max_position_embeddings')}) for a long-RoPE "
+                f"model, and this one's rope_type is {rope.get('rope_type', rope.get('type'))!r}; make the two equal")
+    if family == "gemma3_text" and isinstance(rope, dict) and "full_attention" in rope:
+        return ("it reads Gemma-3's RoPE settings in the flat form transformers 4 wrote; this config nests them per "
+                "layer type (rope_parameters.full_attention / sliding_attention, as transformers 5 writes them)")
+    return None
+
+
 def builder_command(src: Path, out: Path, cache: Path, cfg: GenaiConfig) -> list[str]:
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
            "-p", cfg.precision, "-e", "cpu", "-c", str(cache)]
@@ -116,8 +132,13 @@ class TargetGenai(Stage):
                               "architecture, or {gguf: FILE}); this recipe's model is not one")
         require("onnxruntime_genai", extra="llm", why="its model builder")
         require("onnx_ir", extra="llm", why="onnxruntime-genai's model builder imports it")
+        config = json.loads((lm.directory / "config.json").read_text(encoding="utf-8"))
+        refusal = known_refusal(config)
+        if refusal:
+            raise StageError(f"{self.kind}: onnxruntime-genai's model builder refuses {lm.family} "
+                             f"({lm.architecture}): {refusal}")
         if cfg.precision in ("int4", "int8"):
-            check_block(cfg.block_size, json.loads((lm.directory / "config.json").read_text(encoding="utf-8")))
+            check_block(cfg.block_size, config)
         out = state.workdir / cfg.artifact_name
         tick = state.progress(f"building {cfg.artifact_name} with onnxruntime-genai's model builder "
                               f"({cfg.precision}, {lm.family})", 1)
