@@ -316,6 +316,19 @@ def _speed_warnings(manifest: dict[str, Any]) -> list[str]:
     return out
 
 
+def _file_entries(state: ModelState, tmp: Path) -> list[dict[str, Any]]:
+    files = [file_entry(tmp, a.path, a.format, a.precision) for a in state.artifacts]
+    files += [file_entry(tmp, f, "extra") for art in state.artifacts for f in art.extra_files]
+    return files + [file_entry(tmp, tmp / "reference.npz", "npz"), file_entry(tmp, tmp / "recipe.yaml", "yaml")]
+
+
+def _artifact_entries(state: ModelState, ver: Verification, tmp: Path) -> list[dict[str, Any]]:
+    return [{"name": a.name, "path": a.path.relative_to(tmp).as_posix(), "format": a.format,
+             "precision": a.precision, "produced_by": a.produced_by, "runs_on": list(a.runs_on),
+             "bytes": a.size_bytes(), "runtime_options": a.options, "verified_on": ver.verified_on.get(a.name, [])}
+            for a in state.artifacts]
+
+
 def _manifest(loaded: LoadedRecipe, ld: Loaded, records: list[dict[str, Any]], ver: Verification,
               tmp: Path) -> dict[str, Any]:
     """The one place the manifest is assembled from the phases' results."""
@@ -323,9 +336,7 @@ def _manifest(loaded: LoadedRecipe, ld: Loaded, records: list[dict[str, Any]], v
     from edgekit.profile.schema import new_profile
 
     recipe, lm, state = loaded.recipe, ld.lm, ld.state
-    files = [file_entry(tmp, a.path, a.format, a.precision) for a in state.artifacts]
-    files += [file_entry(tmp, a, "extra") for art in state.artifacts for a in art.extra_files]
-    files += [file_entry(tmp, tmp / "reference.npz", "npz"), file_entry(tmp, tmp / "recipe.yaml", "yaml")]
+    files = _file_entries(state, tmp)
     if (tmp / "sensitivity.json").is_file():  # written by quantize stages that scan sensitivity
         files.append(file_entry(tmp, tmp / "sensitivity.json", "json"))
     prof = new_profile(ver.measurements)
@@ -346,12 +357,7 @@ def _manifest(loaded: LoadedRecipe, ld: Loaded, records: list[dict[str, Any]], v
             "calibration": ld.calib.identity(ld.calib.name) if ld.calib else None,
             "evaluation": ld.evald.identity(ld.evald.name) if ld.evald else None,
         },
-        "artifacts": [
-            {"name": a.name, "path": a.path.relative_to(tmp).as_posix(), "format": a.format,
-             "precision": a.precision, "produced_by": a.produced_by, "runs_on": list(a.runs_on),
-             "bytes": a.size_bytes(), "runtime_options": a.options, "verified_on": ver.verified_on.get(a.name, [])}
-            for a in state.artifacts
-        ],
+        "artifacts": _artifact_entries(state, ver, tmp),
         "deploy": {"cpus": recipe.deploy.classes(), "built_on": env["cpu"]["class"],
                    "not_verified": ver.not_verified},
         "files": files,
@@ -562,9 +568,7 @@ def _run_lm(loaded: LoadedRecipe, tmp: Path, progress: Progress) -> dict[str, An
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     (tmp / "recipe.yaml").write_text(loaded.text, encoding="utf-8")
-    files = [file_entry(tmp, a.path, a.format, a.precision) for a in state.artifacts]
-    files += [file_entry(tmp, f, "extra") for art in state.artifacts for f in art.extra_files]
-    files += [file_entry(tmp, tmp / "reference.npz", "npz"), file_entry(tmp, tmp / "recipe.yaml", "yaml")]
+    files = _file_entries(state, tmp)
     env = fingerprint()
     manifest: dict[str, Any] = {
         "schema": 1, "edgekit_version": edgekit.__version__,
@@ -577,11 +581,7 @@ def _run_lm(loaded: LoadedRecipe, tmp: Path, progress: Progress) -> dict[str, An
         "inputs": {"input_ids": {"shape": [1, int(data.windows.shape[1])], "dtype": "int64"}},
         "outputs": ["logits"],
         "data": {"calibration": data.calibration, "evaluation": data.identity},
-        "artifacts": [
-            {"name": a.name, "path": a.path.relative_to(tmp).as_posix(), "format": a.format,
-             "precision": a.precision, "produced_by": a.produced_by, "runs_on": list(a.runs_on),
-             "bytes": a.size_bytes(), "runtime_options": a.options, "verified_on": ver.verified_on.get(a.name, [])}
-            for a in state.artifacts],
+        "artifacts": _artifact_entries(state, ver, tmp),
         "deploy": {"cpus": recipe.deploy.classes(), "built_on": env["cpu"]["class"], "not_verified": ver.not_verified},
         "files": files, "stages": records, "metrics": ver.metrics, "skipped": ver.skipped,
         "profile": {}, "generation": generation, "environment": env, "warnings": ver.warnings,
