@@ -18,16 +18,16 @@ OpenVINO; the accuracy (top-1, or
 cosine fidelity for MiniLM) comes from the manifest's `verified_on` records. Native speed vs the
 fp32 ONNX is timed afterwards, all variants interleaved in rounds (median of per-round medians).
 
-    .venv/bin/python benchmarks/cpu_classes.py [--models cnn vit minilm] [--classes x86-avx2 x86-sse]
+    .venv/bin/python -m benchmarks.cpu_classes [--models cnn vit minilm] [--classes x86-avx2 x86-sse]
                                                [--runtimes onnxruntime openvino]
-                                               [--emulated-samples 200] [--rounds 5]
+                                                [--emulated-samples 200] [--rounds 5]
 
-Prints the table and writes benchmarks/results/cpu_classes.json."""
+Prints the table and writes benchmarks/results/<cpu-class>/cpu_classes.json (benchmarks/_results.py);
+model/runtime pairs not run this time are kept from this CPU class's last run."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -46,6 +46,8 @@ from edgekit.pipeline import run  # noqa: E402
 from edgekit.profile.interleave import Rounds, Sessions, time_rounds  # noqa: E402
 from edgekit.recipe import load_recipe  # noqa: E402
 from edgekit.runtimes import open_runner  # noqa: E402
+
+from benchmarks._results import command, previous, save, table  # noqa: E402
 
 SCHEMES: dict[str, dict[str, Any]] = {
     "u8s8": {"overflow_fix": "none"},
@@ -123,7 +125,6 @@ def main() -> None:
     args = ap.parse_args()
     native = local_class()
     results: dict[str, Any] = {"native_class": native, "models": {}}
-    rows = []
     with tempfile.TemporaryDirectory(prefix="edgekit-cpu-classes-") as d:
         for model, runtime in [(m, r) for m in args.models for r in args.runtimes]:
             n_emu = args.minilm_emulated_samples if model == "minilm" else args.emulated_samples
@@ -146,25 +147,43 @@ def main() -> None:
                 if stage is not None:
                     entry["weight_bits"] = stage["measured"].get("weight_bits")
                     entry["scheme"] = stage["measured"].get("scheme")
-                for cls, c in entry["classes"].items():
-                    rows.append((model, runtime, a["name"], cls, c["value"], c["reference"], c["samples"], c["cosine_mean"],
-                                 entry["speed_vs_fp32"]))
             results["models"][f"{model}/{runtime}"] = per
             print(f"{model} on {runtime}: not verified: {per['not_verified'] or 'none'}", flush=True)
-    print(f"\nINT8 schemes x CPU classes (native class {native}; speed = the runtime's fp32 time / variant time, "
-          "native, interleaved)\n")
+    # pairs not run this time keep their rows (and settings) from this class's last run
+    last = previous("cpu_classes") or {}
+    merged = dict(last.get("models", {}))
+    run_with = dict(last.get("run_with", {}))
+    for key in results["models"]:
+        run_with[key] = {"command": command("cpu_classes"), "emulated_samples": args.emulated_samples,
+                         "minilm_emulated_samples": args.minilm_emulated_samples, "rounds": args.rounds}
+    results_now = set(results["models"])
+    merged.update(results["models"])
+    results.update(models=merged, run_with=run_with)
+    rows = []
+    for key, per in merged.items():
+        model, runtime = key.split("/")
+        for name, entry in per["schemes"].items():
+            for cls, c in entry["classes"].items():
+                rows.append((model, runtime, name, cls, c["value"], c["reference"], c["samples"], c["cosine_mean"],
+                             entry["speed_vs_fp32"]))
+    title = (f"INT8 schemes x CPU classes (native class {native}; speed = the runtime's fp32 time / variant time, "
+             "native, interleaved)")
+    print(f"\n{title}\n")
     print("| model | runtime | scheme | class | metric | reference | samples | cosine vs fp32 | native speed vs fp32 |")
     print("|---|---|---|---|---|---|---|---|---|")
+    fmt = (lambda v: "–" if v is None else f"{v:.4f}")  # noqa: E731
+    shown = []
     for model, runtime, scheme, cls, value, ref, n, cos, sp in rows:
-        fmt = (lambda v: "–" if v is None else f"{v:.4f}")
-        print(f"| {model} | {runtime} | {scheme} | {cls} | {fmt(value)} | {fmt(ref)} | {n} | {cos:.4f} | {sp:.2f}x |")
-    out = ROOT / "benchmarks" / "results" / "cpu_classes.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(out.read_text()) if out.is_file() else {}
-    previous.setdefault("models", {}).update(results["models"])
-    previous["native_class"] = native
-    out.write_text(json.dumps(previous, indent=2) + "\n")
-    print(f"\nwrote {out}")
+        shown.append([model, runtime, scheme, cls, fmt(value), fmt(ref), str(n), f"{cos:.4f}", f"{sp:.2f}x"])
+        print("| " + " | ".join(shown[-1]) + " |")
+    settings = "; ".join(f"{k}: {v['rounds']} timing rounds of 0.5 s, 2 threads, emulated samples "
+                         f"{v['minilm_emulated_samples'] if k.startswith('minilm') else v['emulated_samples']}"
+                         + ("" if k in results_now else f" (earlier run: {v['command']})")
+                         for k, v in run_with.items() if k in merged)
+    save("cpu_classes", [table(title, ["model", "runtime", "scheme", "class", "metric", "reference", "samples",
+                                       "cosine vs fp32", "native speed vs fp32"], shown,
+                               "metric = top-1 (cnn, vit) or mean cosine fidelity (minilm) on each class, natively or "
+                               f"under QEMU (x86-avx2 = Haswell, x86-sse = Nehalem); {settings}.")], results)
 
 
 if __name__ == "__main__":

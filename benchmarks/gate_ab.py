@@ -4,20 +4,20 @@ replaces (time base, then time candidate, fail when the median grew by more than
 Real ONNX Runtime runs of MatMul chains (depth 4 as the base; depth 4, 5 and 8 as candidates:
 the same work, +25% and +100% of it). For each pair, REPEATS times: the gate (interleaved
 rounds, `edgekit.gate`) and the naive sequential check with the same total timed seconds.
-Prints a table and writes benchmarks/results/gate_ab.json.
+Prints a table and writes benchmarks/results/<cpu-class>/gate_ab.json (benchmarks/_results.py).
 
 `--aa-under-load N` adds the case that once failed CI: the same model against itself, N times,
 with another process keeping one core busy and the gate's smallest settings (6 rounds x 0.02 s),
 once with ONNX Runtime's idle worker threads spinning (its default) and once with them off (what
 `gate --ab` opens, the row's `side_by_side` settings), alternating repeat by repeat.
 
-    .venv/bin/python benchmarks/gate_ab.py [--repeats 5] [--rounds 10] [--block-s 0.05] [--aa-under-load 30]
+    .venv/bin/python -m benchmarks.gate_ab [--repeats 5] [--rounds 10] [--block-s 0.05] [--aa-under-load 30]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -27,7 +27,9 @@ import numpy as np
 
 from edgekit.runtimes.cpu_classes import local_class as cpu_class
 
-RESULTS = Path(__file__).resolve().parent / "results"
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file (benchmarks/NAME.py) too
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._results import save, table  # noqa: E402
 
 
 def matmul_chain(path: Path, depth: int, n: int = 192, rows: int = 32) -> Path:
@@ -143,27 +145,34 @@ def main() -> None:
                      "naive_effect_range": [float(min(naive_effects)), float(max(naive_effects))],
                      "gate_reasons": reasons, "seconds": round(time.perf_counter() - t0, 1)})
     print(f"CPU class {cpu_class()}")
-    print(f"A/B gate vs naive sequential check, {args.repeats} repeats, {args.rounds} rounds x {args.block_s}s "
-          f"blocks, sessions opened afresh every {args.reopen or 'no'} round(s), ORT {args.threads} threads")
+    title = (f"A/B gate vs naive sequential check, {args.repeats} repeats, {args.rounds} rounds x {args.block_s}s "
+             f"blocks, sessions opened afresh every {args.reopen or 'no'} round(s), ORT {args.threads} threads")
+    print(title)
     print(f"{'candidate':24} {'expect':7} {'gate verdicts':32} {'naive verdicts':20} {'gate effect':>11} "
           f"{'A/A noise':>9} {'naive effect (range)':>24}")
+    fmt = lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.items()))  # noqa: E731
+    shown = []
     for r in rows:
-        fmt = lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.items()))  # noqa: E731
         lo, hi = r["naive_effect_range"]
         print(f"{r['candidate']:24} {r['expected']:7} {fmt(r['gate']):32} {fmt(r['naive']):20} "
               f"{r['gate_effect_median']:+10.1%} {r['gate_noise_median']:9.1%} "
               f"{r['naive_effect_median']:+8.1%} ({lo:+.1%}..{hi:+.1%})")
+        shown.append([r["candidate"], r["expected"], fmt(r["gate"]), fmt(r["naive"]), f"{r['gate_effect_median']:+.1%}",
+                      f"{r['gate_noise_median']:.1%}", f"{r['naive_effect_median']:+.1%} ({lo:+.1%}..{hi:+.1%})"])
+    tables = [table(title, ["candidate", "expected", "gate verdicts", "naive verdicts", "gate effect", "A/A noise",
+                            "naive effect (range)"], shown,
+                    "MatMul chains on ONNX Runtime: depth 4 is the base; depth 5 and 8 do +25% and +100% of its work. "
+                    "The naive check times base then candidate for the same total seconds and fails past +10%.")]
     loaded = aa_under_load(tmp / "d4.onnx", args.aa_under_load, args.threads) if args.aa_under_load else []
     if loaded:
-        print(f"\nA/A under load (one core busy), {args.aa_under_load} repeats of 6 rounds x 0.02 s, "
-              f"ORT {args.threads} threads, CPU class {cpu_class()}")
+        title = (f"A/A under load (one core busy), {args.aa_under_load} repeats of 6 rounds x 0.02 s, "
+                 f"ORT {args.threads} threads, CPU class {cpu_class()}")
+        print(f"\n{title}")
         for r in loaded:
             print(f"{r['case']:40} " + ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items())))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "gate_ab.json"
-    out.write_text(json.dumps({"settings": vars(args), "cpu_class": cpu_class(), "rows": rows,
-                               "aa_under_load": loaded}, indent=2) + "\n")
-    print(f"wrote {out}")
+        tables.append(table(title, ["case", "verdicts"], [[r["case"], fmt(r["verdicts"])] for r in loaded],
+                            "the same model against itself: any fail is a false alarm."))
+    save("gate_ab", tables, {"settings": vars(args), "cpu_class": cpu_class(), "rows": rows, "aa_under_load": loaded})
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ all of them alike. The table shows each median and edgekit's ratio to the peer o
 runtime: close to 1.0 means edgekit's numbers can be trusted where the peer's are; edgekit adds
 p90/p99, the early-stopping p90 bound, CV and peak RSS, which the peers do not report.
 
-    python benchmarks/latency_vs_peers.py [--seconds 3] [--rounds 3] [MODEL.onnx ...]
+    .venv/bin/python -m benchmarks.latency_vs_peers [--seconds 3] [--rounds 3] [MODEL.onnx ...]
+
+Prints a table and writes benchmarks/results/<cpu-class>/latency_vs_peers.json (benchmarks/_results.py).
 
 Without models it profiles the default artifact (out/digits-cnn-int8, made by `make demo`)."""
 
@@ -26,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file (benchmarks/NAME.py) too
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._results import save, table  # noqa: E402
+
 BIN = Path(sys.executable).parent
 
 
@@ -101,13 +106,19 @@ def main() -> None:
                      "ratio_ov": med["ek_ov"] / med["bench_app"], "edgekit_ort_extra": extra, "rounds": acc})
     print(f"{'model':40s} {'edgekit ORT':>12s} {'bare ORT':>10s} {'ratio':>6s} {'edgekit OV':>11s} "
           f"{'benchmark_app':>14s} {'ratio':>6s}")
+    shown = []
     for r in rows:
         print(f"{Path(r['model']).name:40s} {r['ek_ort']:12.4f} {r['ort_loop']:10.4f} {r['ratio_ort']:6.2f} "
               f"{r['ek_ov']:11.4f} {r['bench_app']:14.4f} {r['ratio_ov']:6.2f}")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "latency_vs_peers.json").write_text(json.dumps(rows, indent=2))
-    print(f"medians in ms over {args.rounds} interleaved rounds of {args.seconds} s; "
-          f"JSON: {HERE / 'results' / 'latency_vs_peers.json'}")
+        shown.append([Path(r["model"]).name, f"{r['ek_ort']:.4f}", f"{r['ort_loop']:.4f}", f"{r['ratio_ort']:.2f}",
+                      f"{r['ek_ov']:.4f}", f"{r['bench_app']:.4f}", f"{r['ratio_ov']:.2f}"])
+    print(f"medians in ms over {args.rounds} interleaved rounds of {args.seconds} s")
+    save("latency_vs_peers", [table(
+        f"edgekit profile against a bare ONNX Runtime loop and OpenVINO benchmark_app: median ms over "
+        f"{args.rounds} interleaved rounds of {args.seconds} s, {args.threads} threads",
+        ["model", "edgekit ORT ms", "bare ORT ms", "ratio", "edgekit OV ms", "benchmark_app ms", "ratio"], shown,
+        "ratio = edgekit's median / the peer's median on the same runtime; close to 1.00 means edgekit's "
+        "numbers agree with the peer's.")], rows)
 
 
 if __name__ == "__main__":

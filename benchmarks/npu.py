@@ -4,17 +4,18 @@ onnxruntime-qnn wheel with CPU fallback disabled), plus the library-only route f
 onnxruntime's `qnn_preprocess_model` + `get_qnn_qdq_config` on the same fp32 graph, loaded on
 the same emulator.
 
-    .venv/bin/python benchmarks/npu.py [--only digits_cnn,digits_vit,minilm]
+    .venv/bin/python -m benchmarks.npu [--only digits_cnn,digits_vit,minilm]
 
 Per model: nodes before / after rewriting (and in the QDQ graph), the rewrites applied, the
 precision mix, parity and the task metric on each runtime, the emulated time per sample, and
-whether the library-only graph loads. Prints tables and writes benchmarks/results/npu.json."""
+whether the library-only graph loads. Prints tables and writes
+benchmarks/results/<cpu-class>/npu.json (benchmarks/_results.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 from edgekit.runtimes.cpu_classes import local_class  # noqa: E402
 from edgekit.pipeline import run  # noqa: E402
 from edgekit.recipe import load_recipe  # noqa: E402
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file (benchmarks/NAME.py) too
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._results import save, table  # noqa: E402
 
 RECIPES = {"digits_cnn": "npu_qnn_digits.yaml", "digits_vit": "npu_qnn_vit.yaml", "minilm": "npu_qnn_minilm.yaml"}
 
@@ -88,23 +93,39 @@ def measure(model: str, work: Path) -> dict[str, Any]:
     return row
 
 
-def print_tables(rows: list[dict[str, Any]], cls: str) -> None:
-    print(f"\n## target.npu qnn-htp on the HTP emulator (host {cls})\n")
-    print("| model | nodes before → after rewrites → QDQ graph | rewrites | act/weight | metric (ref → qnn-htp) "
-          "| cosine qnn-htp | cosine onnxruntime | ms/sample emulated | library-only route |")
-    print("|---|---|---|---|---|---|---|---|---|")
+def print_tables(rows: list[dict[str, Any]], cls: str) -> list[dict[str, Any]]:
+    """Prints the tables and returns them for the results file."""
+    title = f"target.npu qnn-htp on the HTP emulator (host {cls})"
+    headers = ["model", "nodes before → after rewrites → QDQ graph", "rewrites", "act/weight",
+               "metric (ref → qnn-htp)", "cosine qnn-htp", "cosine onnxruntime", "ms/sample emulated",
+               "library-only route"]
+    shown = []
     for r in rows:
         h, o = r.get("qnn-htp", {}), r.get("onnxruntime", {})
         rw = ", ".join(f"{k} {v}" for k, v in r["rewrites"].items()) or "–"
-        print(f"| {r['model']} | {r['nodes_before']} → {r['nodes_after_rewrites']} → {r['nodes_qdq_graph']} | {rw} "
-              f"| {r['activations']}/{r['weights']} | {h.get('metric')} {r['reference']['value']:.4f} → "
-              f"{h.get('value', float('nan')):.4f} | {h.get('cosine', float('nan')):.4f} "
-              f"| {o.get('cosine', float('nan')):.4f} | {h.get('p50_ms') or float('nan'):.1f} | {r['library_only']} |")
+        shown.append([r["model"], f"{r['nodes_before']} → {r['nodes_after_rewrites']} → {r['nodes_qdq_graph']}", rw,
+                      f"{r['activations']}/{r['weights']}",
+                      f"{h.get('metric')} {r['reference']['value']:.4f} → {h.get('value', float('nan')):.4f}",
+                      f"{h.get('cosine', float('nan')):.4f}", f"{o.get('cosine', float('nan')):.4f}",
+                      f"{h.get('p50_ms') or float('nan'):.1f}", r["library_only"]])
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(headers) + " |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in shown:
+        print("| " + " | ".join(row) + " |")
+    mix_rows = [[r["model"], "; ".join(f"{op} {', '.join(f'{k}×{n}' for k, n in kinds.items())}"
+                                       for op, kinds in r["precision_mix"].items())] for r in rows]
     print("\n## precision mix (per op type: nodes reading each quantized input kind)\n")
-    for r in rows:
-        mix = "; ".join(f"{op} {', '.join(f'{k}×{n}' for k, n in kinds.items())}" for op, kinds in r["precision_mix"].items())
-        print(f"- {r['model']}: {mix}")
-
+    for model, mix in mix_rows:
+        print(f"- {model}: {mix}")
+    samples = ", ".join(f"{r['model']} {r.get('qnn-htp', {}).get('samples', '?')}" for r in rows)
+    return [table(title, headers, shown,
+                  f"each model through its recipes/npu_qnn_*.yaml recipe, verified on onnxruntime's CPU kernels and on "
+                  f"the HTP emulator of the onnxruntime-qnn wheel (CPU fallback off); parity samples: {samples}. "
+                  "library-only route = onnxruntime's qnn_preprocess_model + get_qnn_qdq_config on the same fp32 "
+                  "graph, loaded on the same emulator."),
+            table("precision mix (per op type: nodes reading each quantized input kind)", ["model", "precision mix"],
+                  mix_rows)]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -117,11 +138,8 @@ def main() -> None:
             work.mkdir()
             rows.append(measure(model, work))
     cls = local_class()
-    print_tables(rows, cls)
-    out = ROOT / "benchmarks" / "results" / "npu.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"host_cpu_class": cls, "rows": rows}, indent=2) + "\n")
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    tables = print_tables(rows, cls)
+    save("npu", tables, {"host_cpu_class": cls, "rows": rows})
 
 
 if __name__ == "__main__":

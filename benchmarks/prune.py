@@ -2,9 +2,10 @@
 and OpenVINO in the same run (batch 1, 2 threads, interleaved rounds), with accuracy on the
 digits test split and fidelity on real sentences.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/prune.py [--only resnet18,digits_cnn,digits_vit,vit_small,hf_vit,minilm,nm,compose] [--seconds 1.0]
+    .venv/bin/python -m benchmarks.prune [--only resnet18,digits_cnn,digits_vit,vit_small,hf_vit,minilm,nm,compose] [--seconds 1.0]
 
-Prints one table per section and writes benchmarks/results/prune.json. Targets (issue 10):
+Prints one table per section and writes benchmarks/results/<cpu-class>/prune.json
+(benchmarks/_results.py; the sections of this run only). Targets (issue 10):
 ResNet-18 shape, 50% channels removed globally -> >= 2x on both runtimes; digits CNN 50% +
 finetune -> top-1 drop <= 1 point, params <= 0.3x; digits ViT 50% heads+FFN + finetune ->
 drop <= 1 point, ViT-S shape >= 1.5x; MiniLM depth: fidelity/latency for 1-4 sublayers and one
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import tempfile
@@ -27,7 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.tokens import export, print_table, time_all  # noqa: E402
+from benchmarks._results import save  # noqa: E402
+from benchmarks.tokens import ROUNDS, TABLES, export, print_table, time_all  # noqa: E402
 from edgekit.prune import common  # noqa: E402
 
 
@@ -340,7 +341,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(SECTIONS))
     ap.add_argument("--seconds", type=float, default=1.0, help="timing per variant per round (3 rounds)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prune.json"))
     args = ap.parse_args()
     import torch
 
@@ -350,12 +350,17 @@ def main() -> None:
     cpu = cpu_class()
     print(f"CPU class: {cpu}")
     results: dict[str, Any] = {"cpu_class": cpu, "threads": 2, "batch": 1}
+    unknown = [n for n in args.only.split(",") if n not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"--only: unknown section(s) {unknown}; allowed: {', '.join(SECTIONS)}")
     with tempfile.TemporaryDirectory() as d:
         for name in args.only.split(","):
             results[name] = SECTIONS[name](Path(d), args.seconds)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
-    print(f"\nwrote {args.out}")
+    for t in TABLES:
+        if " ms" in " ".join(t["headers"]):
+            t["notes"] = (t["notes"] + " " if t["notes"] else "") + (
+                f"Timed in {ROUNDS} interleaved rounds of {args.seconds} s per variant, each opened afresh.")
+    save("prune", TABLES, results)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ exists). Fidelity = mean cosine vs PyTorch fp32 on the test split of edgekit's s
 Latency: edgekit.profile.interleave, rounds interleaved over all variants (each opened afresh
 every round), median of the per-round medians. Then the digits CNN / ViT INT8 top-1 drops.
 
-    .venv/bin/python benchmarks/quantize.py [--quick] [--skip-digits]
+    .venv/bin/python -m benchmarks.quantize [--quick] [--skip-digits]
 
-Prints the tables and writes benchmarks/results/quantize.json."""
+Prints the tables and writes benchmarks/results/<cpu-class>/quantize.json (benchmarks/_results.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import logging
 import os
 import sys
@@ -40,6 +39,10 @@ from edgekit.runtimes import open_runner
 from edgekit.runtimes.pytorch import TorchRunner
 from edgekit.stages.registry import REGISTRY
 from edgekit.stages.state import Artifact, Dataset, ModelState
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file (benchmarks/NAME.py) too
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._results import save, table  # noqa: E402
 
 THREADS = 2
 MINILM_RECIPES = ("minilm_int8_openvino.yaml", "minilm_int4.yaml", "minilm_int8.yaml")
@@ -262,39 +265,57 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="24 test sentences, 1 latency round of 0.5 s")
     ap.add_argument("--seconds", type=float, default=None, help="timed seconds per variant per round")
     ap.add_argument("--skip-digits", action="store_true")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quantize.json")
     args = ap.parse_args()
     args.seconds = args.seconds or (0.5 if args.quick else 1.0)
     import torch
 
     torch.set_num_threads(THREADS)
     t0 = time.perf_counter()
+    tables = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows = minilm_rows(args, tmp)
+        rounds = len(rows[0]["round_medians_ms"])
+        n_test = 24 if args.quick else None
         print(f"\nall-MiniLM-L6-v2, seq 128, batch 1, {THREADS} threads "
               f"(speed = time ratio, median of interleaved rounds)")
         print(f"{'variant':44} {'ms':>7} {'vs ORT fp32':>11} {'vs PyTorch':>10} {'fidelity':>9} {'size MB':>8} {'x fp32':>7}")
+        shown = []
         for r in rows:
             size = f"{r['size_mb']:8.1f} {r['size_vs_fp32_onnx']:7.2f}" if r["size_mb"] else f"{'':8} {'':7}"
             print(f"{r['variant']:44} {r['median_ms']:7.2f} {r['speed_vs_ort_fp32']:11.2f} "
                   f"{r['speed_vs_pytorch']:10.2f} {r['fidelity']:9.4f} {size}")
+            shown.append([r["variant"], f"{r['median_ms']:.2f}", f"{r['speed_vs_ort_fp32']:.2f}",
+                          f"{r['speed_vs_pytorch']:.2f}", f"{r['fidelity']:.4f}",
+                          f"{r['size_mb']:.1f}" if r["size_mb"] else "–",
+                          f"{r['size_vs_fp32_onnx']:.2f}" if r["size_mb"] else "–"])
+        tables.append(table(
+            f"all-MiniLM-L6-v2 against PyTorch, ONNX Runtime and OpenVINO / NNCF peers: seq 128, batch 1, "
+            f"{THREADS} threads, {rounds} interleaved round(s) of {args.seconds} s per variant, fidelity on "
+            f"{'24' if n_test else 'all'} test sentences",
+            ["variant", "ms", "speed vs ORT fp32", "speed vs PyTorch", "fidelity", "size MB", "size vs fp32 ONNX"],
+            shown, "speed = time ratio, median of the per-round medians (every variant opened afresh each round); "
+            "fidelity = mean cosine of the sentence embedding vs PyTorch fp32."))
         drows = [] if args.skip_digits else digits_rows(tmp)
         if drows:
             print("\ndigits: top-1 on the test split, drop in points vs PyTorch fp32")
             print(f"{'model':11} {'variant':44} {'top-1':>7} {'drop':>6}")
+            dshown = []
             for r in drows:
                 shown = f"{100 * r['top1']:7.2f} {r['drop_points']:6.2f}" if "top1" in r else f"failed: {r['error']}"
                 print(f"{r['model']:11} {r['variant']:44} {shown}")
+                dshown.append([r["model"], r["variant"], f"{100 * r['top1']:.2f}", f"{r['drop_points']:.2f}"]
+                              if "top1" in r else [r["model"], r["variant"], f"failed: {r['error']}", "–"])
+            tables.append(table(
+                f"digits CNN / ViT INT8: top-1 on the test split, {THREADS} threads, drop in points vs PyTorch fp32",
+                ["model", "variant", "top-1 %", "drop (points)"], dshown))
     from edgekit.artifact.environment import fingerprint
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "command": " ".join(sys.argv), "quick": args.quick, "seconds_per_round": args.seconds,
+    save("quantize", tables, {
+        "quick": args.quick, "seconds_per_round": args.seconds,
         "minilm": rows, "digits": drows, "total_s": time.perf_counter() - t0, "environment": fingerprint(),
-    }, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "
-          f"({time.perf_counter() - t0:.0f} s)")
+    })
+    print(f"({time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ medians). Digits CNN and ViT: top-1 drop of edgekit's INT8 vs the PyTorch refere
 edgekit artifact comes from `edgekit.pipeline.run` (the one execution path); peers are built
 from the same fp32.onnx.
 
-    .venv/bin/python -m benchmarks.quantize_ort [--quick]   (-m: benchmarks/profile.py would shadow
-    the stdlib profile module that transformers imports)
+    .venv/bin/python -m benchmarks.quantize_ort [--quick]
 
-prints a table and writes benchmarks/results/quantize_ort.json."""
+prints a table and writes benchmarks/results/<cpu-class>/quantize_ort.json (benchmarks/_results.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +18,8 @@ import argparse
 import contextlib
 import io
 import json
+import math
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ from edgekit.profile.interleave import Rounds, Sessions, time_rounds
 from edgekit.recipe import LoadedRecipe, parse_recipe
 from edgekit.runtimes import open_runner
 
-RESULTS = Path(__file__).parent / "results"
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file (benchmarks/NAME.py) too
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._results import save, table  # noqa: E402
 
 
 def _run(data: dict[str, Any], out: Path):
@@ -150,12 +153,23 @@ def main() -> None:
         rows = digits(Path(tmp), "digits_cnn", "cnn") + digits(Path(tmp), "digits_vit", "transformer")
         rows += minilm(Path(tmp), args.quick)
     print(f"{'model':<11}{'variant':<45}{'fidelity':>9}{'speed':>7}{'size':>7}{'top1 drop':>10}")
+    shown = []
     for r in rows:
         print(f"{r['model']:<11}{r['variant']:<45}{r.get('fidelity', float('nan')):>9.4f}"
               f"{r.get('speed_vs_ort_fp32', float('nan')):>6.2f}x{r.get('size_vs_fp32', float('nan')):>6.2f}x"
               f"{r.get('drop_points', float('nan')):>9.2f}p")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quantize_ort.json").write_text(json.dumps({"schema": 1, "rows": rows}, indent=2) + "\n")
+        f = lambda key, spec, unit="": "–" if math.isnan(r.get(key, math.nan)) else f"{r[key]:{spec}}{unit}"  # noqa: E731
+        shown.append([r["model"], r["variant"], f("fidelity", ".4f"), f("speed_vs_ort_fp32", ".2f", "x"),
+                      f("size_vs_fp32", ".2f", "x"), f("drop_points", ".2f")])
+    rounds = next(len(r["round_medians_ms"]) for r in rows if "round_medians_ms" in r)
+    save("quantize_ort", [table(
+        f"edgekit's ONNX Runtime modes against ONNX Runtime's own quantizers: MiniLM seq 128, batch 1, 2 threads, "
+        f"{32 if args.quick else 96} held-out sentences, {rounds} interleaved timing rounds; digits CNN / ViT "
+        f"top-1 on the test split",
+        ["model", "variant", "fidelity", "speed vs ORT fp32", "size vs fp32", "top-1 drop (points)"], shown,
+        "fidelity = mean cosine of the MiniLM sentence embedding vs PyTorch fp32; speed = ORT fp32 median / "
+        "variant median (median of per-round medians, every variant opened afresh each round); top-1 drop vs "
+        "the PyTorch reference.")], {"schema": 1, "quick": args.quick, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -7,14 +7,14 @@ that QDQ artifact, `lint: warn` so every finding is recorded). Without a GPU no 
 the lint is what this measures. Then one copy of the digits CNN QDQ graph gets a non-zero int8
 zero point and the lint must name that node.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/tensorrt_lint.py [--only digits_cnn,digits_vit,minilm]
+    .venv/bin/python -m benchmarks.tensorrt_lint [--only digits_cnn,digits_vit,minilm]
 
-prints a table and writes benchmarks/results/tensorrt_lint.json."""
+prints a table and writes benchmarks/results/<cpu-class>/tensorrt_lint.json (benchmarks/_results.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,10 @@ from edgekit.pipeline import run
 from edgekit.recipe import LoadedRecipe, parse_recipe
 from edgekit.runtimes.tensorrt.lint import errors, lint
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file (benchmarks/NAME.py) too
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._results import save, table  # noqa: E402
+
 MODELS = {
     "digits_cnn": ({"builtin": "digits", "samples": 128}, {"builtin": "digits", "samples": 64}, "cnn"),
     "digits_vit": ({"builtin": "digits", "samples": 128}, {"builtin": "digits", "samples": 64}, "transformer"),
@@ -94,20 +96,30 @@ def main() -> None:
         first = next(r for r in rows if r["model"] == "digits_cnn") if any(r["model"] == "digits_cnn" for r in rows) else rows[0]
         broke = broken(Path(first["qdq_path"]), tmp)
     cls = local_class()
-    print(f"TensorRT lint on edgekit INT8 QDQ exports (int8 symmetric activations); host class {cls}")
+    title = f"TensorRT lint on edgekit INT8 QDQ exports (int8 symmetric activations); host class {cls}"
+    print(title)
     print(f"{'model':11} {'nodes':>6} {'Q/DQ':>5} {'errors':>6} {'warnings':>8}  warning kinds")
+    shown = []
     for r in rows:
         print(f"{r['model']:11} {r['qdq_nodes']:>6} {r['q_dq_nodes']:>5} {r['lint_errors']:>6} {r['lint_warnings']:>8}  "
               f"{'; '.join(r['warnings']) or '-'}")
-    print(f"broken copy ({first['model']}, zero point of {broke['changed_zero_point_of']} set to 5): "
-          f"{len(broke['errors'])} error(s) naming {', '.join(broke['named'])}")
+        shown.append([r["model"], str(r["qdq_nodes"]), str(r["q_dq_nodes"]), str(r["lint_errors"]),
+                      str(r["lint_warnings"]), "; ".join(r["warnings"]) or "-"])
+    broke_title = (f"broken copy ({first['model']}, zero point of {broke['changed_zero_point_of']} set to 5): "
+                   f"{len(broke['errors'])} error(s) naming {', '.join(broke['named'])}")
+    print(broke_title)
     for line in broke["errors"]:
         print("  " + line)
-    RESULTS.mkdir(exist_ok=True)
+    samples = ", ".join(f"{m} {MODELS[m][0]['samples']} / {MODELS[m][1]['samples']}" for m in args.only.split(","))
+    tables = [table(title, ["model", "nodes", "Q/DQ", "errors", "warnings", "warning kinds"], shown,
+                    f"calibration / evaluation samples: {samples}; "
+                    + ("engines built." if all(r.get("built") for r in rows) else
+                       f"no engine built here ({str(next(r for r in rows if not r.get('built')).get('not_built'))[:120]}): "
+                       "the lint is what is measured.")),
+              table(broke_title, ["lint error"], [[line] for line in broke["errors"]])]
     for r in rows:
         r.pop("qdq_path")
-    (RESULTS / "tensorrt_lint.json").write_text(json.dumps({"schema": 1, "cpu_class": cls, "rows": rows,
-                                                            "broken": broke}, indent=1))
+    save("tensorrt_lint", tables, {"schema": 1, "cpu_class": cls, "rows": rows, "broken": broke})
 
 
 if __name__ == "__main__":

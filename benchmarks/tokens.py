@@ -2,15 +2,16 @@
 Runtime and OpenVINO in the same run (batch 1, 2 threads, interleaved rounds), with parity to
 PyTorch and the task metric on real data.
 
-    .venv/bin/python benchmarks/tokens.py [--only vit_small,digits,digits_seg,minilm,int8] [--seconds 1.0]
+    .venv/bin/python -m benchmarks.tokens [--only vit_small,digits,digits_seg,minilm,int8] [--seconds 1.0]
 
-Prints one table per section and writes benchmarks/results/tokens.json."""
+Prints one table per section and writes benchmarks/results/<cpu-class>/tokens.json
+(benchmarks/_results.py); with --only, the other sections are kept from this CPU class's last run."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,13 @@ from edgekit.profile.interleave import Rounds, Sessions, time_rounds
 from edgekit.runtimes import open_runner
 from edgekit.stages.state import Dataset, ModelState
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file (benchmarks/NAME.py) too
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._results import command, previous, save, table  # noqa: E402
+
 THREADS = 2
+ROUNDS = 3  # time_all's interleaved rounds
+TABLES: list[dict[str, Any]] = []  # every table print_table printed in this process, in order
 
 
 def export(model: Any, example: dict[str, np.ndarray], extra: list[dict[str, np.ndarray]], workdir: Path,
@@ -52,12 +59,19 @@ def time_all(paths: dict[str, Path], runtime: str, feeds: dict[str, np.ndarray],
     return {k: float(np.median(np.concatenate(per_round[i]))) for i, k in enumerate(names)}
 
 
-def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
+def print_table(title: str, header: list[str], rows: list[list[Any]], notes: str = "") -> dict[str, Any]:
+    """Prints a Markdown table (floats to 4 significant digits) and records it in TABLES."""
+    shown = table(title, header, [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in rows],
+                  notes)
     print(f"\n## {title}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
+    for row in shown["rows"]:
+        print("| " + " | ".join(row) + " |")
+    if notes:
+        print(f"\n{notes}")
+    TABLES.append(shown)
+    return shown
 
 
 def flops_ratio(n0: int, removed: list[int], dim: int, hidden: int) -> float:
@@ -254,13 +268,13 @@ def minilm(tmp: Path, seconds: float) -> dict[str, Any]:
                                      "bucket_counts": {int(b): int((chosen == b).sum()) for b in BUCKETS},
                                      "bucket_ms": bucket_ms},
     }
+    m = info["merge 48/32/16"]
     print_table(f"all-MiniLM-L6-v2 at sequence 128, {len(feeds)} test sentences (median {np.median(lengths):.0f} "
                 "tokens), ONNX Runtime, batch 1, 2 threads; fidelity = mean cosine to PyTorch fp32",
                 ["variant", "ms (mean per sentence)", "speedup", "fidelity"],
-                [[k, v["ms"], v["speedup"], v["fidelity"]] for k, v in info.items() if isinstance(v, dict)])
-    m = info["merge 48/32/16"]
-    print(f"\nOpenVINO: seq 128 {m['openvino_seq128_ms']:.4g} ms, merge 48/32/16 {m['openvino_ms']:.4g} ms "
-          f"({m['openvino_speedup']:.3g}x)")
+                [[k, v["ms"], v["speedup"], v["fidelity"]] for k, v in info.items() if isinstance(v, dict)],
+                f"OpenVINO: seq 128 {m['openvino_seq128_ms']:.4g} ms, merge 48/32/16 {m['openvino_ms']:.4g} ms "
+                f"({m['openvino_speedup']:.3g}x)")
     return info
 
 
@@ -311,19 +325,32 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per variant per round")
     args = ap.parse_args()
     sections = {"vit_small": vit_small, "digits": digits, "digits_seg": digits_seg, "minilm": minilm, "int8": int8}
-    out = ROOT / "benchmarks" / "results" / "tokens.json"
-    # sections run with --only update their entry and keep the others' last results
-    results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    # sections run with --only update their entry and keep the others' last results (and tables)
+    results: dict[str, Any] = previous("tokens") or {}
     results.update(threads=THREADS, batch=1)
+    by_section: dict[str, list[dict[str, Any]]] = results.setdefault("section_tables", {})
     unknown = [n for n in args.only.split(",") if n not in sections]
     if unknown:
         raise SystemExit(f"--only: unknown section(s) {unknown}; allowed: {', '.join(sections)}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
+            first = len(TABLES)
             results[name] = sections[name](Path(tmp), args.seconds)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {out}")
+            for t in TABLES[first:]:
+                if " ms" in " ".join(t["headers"]) or "ms" in t["headers"]:
+                    t["notes"] = (t["notes"] + " " if t["notes"] else "") + (
+                        f"Timed in {ROUNDS} interleaved rounds of {args.seconds} s per variant, each opened afresh.")
+            by_section[name] = TABLES[first:]
+    ran = set(args.only.split(","))
+    tables = []
+    for name in sections:
+        for t in by_section.get(name, []):
+            if name not in ran and "Kept from an earlier run" not in t["notes"]:
+                t = {**t, "notes": (t["notes"] + " " if t["notes"] else "") +
+                     f"Kept from an earlier run (not the command above: {results.get('commands', {}).get(name, '?')})."}
+            tables.append(t)
+    results.setdefault("commands", {}).update({name: command("tokens") for name in ran})
+    save("tokens", tables, results)
 
 
 if __name__ == "__main__":
