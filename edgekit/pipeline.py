@@ -414,8 +414,9 @@ def _lm_text(loaded: LoadedRecipe, cl: Any, progress: Progress) -> LMData:
     def encode(text: str) -> list[int]:
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
-    seq = ev.seq_len or min(LM_EVAL_SEQ_LEN, cl.context_length)
-    if seq > cl.context_length:
+    context = cl.context_length or LM_EVAL_SEQ_LEN  # a config without max_position_embeddings
+    seq = ev.seq_len or min(LM_EVAL_SEQ_LEN, context)
+    if cl.context_length and seq > cl.context_length:
         raise RecipeError(f"{loaded.path.name}: data.evaluation.seq_len: {seq} is longer than the model's context "
                           f"({cl.context_length} tokens, max_position_embeddings); allowed: 8 to {cl.context_length}")
     tick = progress("tokenizing evaluation text", 1)
@@ -521,7 +522,7 @@ def _lm_profile(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, 
     stream = data.windows.reshape(-1)
     prompts = {}
     for p in spec.prompt_tokens:
-        if p + spec.new_tokens > cl.context_length:
+        if cl.context_length and p + spec.new_tokens > cl.context_length:
             raise RecipeError(f"{loaded.path.name}: profile.prompt_tokens: {p} + new_tokens {spec.new_tokens} exceeds "
                               f"the model's context of {cl.context_length} tokens")
         if p > len(stream):

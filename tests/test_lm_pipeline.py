@@ -281,3 +281,58 @@ def test_every_family_builds_and_verifies_or_is_refused_naming_the_runtime_and_f
     r = m["metrics"]["genai_fp32"]["onnxruntime-genai"]
     assert m["source_model"]["family"] == family and r["tokens"] == 3 * 63
     assert r["top1_agreement"] > 0.99 and r["kl_mean"] < 1e-3, r
+
+
+def test_an_evaluation_window_longer_than_the_context_is_refused_naming_both(tmp_path, tiny_llama_dir):
+    import yaml
+
+    from edgekit.errors import RecipeError
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+
+    recipe = _recipe(tmp_path, tiny_llama_dir, [{"kind": "target.onnxruntime-genai", "precision": "fp32"}])
+    data = yaml.safe_load(recipe.read_text())
+    data["data"]["evaluation"]["seq_len"] = 4096
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match=r"lm.yaml: data.evaluation.seq_len: 4096 is longer than the model's context "
+                                          r"\(256 tokens, max_position_embeddings\); allowed: 8 to 256"):
+        run(load_recipe(recipe), tmp_path / "out")
+    assert not (tmp_path / "out" / "tiny-lm").exists()
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_profiling(tmp_path, tiny_llama_dir):
+    from edgekit.errors import RecipeError
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+
+    recipe = _recipe(tmp_path, tiny_llama_dir, [{"kind": "target.onnxruntime-genai", "precision": "fp32"}],
+                     profile={"prompt_tokens": [250], "new_tokens": 16})
+    with pytest.raises(RecipeError, match=r"profile.prompt_tokens: 250 \+ new_tokens 16 exceeds the model's "
+                                          r"context of 256 tokens"):
+        run(load_recipe(recipe), tmp_path / "out")
+    assert not (tmp_path / "out" / "tiny-lm").exists()
+
+
+def test_an_encoder_directory_under_a_generation_stage_is_refused(tmp_path):
+    """A Hugging Face directory that is not a causal LM, given text data or a generation stage."""
+    import yaml
+
+    from edgekit.errors import RecipeError
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+    from edgekit.sources.hf import minilm_dir  # the packaged all-MiniLM-L6-v2: an encoder
+
+    from edgekit.errors import DataError
+
+    recipe = _recipe(tmp_path, minilm_dir(), [{"kind": "target.onnxruntime-genai", "precision": "int4"}])
+    with pytest.raises(DataError, match=r"data.evaluation: builtin pydoc_topics is text, for a causal language "
+                                        r"model; this model takes tensors"):
+        run(load_recipe(recipe), tmp_path / "out")
+    data = yaml.safe_load(recipe.read_text())
+    data["data"] = {"evaluation": {"builtin": "sentences", "split": "test", "samples": 4}}
+    data["inputs"] = [{"name": "input_ids", "shape": [1, 16], "dtype": "int64"},
+                      {"name": "attention_mask", "shape": [1, 16], "dtype": "int64"}]
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.kind: target.onnxruntime-genai needs a causal language model"):
+        run(load_recipe(recipe), tmp_path / "out")
+    assert not (tmp_path / "out" / "tiny-lm").exists()

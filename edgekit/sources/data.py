@@ -127,6 +127,12 @@ def _python(spec: Any, example: dict[str, np.ndarray], field: str) -> Dataset:
 
 
 def load_data(spec: Any, example: dict[str, np.ndarray], field: str, base_dir: Path, model_info: dict) -> Dataset:
+    from edgekit.sources.text import is_text_spec
+
+    if is_text_spec(spec):  # text windows are a causal LM's data (sources/text.py)
+        given = f"builtin {spec.builtin}" if spec.builtin else ("text" if spec.text else "jsonl")
+        raise DataError(f"{field}: {given} is text, for a causal language model; this model takes tensors: allowed "
+                        "builtin digits, digits_seg, sentences, npz or python")
     if spec.builtin in ("digits", "digits_seg"):
         ds = _digits(spec, example, field)
     elif spec.builtin == "sentences":
