@@ -85,7 +85,10 @@ def test_the_report_shows_the_language_model_table(lm_run):
     md = (lm_run.out_dir / "report.md").read_text()
     assert "## Language model: quality and generation speed" in md
     assert "| int4 | onnxruntime-genai |" in md
-    assert "Language model" in (lm_run.out_dir / "report.html").read_text()
+    page = (lm_run.out_dir / "report.html").read_text()
+    assert "Language model" in page
+    for figure in ("perplexity vs decode time", "prefill speed", "decode speed"):
+        assert f'alt="{figure}" src="data:image/png;base64,' in page, figure
 
 
 def test_a_perplexity_budget_the_artifact_misses_is_a_parity_error_and_writes_nothing(tmp_path, tiny_llama_dir):

@@ -118,6 +118,26 @@ def _accuracy(rows: ReportRows, profile: Any) -> str:
     return _img("accuracy vs latency", accuracy_vs_latency, points, metric, metric not in LOWER_IS_BETTER)
 
 
+def _language_model(rows: ReportRows) -> str:
+    """The quality and speed table, perplexity against decode time per token (the Pareto front
+    of what to ship), and prefill / decode speeds side by side."""
+    from edgekit.report.plots import accuracy_vs_latency, bars
+
+    parts = [_table(GENERATION_HEADERS, rows.generation)]
+    pts = rows.generation_points
+    if not pts:
+        return "".join(parts) + _note("no generation profile (profile.enabled: false): no speed figures")
+    parts.append(_img("perplexity vs decode time", accuracy_vs_latency, pts, "perplexity", False,
+                      "median decode time per token (ms, log scale)",
+                      "Perplexity vs decode time per artifact and runtime"))
+    for what in ("prefill", "decode"):
+        speeds = {p["label"]: p[f"{what}_tokens_per_s"] for p in pts if p.get(f"{what}_tokens_per_s")}
+        if speeds:
+            parts.append(_img(f"{what} speed", bars, speeds, f"{what} tokens/s (batch 1)",
+                              f"{what.capitalize()} speed"))
+    return "".join(parts)
+
+
 def _sizes(rows: ReportRows) -> str:
     from edgekit.report.plots import bars
 
@@ -220,7 +240,7 @@ def render(artifact_dir: Path, manifest: dict[str, Any], rows: Optional[ReportRo
     sections = [
         ("Summary", warnings + summary + (f"<p>Not run:</p><ul>{skipped}</ul>" if skipped else "")),
         ("Where it is known good", where),
-        *([("Language model", _table(GENERATION_HEADERS, rows.generation))] if rows.generation else []),
+        *([("Language model", _language_model(rows))] if rows.generation else []),
         ("Latency", _latency(profile, why)),
         ("Accuracy vs latency", _accuracy(rows, profile)),
         ("Size", _sizes(rows)),

@@ -68,7 +68,9 @@ def latency_cdf(samples: dict[str, Sequence[float]], bounds: dict[str, float | N
     return _png(fig)
 
 
-def accuracy_vs_latency(points: list[dict[str, Any]], metric: str, higher_is_better: bool) -> str:
+def accuracy_vs_latency(points: list[dict[str, Any]], metric: str, higher_is_better: bool,
+                        xlabel: str = "median latency (ms, log scale)",
+                        title: str = "Accuracy vs latency per artifact and runtime") -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH, 3.6))
     xy = [(p["latency_ms"], p["value"]) for p in points]
@@ -81,9 +83,9 @@ def accuracy_vs_latency(points: list[dict[str, Any]], metric: str, higher_is_bet
     fx = sorted((xy[i] for i in front))
     ax.plot([x for x, _ in fx], [y for _, y in fx], color="tab:blue", lw=1, ls="--", label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("median latency (ms, log scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
-    ax.set_title("Accuracy vs latency per artifact and runtime")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)

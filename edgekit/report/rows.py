@@ -175,6 +175,22 @@ def generation_rows(manifest: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def generation_points(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per artifact x runtime with a generation profile: perplexity against decode time per
+    token (the language model's accuracy-vs-latency), and its prefill and decode speeds."""
+    gen, metrics, out = manifest.get("generation") or {}, manifest["metrics"], []
+    for key, g in gen.items():
+        name, rt = key.split("/", 1)
+        m = metrics.get("reference", {}) if name == "reference" else (metrics.get(name) or {}).get(rt, {})
+        d = g.get("decode_ms_per_token") or {}
+        first = next(iter((g.get("prompts") or {}).values()), {})
+        if m.get("value") is not None and d.get("median_ms"):
+            out.append({"label": key, "latency_ms": d["median_ms"], "value": m["value"],
+                        "decode_tokens_per_s": g.get("decode_tokens_per_s"),
+                        "prefill_tokens_per_s": first.get("prefill_tokens_per_s")})
+    return out
+
+
 @dataclass
 class SensitivityTable:
     """The most sensitive nodes a quantize stage scanned (the full list is sensitivity.json)."""
@@ -247,6 +263,7 @@ class ReportRows:
     normalization: Normalization | None
     latency: list[list[str]]  # LATENCY_HEADERS, from the manifest's profile summary
     generation: list[list[str]]  # GENERATION_HEADERS: a language model's quality and speed
+    generation_points: list[dict[str, Any]]  # for the perplexity-vs-decode plot and the speed bars
     environment: list[list[str]]  # component, version
     threads: Any
     sizes_mb: dict[str, float] = field(default_factory=dict)
@@ -273,6 +290,7 @@ def report_rows(manifest: dict[str, Any]) -> ReportRows:
         stages=[[s["kind"], f"{float(s['seconds']):.2f}", ", ".join(s["outputs"]) or "–"] for s in manifest["stages"]],
         latency=latency_rows(manifest),
         generation=generation_rows(manifest),
+        generation_points=generation_points(manifest),
         stage_warnings=stage_warnings(manifest),
         sensitivity=sensitivity_tables(manifest),
         pruning=pruning_tables(manifest),
