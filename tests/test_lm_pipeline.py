@@ -320,12 +320,10 @@ def test_an_encoder_directory_under_a_generation_stage_is_refused(tmp_path):
     """A Hugging Face directory that is not a causal LM, given text data or a generation stage."""
     import yaml
 
-    from edgekit.errors import RecipeError
+    from edgekit.errors import DataError, RecipeError
     from edgekit.pipeline import run
     from edgekit.recipe import load_recipe
     from edgekit.sources.hf import minilm_dir  # the packaged all-MiniLM-L6-v2: an encoder
-
-    from edgekit.errors import DataError
 
     recipe = _recipe(tmp_path, minilm_dir(), [{"kind": "target.onnxruntime-genai", "precision": "int4"}])
     with pytest.raises(DataError, match=r"data.evaluation: builtin pydoc_topics is text, for a causal language "

@@ -29,8 +29,6 @@ from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
-# the builder's own names for its weight-only algorithms
-ALGOS = {"rtn": "rtn", "k_quant": "k_quant", "default": "default"}
 
 
 class GenaiConfig(StageConfig):
@@ -41,7 +39,7 @@ class GenaiConfig(StageConfig):
     symmetric: bool = True
     accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
         4, description="MatMulNBits compute type: 4 = int8 activations (the CPU default), 1 = fp32")
-    algorithm: Literal["rtn", "k_quant", "default"] = "rtn"
+    algorithm: Literal["rtn", "k_quant", "default"] = "rtn"  # the builder's own names (its algo_config)
     int8_layers: list[Literal["lm_head"]] = Field(
         [], description="layers kept at int8 inside an int4 model (lm_head: the largest, most output-sensitive one)")
 
@@ -106,7 +104,7 @@ def builder_command(src: Path, out: Path, cache: Path, cfg: GenaiConfig) -> list
     extra: list[str] = []
     if cfg.precision in ("int4", "int8"):
         extra += [f"block_size={cfg.block_size}", f"is_symmetric={'true' if cfg.symmetric else 'false'}",
-                  f"accuracy_level={cfg.accuracy_level}", f"algo_config={ALGOS[cfg.algorithm]}"]
+                  f"accuracy_level={cfg.accuracy_level}", f"algo_config={cfg.algorithm}"]
         if "lm_head" in cfg.int8_layers:
             extra.append("matmul_mixed_precision=last_matmul:int8")
     return cmd + (["--extra_options", *extra] if extra else [])
