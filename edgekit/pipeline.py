@@ -397,6 +397,7 @@ class LMData:
     windows: np.ndarray  # [n, seq_len] evaluation token windows
     identity: dict[str, Any]
     calibration: Optional[dict[str, Any]]
+    calibration_windows: Optional[np.ndarray] = None  # [n, seq_len], for data-aware weight compression
     reference_argmax: list[np.ndarray] = field(default_factory=list)  # the reference's next tokens, per window
 
 
@@ -423,13 +424,13 @@ def _lm_text(loaded: LoadedRecipe, cl: Any, progress: Progress) -> LMData:
     src = load_text(ev, "data.evaluation", loaded.base_dir)
     windows = token_windows(src.texts, encode, seq, ev.samples or LM_EVAL_WINDOWS, "data.evaluation", sep=eos)
     tick(1)
-    calib = None
+    calib, cw = None, None
     if recipe.data.calibration is not None:
         c = recipe.data.calibration
         csrc = load_text(c, "data.calibration", loaded.base_dir)
         cw = token_windows(csrc.texts, encode, c.seq_len or seq, c.samples, "data.calibration", sep=eos)
         calib = {**csrc.identity, "windows": int(cw.shape[0]), "seq_len": int(cw.shape[1])}
-    return LMData(windows, {**src.identity, "windows": int(windows.shape[0]), "seq_len": int(windows.shape[1])}, calib)
+    return LMData(windows, {**src.identity, "windows": int(windows.shape[0]), "seq_len": int(windows.shape[1])}, calib, cw)
 
 
 def _lm_verify(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, progress: Progress) -> Verification:
@@ -459,7 +460,7 @@ def _lm_verify(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, p
     runners: dict[tuple[str, str], Any] = {}
     try:
         for art, rt in pairs:
-            runners[(art.name, rt)] = open_runner(rt, art.path, threads)
+            runners[(art.name, rt)] = open_runner(rt, art.path, threads, **art.options.get(rt, {}))
         tallies = {k: lmcheck.Tally() for k in [("reference", pytorch.NAME), *runners]}
         tick = progress("scoring held-out text (perplexity, KL, top-1)", len(data.windows))
         for ids in data.windows:
@@ -482,6 +483,7 @@ def _lm_verify(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, p
                 conts[key].candidate.append(runner.generate(p, LM_CONTINUATION))
                 tick(1)
     finally:
+        runner_details = {k: dict(getattr(r, "details", {})) for k, r in runners.items()}
         for r in runners.values():
             r.close()
     ref_sum = tallies[("reference", pytorch.NAME)].summary()
@@ -503,7 +505,7 @@ def _lm_verify(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, p
             "runtime": rt, **here, "parity_samples": int(len(data.windows)), "cosine_mean": None, "cosine_worst": None,
             "top1_agreement": summ["top1_agreement"], "kl_mean": summ["kl_mean"], "passed": True,
             "metric": "perplexity", "value": summ["perplexity"], "reference": ref_sum["perplexity"],
-            "metric_samples": int(len(data.windows)),
+            "metric_samples": int(len(data.windows)), "runner": runner_details[(name, rt)],
             "verified_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     ver.not_verified.update({cls: "language-model artifacts are verified natively only in this version"
                              for cls in recipe.deploy.classes() if cls != here["cpu_class"]})
@@ -530,13 +532,13 @@ def _lm_profile(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, 
                               "evaluation tokens there are to build the prompt from")
         prompts[p] = stream[:p]
     eos = cl.tokenizer().eos_token_id
-    jobs = [(f"reference/{pytorch.NAME}", pytorch.NAME, cl.directory)]
-    jobs += [(f"{a.name}/{v['runtime']}", v["runtime"], a.path) for a in state.artifacts
-             for v in ver.verified_on.get(a.name, [])]
+    jobs = [(f"reference/{pytorch.NAME}", pytorch.NAME, cl.directory, {})]
+    jobs += [(f"{a.name}/{v['runtime']}", v["runtime"], a.path, a.options.get(v["runtime"], {}))
+             for a in state.artifacts for v in ver.verified_on.get(a.name, [])]
     out = {}
     tick = progress("profiling generation (TTFT, decode per token; a fresh process each)", len(jobs))
-    for key, rt, model in jobs:
-        out[key] = measure_in_child(rt, Path(model), prompts, spec.new_tokens, spec, spec.threads, eos)
+    for key, rt, model, options in jobs:
+        out[key] = measure_in_child(rt, Path(model), prompts, spec.new_tokens, spec, spec.threads, eos, options=options)
         tick(1)
     return out
 
@@ -558,7 +560,9 @@ def _run_lm(loaded: LoadedRecipe, tmp: Path, progress: Progress) -> dict[str, An
         data = _lm_text(loaded, cl, progress)
         state = ModelState(torch_model=None, input_names=["input_ids"], output_names=["logits"],
                            example={"input_ids": data.windows[:1]}, workdir=models_dir, recipe=recipe,
-                           progress=progress, threads=recipe.profile.threads, causal_lm=cl)
+                           progress=progress, threads=recipe.profile.threads, causal_lm=cl,
+                           calibration=None if data.calibration_windows is None else Dataset(
+                               "calibration", [{"input_ids": w[None]} for w in data.calibration_windows]))
         records = _run_stages(loaded, state)
         ver = _lm_verify(loaded, cl, data, state, progress)
         generation = _lm_profile(loaded, cl, data, state, ver, progress)

@@ -36,6 +36,8 @@ KNOWN: dict[str, tuple[str, str]] = {
     "onnx_ir": ("onnx-ir", "llm"),
     "gguf": ("gguf", "llm"),
     "accelerate": ("accelerate", "llm"),
+    "openvino_genai": ("openvino-genai", "llm"),
+    "openvino_tokenizers": ("openvino-tokenizers", "llm"),
 }
 
 # module -> what edgekit uses it for (`edgekit doctor` shows it beside the version)
@@ -60,6 +62,8 @@ USED_FOR: dict[str, str] = {
     "onnx_ir": "causal LMs: the graph IR the GenAI model builder writes with",
     "gguf": "model: {gguf: FILE}: reading llama.cpp GGUF files",
     "accelerate": "model: {gguf: FILE}: transformers' GGUF loading",
+    "openvino_genai": "causal LMs: runtime openvino-genai (LLMPipeline)",
+    "openvino_tokenizers": "causal LMs: target.openvino-genai's tokenizer IRs",
 }
 
 # extra -> modules it provides; drives `edgekit validate`'s "needs" list
@@ -72,7 +76,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "report": ("matplotlib",),
     "prune": ("torch_pruning",),
     "sweep": ("ray", "optuna"),
-    "llm": ("onnxruntime_genai", "onnx_ir", "gguf", "accelerate"),
+    "llm": ("onnxruntime_genai", "onnx_ir", "gguf", "accelerate", "openvino_genai", "openvino_tokenizers"),
 }
 
 

@@ -72,14 +72,15 @@ def widths(config: dict[str, Any]) -> dict[str, int]:
             "heads x head_dim (o_proj input)": heads * head_dim}
 
 
-def check_block(block: int, config: dict[str, Any]) -> None:
-    """A block that does not divide a layer's width would make the builder fall back or fail a
+def check_block(block: int, config: dict[str, Any], field: str = "block_size",
+                sizes: tuple[int, ...] = BLOCK_SIZES) -> None:
+    """A block that does not divide a layer's width would make the quantizer fall back or fail a
     minute in; say which layer and which blocks would do, before anything runs."""
     for what, width in widths(config).items():
         if width % block:
-            ok = [b for b in BLOCK_SIZES if all(w % b == 0 for w in widths(config).values())]
-            raise RecipeError(f"block_size: {block} does not divide {what} = {width}; allowed for this model: "
-                              f"{', '.join(map(str, ok)) or 'none (the builder cannot group-quantize it)'}")
+            ok = [b for b in sizes if all(w % b == 0 for w in widths(config).values())]
+            raise RecipeError(f"{field}: {block} does not divide {what} = {width}; allowed for this model: "
+                              f"{', '.join(map(str, ok)) or 'none (it cannot be group-quantized)'}")
 
 
 def known_refusal(config: dict[str, Any]) -> Optional[str]:

@@ -91,7 +91,7 @@ def _open(job: dict[str, Any]) -> Any:
         return runner
     from edgekit.runtimes import open_runner
 
-    return open_runner(job["runtime"], Path(job["model"]), job["threads"])
+    return open_runner(job["runtime"], Path(job["model"]), job["threads"], **job.get("options", {}))
 
 
 def child(job_path: Path, out_path: Path) -> None:
@@ -112,9 +112,12 @@ def child(job_path: Path, out_path: Path) -> None:
 
 
 def measure_in_child(runtime: str, model: Path, prompts: dict[int, np.ndarray], new_tokens: int, spec: Any,
-                     threads: int, eos: Optional[int] = None, timeout_s: float = 1800.0) -> dict[str, Any]:
-    """One measurement in a fresh process; a child that fails is one line naming the runtime."""
+                     threads: int, eos: Optional[int] = None, timeout_s: float = 1800.0,
+                     options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """One measurement in a fresh process; a child that fails is one line naming the runtime.
+    `options` are the runner's (an artifact's runtime settings, such as OpenVINO's precision)."""
     job = {"runtime": runtime, "model": str(model), "threads": threads, "new_tokens": new_tokens, "eos": eos,
+           "options": options or {},
            "prompts": {str(p): [int(t) for t in ids] for p, ids in prompts.items()},
            "spec": {k: getattr(spec, k) for k in ("warmup_s", "min_duration_s", "min_iters", "max_duration_s")}}
     with tempfile.TemporaryDirectory(prefix="edgekit-gen-") as tmp:

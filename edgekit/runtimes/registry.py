@@ -81,7 +81,7 @@ def _attr(where: str) -> Callable[..., Any]:
 # the modules that define the built-in rows (each exports INFO, or INFOS for several)
 BUILTIN = (
     "edgekit.runtimes.pytorch", "edgekit.runtimes.ort", "edgekit.runtimes.ov", "edgekit.runtimes.tensorrt.runner",
-    "edgekit.runtimes.npu.qnn", "edgekit.runtimes.genai",
+    "edgekit.runtimes.npu.qnn", "edgekit.runtimes.genai", "edgekit.runtimes.ov_genai",
 )
 
 REGISTRY: dict[str, RuntimeInfo] = {}

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from edgekit.runtimes import genai, ort, ov
+from edgekit.runtimes import genai, ort, ov, ov_genai
 from edgekit.runtimes.npu import qnn
 from edgekit.runtimes.tensorrt import runner as trt
 
@@ -137,6 +137,16 @@ REGISTRY: dict[str, StageInfo] = {
             "(MatMulNBits: block size, symmetric or not, accuracy level, rtn or k_quant, lm_head at int8), "
             "KV cache included.",
             makes=genai.FORMAT,
+        ),
+        StageInfo(
+            "target.openvino-genai",
+            "edgekit.export.ov_genai:TargetOVGenai",
+            ("llm", ov.INFO.extra),
+            "lm",
+            "A causal LM to an OpenVINO GenAI folder: a stateful IR (KV cache as state) and tokenizer IRs, "
+            "weights by NNCF (int8 / int4 sym or asym, group size, ratio with a sensitivity metric, AWQ, "
+            "scale estimation, GPTQ, backup mode) on calibration text.",
+            makes=ov_genai.FORMAT,
         ),
         StageInfo(
             "tokens.merge",

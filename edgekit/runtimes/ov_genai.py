@@ -1,0 +1,133 @@
+"""OpenVINO GenAI: a causal LM folder (a stateful openvino_model.xml with its KV cache as state,
+openvino_tokenizer.xml / openvino_detokenizer.xml, config.json) run by
+`openvino_genai.LLMPipeline`, the way an application ships it.
+
+Greedy continuations and their timing go through LLMPipeline. Teacher-forced logits (perplexity,
+KL, top-1 agreement) do not exist in its API, so they come from the same IR compiled by
+OpenVINO with the same properties, one whole window per request with the state reset between
+windows. The precisions the CPU plugin chose (bf16 inference on AMX, a u8 KV cache by default)
+are read back and recorded, since they, not the IR, decide the numbers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgekit.core.backends import require, version_of
+from edgekit.errors import ModelLoadError, UsageError, first_line
+from edgekit.runtimes.genai import LMRunner
+from edgekit.runtimes.registry import RuntimeInfo
+
+NAME = "openvino-genai"
+FORMAT = "openvino-genai"  # a folder: openvino_model.xml (the artifact path) beside the tokenizer IRs
+MODEL = "openvino_model.xml"
+TOKENIZER = "openvino_tokenizer.xml"
+
+INFO = RuntimeInfo(
+    name=NAME, where="edgekit.runtimes.ov_genai:OVGenaiRunner", formats=(FORMAT,), extra="llm",
+    summary="OpenVINO GenAI (LLMPipeline): causal LMs as a stateful IR with tokenizer IRs, CPU plugin.",
+    hardware="cpu", engine=None, cpu_bound=True,
+    records=("genai_version", "device", "inference_precision", "kv_cache_precision", "threads"),
+)
+
+
+def folder_of(path: Path) -> Path:
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    missing = [f for f in (MODEL, TOKENIZER) if not (folder / f).is_file()]
+    if missing:
+        raise UsageError(f"{NAME}: {folder} has no {' or '.join(missing)}; an openvino-genai artifact is a folder "
+                         "built by target.openvino-genai (a stateful IR beside its tokenizer IRs)")
+    return folder
+
+
+def _eos(folder: Path) -> Optional[int]:
+    for name in ("generation_config.json", "config.json"):
+        if (folder / name).is_file():
+            eos = json.loads((folder / name).read_text(encoding="utf-8")).get("eos_token_id")
+            if eos is not None:
+                return int(eos[0] if isinstance(eos, list) else eos)
+    return None
+
+
+class OVGenaiRunner(LMRunner):
+    _holds = ("pipe", "request", "compiled")
+
+    def __init__(self, path: Path, threads: int, device: str = "CPU", precision: Optional[str] = None,
+                 kv_cache: Optional[str] = None) -> None:
+        self._ov = require("openvino", extra="openvino")
+        self._ovg = require("openvino_genai", extra="llm")
+        self.folder = folder_of(path)
+        self.device, self.runtime, self.eos = device, NAME, _eos(self.folder)
+        self.props: dict[str, Any] = {"INFERENCE_NUM_THREADS": int(threads)}
+        if precision:
+            self.props["INFERENCE_PRECISION_HINT"] = precision
+        if kv_cache:
+            self.props["KV_CACHE_PRECISION"] = kv_cache
+        t0 = time.perf_counter()
+        try:
+            self.pipe = self._ovg.LLMPipeline(str(self.folder), device, **self.props)
+        except Exception as exc:  # openvino_genai raises RuntimeError with the plugin's message
+            raise ModelLoadError(f"{NAME}: cannot load {self.folder}: {first_line(exc)}") from exc
+        self.load_s = time.perf_counter() - t0
+        self.compiled: Any = None
+        self.request: Any = None
+        core = self._ov.Core()
+        chosen = {k: str(self.props.get(k) or core.get_property(device.split(".")[0], k))
+                  for k in ("INFERENCE_PRECISION_HINT", "KV_CACHE_PRECISION")}
+        self.details = {"genai_version": version_of("openvino_genai"), "device": device, "threads": threads,
+                        "inference_precision": _short(chosen["INFERENCE_PRECISION_HINT"]),
+                        "kv_cache_precision": _short(chosen["KV_CACHE_PRECISION"])}
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        if self.request is None:
+            self.compiled = self._ov.Core().compile_model(str(self.folder / MODEL), self.device, self.props)
+            self.request = self.compiled.create_infer_request()
+        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
+        self.request.reset_state()
+        out = self.request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                                  "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
+                                  "beam_idx": np.zeros(1, np.int32)})
+        return np.array(out["logits"][0], dtype=np.float32)
+
+    def generate(self, prompt: np.ndarray, new_tokens: int, timings: Optional[list[float]] = None) -> list[int]:
+        ovg = self._ovg
+        ids = np.asarray(prompt, dtype=np.int64).reshape(1, -1)
+        config = ovg.GenerationConfig()
+        config.max_new_tokens = int(new_tokens)
+        config.do_sample = False
+        config.apply_chat_template = False  # raw token ids in, as every runtime gets them
+        if self.eos is not None:
+            config.eos_token_id = self.eos
+        out: list[int] = []
+        stamps: list[float] = []
+
+        class Stamp(ovg.StreamerBase):
+            """Called as each token is produced: the time of each, for TTFT and decode per token."""
+
+            def write(self, token: Any) -> Any:
+                chunk = [int(t) for t in (token if isinstance(token, (list, tuple)) else [token])]
+                now = time.perf_counter()
+                out.extend(chunk)
+                stamps.extend([now] * len(chunk))
+                return ovg.StreamingStatus.RUNNING
+
+            def end(self) -> None:
+                pass
+
+        t0 = time.perf_counter()
+        self.pipe.generate(ovg.TokenizedInputs(self._ov.Tensor(ids), self._ov.Tensor(np.ones_like(ids))),
+                           config, Stamp())
+        if timings is not None:
+            timings.extend(np.diff([t0, *stamps]).tolist())
+        return out[:new_tokens]
+
+
+def _short(value: str) -> str:
+    """OpenVINO prints element types as '<Type: 'bfloat16'>' or 'bf16': the short name."""
+    v = value.split("'")[1] if "'" in value else value
+    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16", "uint8_t": "u8", "int8_t": "i8"}.get(v, v)
