@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import click
 import typer
@@ -277,6 +277,11 @@ def profile(
     if devices is None and device != "local" and Path("devices.yaml").is_file():  # local never needs it
         devices = Path("devices.yaml")
     _output_file(output, "--output")
+    from edgekit.profile.command import is_lm_dir
+
+    if is_lm_dir(what):
+        _profile_generation(what, spec, backend, device, output)
+        return
     with _progress(sys.stderr.isatty()) as progress:
         result = run_profile(what, spec, backend, device, devices, progress)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -294,6 +299,27 @@ def profile(
     for key, m in result.measurements.items():
         if m.energy.reason:
             out.print(f"energy {key}: {m.energy.provenance}: {m.energy.reason}", markup=False, highlight=False)
+
+
+def _profile_generation(what: Path, spec: Any, backend: Optional[str], device: str, output: Path) -> None:
+    from edgekit.artifact.files import write_json
+    from edgekit.profile.command import profile_generation
+
+    with _progress(sys.stderr.isatty()) as progress:
+        result = profile_generation(what, spec, backend, device, progress)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_json(output, result)
+    table = Table(title=f"generation profile → {output}")
+    first = result["prompt_tokens"][0] if result["prompt_tokens"] else None
+    for col in ("key", "decode ms/token p50", "p90", "p90 bound", "decode tok/s", f"TTFT ms ({first} tokens)",
+                "TTFT p90 bound", "load s", "peak MB"):
+        table.add_column(col, justify="left" if col == "key" else "right")
+    for key, g in result["generation"].items():
+        d, t = g["decode_ms_per_token"], g["prompts"].get(str(first), {}).get("ttft_ms", {})
+        table.add_row(key, _fmt(d["median_ms"], 3), _fmt(d["p90_ms"], 3), _fmt(d["p90_upper_bound_ms"], 3),
+                      _fmt(g["decode_tokens_per_s"], 1), _fmt(t.get("median_ms"), 2), _fmt(t.get("p90_upper_bound_ms"), 2),
+                      _fmt(g["load_s"], 2), _fmt(g["peak_rss_mb"], 0))
+    out.print(table)
 
 
 @app.command()

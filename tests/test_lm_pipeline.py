@@ -337,3 +337,39 @@ def test_an_encoder_directory_under_a_generation_stage_is_refused(tmp_path):
     with pytest.raises(RecipeError, match=r"stages\[0\]\.kind: target.onnxruntime-genai needs a causal language model"):
         run(load_recipe(recipe), tmp_path / "out")
     assert not (tmp_path / "out" / "tiny-lm").exists()
+
+
+def test_gate_ab_compares_two_language_model_artifacts_on_decode_time_per_token(lm_run, cli, tmp_path):
+    """The int4 folder against a copy whose 'int4' is really the fp32 folder (about three times
+    slower per token on the tiny model): the A/B check fails on decode time per token; the same
+    folder against itself does not."""
+    import shutil
+
+    fast = ["--rounds", "6", "--block-s", "0.05", "--backend", "onnxruntime-genai", "--artifact", "int4"]
+    junit = tmp_path / "gate.xml"
+    same = cli("gate", "--ab", lm_run.out_dir, lm_run.out_dir, *fast, "--junit", junit)
+    assert same.exit_code == 0, same.output
+    xml = junit.read_text()
+    assert "median decode time per token" in xml and "decode steps after a 32-token prompt" in xml
+    d = tmp_path / "swapped"
+    shutil.copytree(lm_run.out_dir, d)
+    m = json.loads((d / "manifest.json").read_text())
+    arts = {a["name"]: a for a in m["artifacts"]}
+    arts["int4"]["path"] = arts["fp32"]["path"]
+    (d / "manifest.json").write_text(json.dumps(m))
+    slower = cli("gate", "--ab", lm_run.out_dir, d, *fast, "--junit", junit)
+    assert slower.exit_code == 1, slower.output
+    assert "<failure" in junit.read_text() and "median decode time per token" in junit.read_text()
+
+
+def test_profile_of_a_language_model_directory_times_generation(lm_run, cli, tmp_path):
+    out = tmp_path / "gen.json"
+    r = cli("profile", lm_run.out_dir, "--backend", "onnxruntime-genai", "--warmup", "0", "--min-duration", "0",
+            "--min-iters", "4", "--max-duration", "5", "-o", out)
+    assert r.exit_code == 0, r.output
+    g = json.loads(out.read_text())
+    assert g["kind"] == "generation" and set(g["generation"]) == {"fp32/onnxruntime-genai", "int4/onnxruntime-genai"}
+    assert all(v["decode_tokens_per_s"] > 0 and v["prompts"]["16"]["ttft_ms"]["n"] >= 1 for v in g["generation"].values())
+    assert "decode ms/token p50" in r.output
+    bad = cli("profile", lm_run.out_dir, "--backend", "openvino-genai", "-o", tmp_path / "x.json")
+    assert bad.exit_code == 2 and "--backend openvino-genai: no artifact in" in bad.output

@@ -44,7 +44,7 @@ def test_sweep_examples_validate():
     from edgekit.sweep.search import grid
     from edgekit.sweep.spec import build_recipe, load_sweep
 
-    for name, size, refused in (("sweep_digits.yaml", 6, 0), ("sweep_minilm.yaml", 16, 4)):
+    for name, size, refused in (("sweep_digits.yaml", 6, 0), ("sweep_minilm.yaml", 16, 4), ("sweep_smollm2.yaml", 5, 0)):
         s = load_sweep(ROOT / "examples" / name)
         points = grid(s.spec.vary)
         assert len(points) == size

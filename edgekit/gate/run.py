@@ -73,7 +73,10 @@ def run_gate(req: GateRequest, tick: Callable[[int], None] = lambda n: None) -> 
         inputs = recipe.inputs if recipe is not None else None
         artifact = req.select[0] if len(req.select) == 1 else None
         base, cand = (side_from(p, artifact, inputs) for p in req.ab)
-        runtime = req.backend or (recipe.targets[0] if recipe is not None else ort.NAME)
+        # by default the recipe's first target that runs the base artifact (an LM recipe's
+        # artifacts each run on one of its generation runtimes)
+        targets = list(recipe.targets) if recipe is not None else [ort.NAME]
+        runtime = req.backend or next((t for t in targets if t in base.runs_on), targets[0])
         threads = req.threads or (recipe.profile.threads if recipe is not None else 2)
         result.checks.append(check_ab(base, cand, runtime, threads, replace(req.ab_settings, min_effect=min_effect), tick))
     if not result.checks:

@@ -118,6 +118,48 @@ def jobs_for(what: Path, backend: Optional[str], threads: int) -> list[Job]:
     raise UsageError(f"{what}: unknown kind of model {what.suffix!r}; give {allowed()}")
 
 
+def is_lm_dir(what: Path) -> bool:
+    from edgekit.artifact.manifest import MANIFEST
+
+    if not (what.is_dir() and (what / MANIFEST).is_file()):
+        return False
+    import json
+
+    return json.loads((what / MANIFEST).read_text(encoding="utf-8"))["source_model"].get("task") == "causal-lm"
+
+
+def profile_generation(what: Path, spec: Any, backend: Optional[str] = None, device: str = "local",
+                       progress: Progress = no_progress) -> dict[str, Any]:
+    """A language model's artifact directory: each artifact x runtime timed in generation (TTFT
+    per prompt length, decode per token, peak RSS) in a fresh process, as compress does, with
+    the recipe's prompt lengths and new tokens cut from the recorded evaluation text; the
+    protocol (warm-up, durations, threads) is the command line's."""
+    from edgekit.artifact.manifest import read_manifest, read_reference
+    from edgekit.profile.generation import measure_in_child
+
+    if device != "local":
+        raise UsageError(f"--device {device}: a language model's generation is profiled on --device local only "
+                         "in this version")
+    manifest = read_manifest(what)
+    inputs, _ = read_reference(what, manifest)
+    stream = np.asarray(inputs["input_ids"]).reshape(-1)
+    rp = manifest["recipe"]["profile"]
+    prompts = {p: stream[:p] for p in rp["prompt_tokens"] if p <= len(stream)}
+    chosen = [(a, rt) for a in manifest["artifacts"] for rt in a["runs_on"]
+              if (backend is None and rt in manifest["recipe"]["targets"]) or rt == backend]
+    if not chosen:
+        raise UsageError(f"--backend {backend}: no artifact in {what} runs on it; its artifacts run on "
+                         f"{', '.join(dict.fromkeys(r for a in manifest['artifacts'] for r in a['runs_on']))}")
+    out = {}
+    tick = progress("profiling generation (a fresh process each)", len(chosen))
+    for a, rt in chosen:
+        out[f"{a['name']}/{rt}"] = measure_in_child(rt, what / a["path"], prompts, rp["new_tokens"], spec, spec.threads,
+                                                    options=(a.get("runtime_options") or {}).get(rt, {}))
+        tick(1)
+    return {"kind": "generation", "artifact_dir": str(what), "prompt_tokens": list(prompts),
+            "new_tokens": rp["new_tokens"], "generation": out}
+
+
 def profile(what: Path, spec: Any, backend: Optional[str] = None, device: str = "local",
             devices_file: Optional[Path] = None, progress: Progress = no_progress) -> Profile:
     """`spec` is a recipe ProfileSpec (protocol, threads, isolation, energy). ONNX Runtime and

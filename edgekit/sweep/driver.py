@@ -235,7 +235,19 @@ class _Run:
             m = timing["measurements"].get(key)
             row = {k: tg[k] for k in ("artifact", "runtime", "precision", "size_mb", "metric", "value", "reference",
                                       "drop", "fidelity")}
-            if m is not None:
+            gen = (timing.get("generation") or {}).get(key)
+            if gen is not None:  # a language model: latency is decode time per token
+                from edgekit.runtimes.cpu_classes import local_class
+
+                classes.add(local_class())
+                d = gen["decode_ms_per_token"]
+                first = next(iter(gen["prompts"].values()), {}).get("ttft_ms", {})
+                row.update(latency_p50_ms=d["median_ms"], latency_p90_ms=d["p90_ms"], latency_p99_ms=d["p99_ms"],
+                           latency_mean_ms=d["mean_ms"], latency_n=d["n"], latency_cv=d["cv"],
+                           latency_p90_upper_bound_ms=d["p90_upper_bound_ms"], latency_is="decode ms per token",
+                           decode_tokens_per_s=gen["decode_tokens_per_s"], ttft_p90_ms=first.get("p90_ms"),
+                           peak_rss_mb=gen.get("peak_rss_mb"))
+            elif m is not None:
                 classes.add(m["device"]["cpu_class"])
                 row.update(latency_p50_ms=m["median_ms"], latency_p90_ms=m["p90_ms"], latency_p99_ms=m["p99_ms"],
                            latency_mean_ms=m["mean_ms"], latency_n=m["n"], latency_cv=m["cv"],

@@ -221,6 +221,13 @@ def time_task(blob: bytes, targets: list[dict[str, Any]], profile: Any, device: 
             _untar(blob, root)
             with np.load(root / "reference.npz") as ref:
                 feeds = {k[len("input."):]: ref[k][:1] for k in ref.files if k.startswith("input.")}
+                stream = ref["input.input_ids"].reshape(-1) if "input.input_ids" in ref.files else None
+            from edgekit.artifact.manifest import MANIFEST
+
+            if json.loads((root / MANIFEST).read_text(encoding="utf-8"))["source_model"].get("task") == "causal-lm":
+                info["generation"] = _time_lm(root, targets, profile, device, cfg, stream, info["errors"])
+                info["ended"] = time.time()
+                return info
             for tg in targets:
                 key = f"{tg['artifact']}/{tg['runtime']}"
                 try:
@@ -234,6 +241,29 @@ def time_task(blob: bytes, targets: list[dict[str, Any]], profile: Any, device: 
         info["errors"]["*"] = _error(exc)["error"]
     info["ended"] = time.time()
     return info
+
+
+def _time_lm(root: Path, targets: list[dict[str, Any]], profile: Any, device: str, cfg: Any, stream: Any,
+             errors: dict[str, str]) -> dict[str, Any]:
+    """A language model's trial is timed as its recipe would time it: generation (TTFT, decode
+    per token) in a fresh process per target, prompts cut from the trial's evaluation windows.
+    Generation runs on this node only in this version: a remote device's trial says so."""
+    from edgekit.profile.generation import measure_in_child
+
+    out: dict[str, Any] = {}
+    if getattr(cfg, "kind", "local") != "local":
+        errors["*"] = (f"device {device!r}: language-model trials are timed on local devices only in this version "
+                       "(generation profiling runs in a child process on the sweep's own node)")
+        return out
+    prompts = {p: stream[:p] for p in profile.prompt_tokens if p <= len(stream)}
+    for tg in targets:
+        key = f"{tg['artifact']}/{tg['runtime']}"
+        try:
+            out[key] = measure_in_child(tg["runtime"], root / tg["path"], prompts, profile.new_tokens, profile,
+                                        profile.threads, options=tg["options"])
+        except EdgekitError as exc:
+            errors[key] = str(exc)
+    return out
 
 
 def probe_task(device: str) -> dict[str, Any]:
@@ -261,6 +291,8 @@ def finalize_task(blob: bytes, build: dict[str, Any], timing: dict[str, Any], re
         _untar(blob, tmp)
         manifest = json.loads((tmp / MANIFEST).read_text(encoding="utf-8"))
         manifest["recipe"] = build["recipe"]  # as the user wrote it: profiling on (it ran on the device)
+        if "generation" in timing:  # a language model's: its generation profile, as compress writes it
+            manifest["generation"] = timing["generation"]
         prof = new_profile({k: Measurement.model_validate(v) for k, v in timing["measurements"].items()})
         files = [f for f in manifest["files"] if f["path"] not in ("profile.json", "report.md", "report.html")]
         if prof.measurements:
