@@ -60,8 +60,9 @@ def build_edgekit(src: Path, out: Path, windows: int, seq_len: int, nncf_peer: b
     recipe["stages"].append({"kind": "target.onnxruntime-genai", "name": "int4_g32", "precision": "int4",
                              "block_size": 32, "symmetric": True, "int8_layers": ["lm_head"]})
     recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_fp32", "weights": "fp32"})
-    recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_int4_awq", "weights": "int4_sym",
-                             "group_size": 64, "data_aware": ["awq", "scale_estimation"]})
+    # the recipe's OpenVINO INT4 without its data-aware methods: what AWQ + scale estimation buy
+    recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_int4_data_free", "weights": "int4_sym",
+                             "group_size": 64})
     if nncf_peer:  # what optimum-cli --weight-format int4 --group-size 64 asks NNCF for
         recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_nncf_peer", "weights": "int4_asym",
                                  "group_size": 64})

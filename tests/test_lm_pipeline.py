@@ -104,15 +104,20 @@ def test_a_perplexity_budget_the_artifact_misses_is_a_parity_error_and_writes_no
     assert not (tmp_path / "out" / "tiny-lm").exists()
 
 
-def test_a_block_size_that_does_not_divide_a_layer_is_refused_before_the_builder_runs(tmp_path, tiny_lm_factory):
+@pytest.mark.parametrize("stage, field, allowed", [
+    ({"kind": "target.onnxruntime-genai", "precision": "int4", "block_size": 64}, "block_size", "16, 32"),
+    ({"kind": "target.openvino-genai", "weights": "int4_sym", "group_size": 64}, "group_size", "8, 16, 32"),
+])
+def test_a_group_that_does_not_divide_a_layer_is_refused_before_anything_is_built(tmp_path, tiny_lm_factory, stage,
+                                                                                  field, allowed):
     from edgekit.errors import RecipeError
     from edgekit.pipeline import run
     from edgekit.recipe import load_recipe
 
     odd = tiny_lm_factory("llama", hidden_size=96, intermediate_size=256)
-    recipe = _recipe(tmp_path, odd, [{"kind": "target.onnxruntime-genai", "precision": "int4", "block_size": 64}])
-    with pytest.raises(RecipeError, match=r"lm.yaml: stages\[0\]\.block_size: 64 does not divide hidden_size .* = 96; "
-                                          r"allowed for this model: 16, 32"):
+    recipe = _recipe(tmp_path, odd, [stage], targets=[stage["kind"].removeprefix("target.")])
+    with pytest.raises(RecipeError, match=rf"lm.yaml: stages\[0\]\.{field}: 64 does not divide hidden_size .* = 96; "
+                                          rf"allowed for this model: {allowed}$"):
         run(load_recipe(recipe), tmp_path / "out")
     assert not (tmp_path / "out" / "tiny-lm").exists()
 
@@ -240,7 +245,10 @@ def test_smollm2_recipe_on_the_real_weights(tmp_path):
     assert fp32["top1_agreement"] > 0.99 and abs(fp32["drop"]) < 0.01
     assert 0 < int4["drop"] < 0.6 and int4["kl_mean"] > fp32["kl_mean"]
     sizes = {a["name"]: a["bytes"] for a in m["artifacts"]}
-    assert sizes["int4"] < 0.25 * sizes["fp32"]
+    assert sizes["int4"] < 0.25 * sizes["fp32"] and sizes["ov_int4"] < 0.25 * sizes["fp32"]
+    ov4 = m["metrics"]["ov_int4"]["openvino-genai"]
+    assert 0 < ov4["drop"] < 0.6 and ov4["kl_mean"] > fp32["kl_mean"]
+    assert m["stages"][2]["measured"]["calibration_windows"] == 8  # AWQ and scale estimation read the text
 
 
 def _family_params():
@@ -373,3 +381,13 @@ def test_profile_of_a_language_model_directory_times_generation(lm_run, cli, tmp
     assert "decode ms/token p50" in r.output
     bad = cli("profile", lm_run.out_dir, "--backend", "openvino-genai", "-o", tmp_path / "x.json")
     assert bad.exit_code == 2 and "--backend openvino-genai: no artifact in" in bad.output
+
+
+def test_inspect_target_checks_an_onnxruntime_genai_folder_offline(lm_run, cli):
+    from edgekit.runtimes.genai import check
+
+    onnx = lm_run.out_dir / "models" / "int4" / "model.onnx"
+    ok = cli("inspect", onnx, "--target", "onnxruntime-genai")
+    assert ok.exit_code == 0 and "0 problem(s)" in ok.output, ok.output  # MatMulNBits, GQA: contrib kernels
+    (missing,) = check(lm_run.out_dir / "models")
+    assert "has no genai_config.json" in missing.why

@@ -13,6 +13,12 @@ MANIFEST = "manifest.json"
 SCHEMA = 1
 
 
+def is_language_model(manifest: dict[str, Any]) -> bool:
+    """A causal LM's directory: verified by perplexity, timed in generation (TTFT, decode per
+    token) rather than in one latency; profile, gate --ab and the sweep branch on it."""
+    return (manifest.get("source_model") or {}).get("task") == "causal-lm"
+
+
 def read_manifest(artifact_dir: Path) -> dict[str, Any]:
     path = artifact_dir / MANIFEST
     if not path.is_file():

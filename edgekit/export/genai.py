@@ -120,15 +120,20 @@ def _op_counts(model_path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def causal_lm_of(state: ModelState, kind: str) -> Any:
+    """The recipe's causal LM source, which a generation stage builds from (not the torch model)."""
+    if state.causal_lm is None:
+        raise RecipeError(f"kind: {kind} needs a causal language model (model: {{hf: DIR}} of a *ForCausalLM "
+                          "architecture, or {gguf: FILE}); this recipe's model is not one")
+    return state.causal_lm
+
+
 class TargetGenai(Stage):
     kind = "target.onnxruntime-genai"
     Config = GenaiConfig
 
     def apply(self, state: ModelState, cfg: GenaiConfig) -> tuple[ModelState, StageRecord]:
-        lm = state.causal_lm
-        if lm is None:
-            raise RecipeError(f"kind: {self.kind} needs a causal language model (model: {{hf: DIR}} of a *ForCausalLM "
-                              "architecture, or {gguf: FILE}); this recipe's model is not one")
+        lm = causal_lm_of(state, self.kind)
         require("onnxruntime_genai", extra="llm", why="its model builder")
         require("onnx_ir", extra="llm", why="onnxruntime-genai's model builder imports it")
         config = json.loads((lm.directory / "config.json").read_text(encoding="utf-8"))

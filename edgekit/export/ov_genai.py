@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edgekit.core.backends import require, version_of
 from edgekit.errors import DataError, RecipeError, StageError, first_line
-from edgekit.export.genai import check_block
+from edgekit.export.genai import causal_lm_of, check_block
 from edgekit.runtimes import ov_genai
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
@@ -55,6 +55,9 @@ class OVGenaiConfig(StageConfig):
         "auto", description="OpenVINO's INFERENCE_PRECISION_HINT at run time; auto = the device default (bf16 on AMX)")
     kv_cache_precision: Literal["auto", "f32", "f16", "bf16", "u8"] = Field(
         "auto", description="the CPU plugin's KV_CACHE_PRECISION; auto = its default (u8 on x86)")
+    attention_backend: Literal["auto", "sdpa", "pa"] = Field(
+        "auto", description="LLMPipeline's attention: sdpa (the IR's own), pa (paged); auto = sdpa for "
+                            "sliding-window models, LLMPipeline's default otherwise")
 
     @field_validator("group_size")
     @classmethod
@@ -86,6 +89,28 @@ class OVGenaiConfig(StageConfig):
 
     def produces(self) -> list[str]:
         return [self.artifact_name]
+
+
+def sliding_window(config: dict[str, Any]) -> Optional[int]:
+    """The attention window of a model whose layers (some or all) attend to a window shorter
+    than its context; None when none does (Qwen2's window is off unless use_sliding_window)."""
+    window, context = config.get("sliding_window"), config.get("max_position_embeddings")
+    if not window or config.get("use_sliding_window") is False or (context and window >= context):
+        return None
+    return int(window)
+
+
+def _attention_backend(cfg: OVGenaiConfig, config: dict[str, Any]) -> tuple[Optional[str], str]:
+    """Measured with OpenVINO GenAI 2026.4: its paged-attention backend (LLMPipeline's default
+    on this CPU) drops the IR's sliding-window mask. A tiny Gemma-3 (window 16) generated other
+    tokens than PyTorch from the first one on through it, the same tokens through SDPA."""
+    if cfg.attention_backend != "auto":
+        return cfg.attention_backend, f"attention_backend {cfg.attention_backend!r} set in the recipe"
+    window = sliding_window(config)
+    if window:
+        return "sdpa", (f"sliding window of {window} tokens: LLMPipeline's paged attention ignores it, "
+                        "so the IR's own attention (SDPA) runs")
+    return None, "LLMPipeline's default"
 
 
 def _precision(cfg: OVGenaiConfig) -> str:
@@ -154,10 +179,7 @@ class TargetOVGenai(Stage):
     Config = OVGenaiConfig
 
     def apply(self, state: ModelState, cfg: OVGenaiConfig) -> tuple[ModelState, StageRecord]:
-        lm = state.causal_lm
-        if lm is None:
-            raise RecipeError(f"kind: {self.kind} needs a causal language model (model: {{hf: DIR}} of a *ForCausalLM "
-                              "architecture, or {gguf: FILE}); this recipe's model is not one")
+        lm = causal_lm_of(state, self.kind)
         ov = require("openvino", extra="openvino")
         require("openvino_tokenizers", extra="llm", why="the tokenizer IRs LLMPipeline reads")
         from edgekit.export import ov_stateful
@@ -195,8 +217,9 @@ class TargetOVGenai(Stage):
             if (lm.directory / name).is_file():
                 shutil.copy2(lm.directory / name, out / name)
         tick(1)
-        options = {k: v for k, v in (("precision", cfg.inference_precision), ("kv_cache", cfg.kv_cache_precision))
-                   if v != "auto"}
+        backend, measured["attention_backend_reason"] = _attention_backend(cfg, config)
+        options = {k: v for k, v in (("precision", cfg.inference_precision), ("kv_cache", cfg.kv_cache_precision),
+                                     ("attention_backend", backend or "auto")) if v != "auto"}
         files = sorted(p for p in out.rglob("*") if p.is_file() and p != xml)
         state.add(Artifact(cfg.artifact_name, xml, ov_genai.FORMAT, _precision(cfg), self.kind,
                            extra_files=tuple(files), options={ov_genai.NAME: options} if options else {}))

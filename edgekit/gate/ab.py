@@ -64,7 +64,7 @@ def side_from(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) 
     """A model file (.onnx, feeds from the recipe's inputs or the model's static shapes) or an
     artifact directory (its final artifact, or `artifact`, fed with its recorded reference input)."""
     if spec.is_dir():
-        from edgekit.artifact.manifest import read_manifest, read_reference
+        from edgekit.artifact.manifest import is_language_model, read_manifest, read_reference
 
         manifest = read_manifest(spec)
         arts = {a["name"]: a for a in manifest["artifacts"]}
@@ -76,7 +76,7 @@ def side_from(spec: Path, artifact: Optional[str], inputs: Optional[list[Any]]) 
         inputs, _ = read_reference(spec, manifest)
         feeds = {k: inputs[k][: v["shape"][0]] for k, v in manifest["inputs"].items()}
         return Side(f"{spec.name}:{name}", spec / arts[name]["path"], feeds, arts[name].get("runtime_options", {}),
-                    lm=manifest["source_model"].get("task") == "causal-lm", runs_on=tuple(arts[name]["runs_on"]))
+                    lm=is_language_model(manifest), runs_on=tuple(arts[name]["runs_on"]))
     if spec.suffix != ".onnx" or not spec.is_file():
         raise UsageError(f"--ab {spec}: not an artifact directory or an .onnx file")
     from edgekit.recipe import ModelSpec

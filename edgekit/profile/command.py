@@ -119,13 +119,12 @@ def jobs_for(what: Path, backend: Optional[str], threads: int) -> list[Job]:
 
 
 def is_lm_dir(what: Path) -> bool:
-    from edgekit.artifact.manifest import MANIFEST
-
-    if not (what.is_dir() and (what / MANIFEST).is_file()):
-        return False
     import json
 
-    return json.loads((what / MANIFEST).read_text(encoding="utf-8"))["source_model"].get("task") == "causal-lm"
+    from edgekit.artifact.manifest import MANIFEST, is_language_model
+
+    return what.is_dir() and (what / MANIFEST).is_file() and is_language_model(
+        json.loads((what / MANIFEST).read_text(encoding="utf-8")))
 
 
 def profile_generation(what: Path, spec: Any, backend: Optional[str] = None, device: str = "local",

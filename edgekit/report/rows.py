@@ -165,7 +165,10 @@ def generation_rows(manifest: dict[str, Any]) -> list[list[str]]:
         ttft = (first.get("ttft_ms") or {}).get("p90_ms")
         d = g.get("decode_ms_per_token") or {}
         cont = m.get("continuations")
-        rows.append([name, rt, fmt(sizes.get(name), 1), fmt(m.get("value"), 3),
+        det = g.get("details") or {}  # the precisions the runtime chose, where it chooses (OpenVINO)
+        ran = f"{rt} ({det['inference_precision']}, KV {det.get('kv_cache_precision', '?')})" \
+            if det.get("inference_precision") else rt
+        rows.append([name, ran, fmt(sizes.get(name), 1), fmt(m.get("value"), 3),
                      "–" if name == "reference" else f"{m.get('drop', 0):+.1%}",
                      fmt(m.get("kl_mean")), fmt(m.get("top1_agreement")),
                      f"{cont['identical']}/{cont['prompts']}" if cont else "–", fmt(ttft, 1),

@@ -9,6 +9,7 @@ reference, so that verification and profiling read one protocol."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from edgekit.core.backends import require, version_of
 from edgekit.errors import ModelLoadError, UsageError, first_line
 from edgekit.runtimes import pytorch
 from edgekit.runtimes.base import Runner
-from edgekit.runtimes.registry import RuntimeInfo
+from edgekit.runtimes.registry import Problem, RuntimeInfo
 
 NAME = "onnxruntime-genai"
 FORMAT = "genai-onnx"  # a folder: genai_config.json beside model.onnx (the artifact path)
@@ -30,6 +31,7 @@ INFO = RuntimeInfo(
     name=NAME, where="edgekit.runtimes.genai:GenaiRunner", formats=(FORMAT,), extra="llm",
     summary="ONNX Runtime GenAI (og.Model / og.Generator): causal LMs with their KV cache, on the CPU.",
     hardware="cpu", engine=None, cpu_bound=True, records=("genai_version", "threads"),
+    compatibility="edgekit.runtimes.genai:check",
 )
 
 
@@ -62,6 +64,18 @@ def folder_of(path: Path) -> Path:
         raise UsageError(f"{NAME}: {folder} has no {CONFIG}; an onnxruntime-genai artifact is a folder built by "
                          "target.onnxruntime-genai (or onnxruntime-genai's model builder)")
     return folder
+
+
+def check(path: Path) -> list[Problem]:
+    """Offline: the folder is one og.Model reads, and ONNX Runtime's CPU kernels cover every node
+    of its model.onnx (MatMulNBits and GroupQueryAttention are contrib kernels)."""
+    from edgekit.runtimes import ort
+
+    try:
+        folder = folder_of(path)
+    except UsageError as exc:
+        return [Problem(NAME, str(exc).removeprefix(f"{NAME}: "))]
+    return [dataclasses.replace(p, target=NAME) for p in ort.check_CPUExecutionProvider(folder / "model.onnx")]
 
 
 class GenaiRunner(LMRunner):

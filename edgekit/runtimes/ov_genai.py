@@ -10,6 +10,7 @@ are read back and recorded, since they, not the IR, decide the numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from edgekit.core.backends import require, version_of
 from edgekit.errors import ModelLoadError, UsageError, first_line
 from edgekit.runtimes.genai import LMRunner
-from edgekit.runtimes.registry import RuntimeInfo
+from edgekit.runtimes.registry import Problem, RuntimeInfo
 
 NAME = "openvino-genai"
 FORMAT = "openvino-genai"  # a folder: openvino_model.xml (the artifact path) beside the tokenizer IRs
@@ -31,7 +32,8 @@ INFO = RuntimeInfo(
     name=NAME, where="edgekit.runtimes.ov_genai:OVGenaiRunner", formats=(FORMAT,), extra="llm",
     summary="OpenVINO GenAI (LLMPipeline): causal LMs as a stateful IR with tokenizer IRs, CPU plugin.",
     hardware="cpu", engine=None, cpu_bound=True,
-    records=("genai_version", "device", "inference_precision", "kv_cache_precision", "threads"),
+    records=("genai_version", "device", "inference_precision", "kv_cache_precision", "attention_backend", "threads"),
+    compatibility="edgekit.runtimes.ov_genai:check",
 )
 
 
@@ -43,6 +45,22 @@ def folder_of(path: Path) -> Path:
         raise UsageError(f"{NAME}: {folder} has no {' or '.join(missing)}; an openvino-genai artifact is a folder "
                          "built by target.openvino-genai (a stateful IR beside its tokenizer IRs)")
     return folder
+
+
+def check(path: Path) -> list[Problem]:
+    """Offline: the folder holds what LLMPipeline reads, the IR is stateful, and the CPU plugin
+    supports every operation in it (query_model, as for the `openvino` row)."""
+    from edgekit.runtimes import ov
+
+    try:
+        folder = folder_of(path)
+    except UsageError as exc:
+        return [Problem(NAME, str(exc).removeprefix(f"{NAME}: "))]
+    model = require("openvino", extra="openvino").Core().read_model(str(folder / MODEL))
+    problems = [] if model.get_sinks() else [Problem(NAME, "the IR has no state (no KV cache as ReadValue / Assign); "
+                                                           "LLMPipeline needs a stateful model",
+                                                     fix="build it with target.openvino-genai")]
+    return problems + [dataclasses.replace(p, target=NAME) for p in ov.check(folder / MODEL)]
 
 
 def _eos(folder: Path) -> Optional[int]:
@@ -58,7 +76,7 @@ class OVGenaiRunner(LMRunner):
     _holds = ("pipe", "request", "compiled")
 
     def __init__(self, path: Path, threads: int, device: str = "CPU", precision: Optional[str] = None,
-                 kv_cache: Optional[str] = None) -> None:
+                 kv_cache: Optional[str] = None, attention_backend: Optional[str] = None) -> None:
         self._ov = require("openvino", extra="openvino")
         self._ovg = require("openvino_genai", extra="llm")
         self.folder = folder_of(path)
@@ -68,9 +86,12 @@ class OVGenaiRunner(LMRunner):
             self.props["INFERENCE_PRECISION_HINT"] = precision
         if kv_cache:
             self.props["KV_CACHE_PRECISION"] = kv_cache
+        pipe_props = dict(self.props)
+        if attention_backend:  # LLMPipeline's own option (SDPA: the IR's attention as it is; PA: paged)
+            pipe_props["ATTENTION_BACKEND"] = attention_backend.upper()
         t0 = time.perf_counter()
         try:
-            self.pipe = self._ovg.LLMPipeline(str(self.folder), device, **self.props)
+            self.pipe = self._ovg.LLMPipeline(str(self.folder), device, **pipe_props)
         except Exception as exc:  # openvino_genai raises RuntimeError with the plugin's message
             raise ModelLoadError(f"{NAME}: cannot load {self.folder}: {first_line(exc)}") from exc
         self.load_s = time.perf_counter() - t0
@@ -81,7 +102,8 @@ class OVGenaiRunner(LMRunner):
                   for k in ("INFERENCE_PRECISION_HINT", "KV_CACHE_PRECISION")}
         self.details = {"genai_version": version_of("openvino_genai"), "device": device, "threads": threads,
                         "inference_precision": _short(chosen["INFERENCE_PRECISION_HINT"]),
-                        "kv_cache_precision": _short(chosen["KV_CACHE_PRECISION"])}
+                        "kv_cache_precision": _short(chosen["KV_CACHE_PRECISION"]),
+                        "attention_backend": attention_backend or "default"}
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
         if self.request is None:

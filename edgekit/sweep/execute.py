@@ -222,9 +222,9 @@ def time_task(blob: bytes, targets: list[dict[str, Any]], profile: Any, device: 
             with np.load(root / "reference.npz") as ref:
                 feeds = {k[len("input."):]: ref[k][:1] for k in ref.files if k.startswith("input.")}
                 stream = ref["input.input_ids"].reshape(-1) if "input.input_ids" in ref.files else None
-            from edgekit.artifact.manifest import MANIFEST
+            from edgekit.artifact.manifest import MANIFEST, is_language_model
 
-            if json.loads((root / MANIFEST).read_text(encoding="utf-8"))["source_model"].get("task") == "causal-lm":
+            if is_language_model(json.loads((root / MANIFEST).read_text(encoding="utf-8"))):
                 info["generation"] = _time_lm(root, targets, profile, device, cfg, stream, info["errors"])
                 info["ended"] = time.time()
                 return info

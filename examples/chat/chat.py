@@ -15,7 +15,9 @@ folder = (out / art["path"]).parent
 if "openvino-genai" in art["runs_on"]:
     import openvino_genai as ov_genai
 
-    pipe, config = ov_genai.LLMPipeline(str(folder), "CPU"), ov_genai.GenerationConfig()
+    backend = art["runtime_options"].get("openvino-genai", {}).get("attention_backend")  # as edgekit verified it
+    pipe = ov_genai.LLMPipeline(str(folder), "CPU", **({"ATTENTION_BACKEND": backend.upper()} if backend else {}))
+    config = ov_genai.GenerationConfig()
     config.max_new_tokens, config.apply_chat_template = 128, bool(pipe.get_tokenizer().chat_template)
     reply = lambda text: pipe.generate(text, config)  # noqa: E731
 else:
