@@ -16,7 +16,8 @@ SCHEMA = 1
 def is_language_model(manifest: dict[str, Any]) -> bool:
     """A causal LM's directory: verified by perplexity, timed in generation (TTFT, decode per
     token) rather than in one latency; profile, gate --ab and the sweep branch on it."""
-    return (manifest.get("source_model") or {}).get("task") == "causal-lm"
+    source = manifest.get("source_model") if isinstance(manifest, dict) else None
+    return isinstance(source, dict) and source.get("task") == "causal-lm"
 
 
 def read_manifest(artifact_dir: Path) -> dict[str, Any]:

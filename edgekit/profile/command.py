@@ -119,12 +119,17 @@ def jobs_for(what: Path, backend: Optional[str], threads: int) -> list[Job]:
 
 
 def is_lm_dir(what: Path) -> bool:
+    """A language model's artifact directory; anything else (a foreign or broken manifest
+    included) goes the ordinary way, where read_manifest says what is wrong with it."""
     import json
 
     from edgekit.artifact.manifest import MANIFEST, is_language_model
 
-    return what.is_dir() and (what / MANIFEST).is_file() and is_language_model(
-        json.loads((what / MANIFEST).read_text(encoding="utf-8")))
+    try:
+        manifest = json.loads((what / MANIFEST).read_text(encoding="utf-8")) if what.is_dir() else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and is_language_model(manifest)
 
 
 def profile_generation(what: Path, spec: Any, backend: Optional[str] = None, device: str = "local",
