@@ -21,6 +21,7 @@ from edgekit.errors import BackendUnavailable, EdgekitError, ModelLoadError, Rec
 from edgekit.recipe import LoadedRecipe, required_extras
 from edgekit.runtimes import ort, pytorch
 from edgekit.runtimes import registry as runtimes
+from edgekit.runtimes.cpu_classes import FLOAT_PRECISIONS
 from edgekit.stages.registry import REGISTRY
 from edgekit.stages.state import Artifact, Dataset, ModelState
 
@@ -110,6 +111,7 @@ class Verification:
     warnings: list[str] = field(default_factory=list)
     measurements: dict[str, Any] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # target runtime -> why it cannot run here
+    not_emulated: list[dict[str, Any]] = field(default_factory=list)  # artifact x runtime x class, with why
 
 
 def _load(loaded: LoadedRecipe, models_dir: Path, progress: Progress) -> Loaded:
@@ -259,6 +261,10 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
     jobs = [(art, rt) for art in ld.state.artifacts for rt in recipe.targets
             if rt in art.runs_on and runtimes.get(rt).cpu_bound and runtimes.runs_device_side(rt)
             and rt not in ver.unavailable]
+    float_jobs = [(art, rt) for art, rt in jobs if art.precision in FLOAT_PRECISIONS]
+    jobs = [j for j in jobs if j not in float_jobs]
+    if p.emulated and float_jobs:
+        _verify_float_precisions(loaded, ld, ref, ver, float_jobs, list(p.emulated), progress)
     if not p.emulated or not jobs:
         return
     n = min(ref.nv, recipe.verify.emulate_samples or ref.nv)
@@ -293,6 +299,58 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
                                            recipe.accuracy.higher_is_better)
             ver.verified_on[art.name].append({"runtime": rt, **res.where(), "seconds": round(res.seconds, 1),
                                               **_entry(par, summary, n)})
+
+
+PRECISION_NAMES = {"bf16": ("bf16", "bfloat16"), "f32": ("f32", "float32"), "f16": ("f16", "float16")}
+
+
+def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Verification,
+                             jobs: list[tuple[Artifact, str]], classes: list[str], progress: Progress) -> None:
+    """Float artifacts are not run under emulation: no integer kernel computes them, so what a
+    CPU class can change is the float precision the runtime picks there (OpenVINO: bf16 on AMX,
+    f32 elsewhere), not the integer arithmetic QEMU reproduces, and emulating them costs most of
+    a MiniLM recipe's hour. Each precision a declared class will run is checked natively instead,
+    forced where it is not this machine's default; the record names the method per class."""
+    from dataclasses import replace
+
+    from edgekit.runtimes.cpu_classes import float_precision, local_class
+    from edgekit.runtimes.refusal import open_artifact
+
+    recipe, here = loaded.recipe, local_class()
+    n = min(ref.nv, recipe.verify.emulate_samples or ref.nv)
+    for art, rt in jobs:
+        native = next((v for v in ver.verified_on.get(art.name, []) if v["runtime"] == rt and v["mode"] == "native"),
+                      None)
+        if native is None:
+            continue
+        checked = {float_precision(rt, here, art.options.get(rt, {})): native}
+        for cls in classes:
+            prec = float_precision(rt, cls, art.options.get(rt, {}))
+            if prec not in checked:  # this class runs another precision than this machine: force it here
+                forced = replace(art, options={**art.options, rt: {**art.options.get(rt, {}), "precision": prec}})
+                runner = open_artifact(rt, forced, recipe.profile.threads, recipe.stages, ld.normalization)
+                try:
+                    ran = str((getattr(runner, "details", None) or {}).get("inference_precision", prec))
+                    out = _outputs(runner.run, ref.samples[:n], progress(f"verifying {art.name} on {rt} at {prec}", n))
+                finally:
+                    runner.close()
+                if any(name in ran for name in PRECISION_NAMES[prec]):
+                    par = verify.parity(ref.outputs[:n], out[:n])
+                    verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} at {prec} (the precision {cls} runs)")
+                    checked[prec] = {"runtime": rt, **_entry(par, None, n)}
+                else:  # e.g. bf16 asked of a CPU without it: the runtime ran something else
+                    checked[prec] = f"{rt} ran {ran} when asked for {prec}"
+            if isinstance(checked[prec], str):
+                ver.not_verified.setdefault(cls, f"{art.name} on {rt}: {cls} runs it at {prec}, which this machine "
+                                                 f"cannot compute ({checked[prec]}); verify it on a {cls} CPU")
+                continue
+            at = prec or f"{art.precision} as stored"
+            why = (f"{art.precision} artifact: no integer kernel computes it, so QEMU has nothing class-specific "
+                   f"to reproduce; {rt} runs it at {at} on {cls}, verified natively at that precision")
+            ver.not_emulated.append({"artifact": art.name, "runtime": rt, "class": cls, "reason": why})
+            entry = {k: v for k, v in checked[prec].items() if k not in ("cpu_class", "mode", "cpu_model", "cpu_flags")}
+            ver.verified_on[art.name].append({**entry, "cpu_class": cls, "mode": "native-precision",
+                                              "cpu_model": f"this {here} host, at {at}", "precision": at})
 
 
 def _speed_warnings(manifest: dict[str, Any]) -> list[str]:
@@ -359,7 +417,7 @@ def _manifest(loaded: LoadedRecipe, ld: Loaded, records: list[dict[str, Any]], v
         },
         "artifacts": _artifact_entries(state, ver, tmp),
         "deploy": {"cpus": recipe.deploy.classes(), "built_on": env["cpu"]["class"],
-                   "not_verified": ver.not_verified},
+                   "not_verified": ver.not_verified, "not_emulated": ver.not_emulated},
         "files": files,
         "stages": records,
         "metrics": ver.metrics,

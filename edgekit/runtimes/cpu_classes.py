@@ -11,7 +11,7 @@ nothing elsewhere (docs/cpu-classes.md, benchmarks/cpu_classes.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 X86_CLASSES = ("x86-sse", "x86-avx2", "x86-vnni", "x86-amx")
 CLASSES = (*X86_CLASSES, "arm64")
@@ -66,6 +66,20 @@ def describe(info: Mapping[str, Any]) -> str:
     cls = classify(info)
     extra = arm_features(info) if cls == "arm64" else []
     return f"{cls} ({', '.join(extra)})" if extra else cls
+
+
+FLOAT_PRECISIONS = ("fp32", "fp16")
+
+
+def float_precision(runtime: str, cls: str, options: Mapping[str, Any]) -> Optional[str]:
+    """The precision a CPU runtime computes a float artifact in on a class, where the runtime
+    decides it: OpenVINO's CPU plugin defaults to bf16 where the CPU has AMX (Sapphire Rapids
+    and later) and to f32 elsewhere, unless the artifact fixes it. None: as stored, on every class."""
+    from edgekit.runtimes import ov
+
+    if runtime != ov.NAME:
+        return None
+    return options.get("precision") or ("bf16" if cls == "x86-amx" else "f32")
 
 
 def native_where() -> dict[str, Any]:
