@@ -308,8 +308,8 @@ def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, v
                              jobs: list[tuple[Artifact, str]], classes: list[str], progress: Progress) -> None:
     """Float artifacts are not run under emulation: no integer kernel computes them, so what a
     CPU class can change is the float precision the runtime picks there (OpenVINO: bf16 on AMX,
-    f32 elsewhere), not the integer arithmetic QEMU reproduces, and emulating them costs most of
-    a MiniLM recipe's hour. Each precision a declared class will run is checked natively instead,
+    f32 elsewhere), not the integer arithmetic QEMU reproduces, and emulating them costs as much
+    as emulating the integer artifacts that do need it. Each precision a declared class will run is checked natively instead,
     forced where it is not this machine's default; the record names the method per class."""
     from dataclasses import replace
 

@@ -52,3 +52,12 @@ def test_doctor_names_the_class(cli):
     assert result.exit_code == 0
     assert f"CPU class: {local_class()}" in result.output
     assert "emulated verification:" in result.output
+
+
+def test_float_precision_per_class_is_openvinos_default_unless_the_artifact_fixes_it():
+    from edgekit.runtimes.cpu_classes import float_precision
+
+    assert [float_precision("openvino", c, {}) for c in ("x86-sse", "x86-avx2", "x86-vnni", "x86-amx")] == \
+        ["f32", "f32", "f32", "bf16"]
+    assert float_precision("openvino", "x86-amx", {"precision": "f32"}) == "f32"
+    assert float_precision("onnxruntime", "x86-amx", {}) is None  # as stored, on every class
