@@ -273,11 +273,10 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
               for art, rt in jobs]
     builtin = ref.user_eval is None
     labels = ref.labels[:n] if ref.labels is not None else None
-    ref_value = evaluate.score(ref.metric, ref.outputs[:n], ref.outputs[:n], labels) if builtin else None
     for cls, qemu_model in p.emulated.items():
         tick = progress(f"verifying under emulated {cls} (qemu {qemu_model})", 1)
         try:
-            res = emulate.run_outputs(cls, models, inputs, recipe.profile.threads)
+            res = emulate.run_outputs(cls, models, inputs, recipe.profile.threads, recipe.verify.emulate_budget_s)
         except emulate.EmulationError as exc:
             ver.not_verified[cls] = str(exc)
             ver.warnings.append(f"not verified on {cls}: {exc}")
@@ -290,15 +289,24 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
                 ver.warnings.append(f"{key} did not run under emulated {cls}: {res.errors[key]}")
                 ver.not_verified.setdefault(cls, f"{key} did not run under emulation: {res.errors[key]}")
                 continue
+            short = emulate.budget_shortfall(res, key, recipe.verify.emulate_min_samples, recipe.verify.emulate_budget_s)
+            if short:
+                ver.warnings.append(f"{key} on {cls}: {short}")
+                ver.not_verified.setdefault(cls, f"{key}: {short}")
+                continue
             got = res.outputs[key]
-            par = verify.parity(ref.outputs[:n], got)
+            k = len(got)  # the samples its share of the budget allowed, at least the minimum
+            par = verify.parity(ref.outputs[:k], got)
             verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} under emulated {cls} (qemu {qemu_model})")
             summary = None
-            if builtin and ref_value is not None:
-                summary = evaluate.summary(ref.metric, ref_value, evaluate.score(ref.metric, got, ref.outputs[:n], labels),
+            if builtin:
+                lab = labels[:k] if labels is not None else None
+                summary = evaluate.summary(ref.metric, evaluate.score(ref.metric, ref.outputs[:k], ref.outputs[:k], lab),
+                                           evaluate.score(ref.metric, got, ref.outputs[:k], lab),
                                            recipe.accuracy.higher_is_better)
             ver.verified_on[art.name].append({"runtime": rt, **res.where(), "seconds": round(res.seconds, 1),
-                                              **_entry(par, summary, n)})
+                                              "model_seconds": res.ran.get(key, {}).get("seconds"),
+                                              "samples_planned": n, **_entry(par, summary, k)})
 
 
 PRECISION_NAMES = {"bf16": ("bf16", "bfloat16"), "f32": ("f32", "float32"), "f16": ("f16", "float16")}

@@ -144,3 +144,43 @@ def test_inspect_warns_when_this_class_was_never_verified(cli, digits_run, tmp_p
     assert f"warning: this machine is {local_class()}, which artifact(s) fp32, int8 were not verified on" in result.output
     result = cli("inspect", digits_run.out_dir)
     assert "warning: this machine is" not in result.output
+
+
+@needs_qemu
+def test_a_budget_too_small_for_the_minimum_is_not_verified_never_passed(tmp_path):
+    """Each model runs for its share of the class's budget (at least one sample); fewer samples
+    than the minimum is "not verified: budget"; a budget that fits runs them all, recorded."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = np.ones((8, 4), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.ones((20, 8), np.float32)
+    models = [{"key": k, "runtime": "onnxruntime", "model": str(path), "options": {}} for k in ("a", "b")]
+    tight = emulate.run_outputs("x86-avx2", models, {"x": x}, threads=1, budget_s=1e-6)
+    assert [len(tight.outputs[k]) for k in ("a", "b")] == [1, 1] and tight.ran["a"]["samples"] == 1
+    why = emulate.budget_shortfall(tight, "a", 8, 1e-6)
+    assert why.startswith("not verified: budget: 1 sample(s) in ") and "fewer than verify.emulate_min_samples 8" in why
+    roomy = emulate.run_outputs("x86-avx2", models, {"x": x}, threads=1, budget_s=600)
+    assert roomy.ran["b"]["samples"] == 20 and emulate.budget_shortfall(roomy, "b", 8, 600) is None
+
+
+def test_fewer_emulated_samples_than_the_minimum_is_refused_in_the_recipe(tmp_path):
+    import yaml
+
+    from edgekit.errors import RecipeError
+    from edgekit.recipe import load_recipe
+    from tests.conftest import RECIPES
+
+    data = yaml.safe_load((RECIPES / "int8_pc.yaml").read_text())
+    data["verify"]["emulate_samples"] = 4
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match=r"verify: .*emulate_samples 4 is below emulate_min_samples 8: no artifact "
+                                          r"could count as verified under emulation"):
+        load_recipe(path)

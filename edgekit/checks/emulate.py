@@ -70,6 +70,7 @@ class EmulatedRun:
     errors: dict[str, str]
     seconds: float
     host_cpu: str
+    ran: dict[str, dict[str, float]] = field(default_factory=dict)  # key -> samples run and seconds taken
 
     def where(self) -> dict[str, Any]:
         """How a verification record names this run (the counterpart of cpu.native_where)."""
@@ -82,9 +83,11 @@ class EmulationError(RuntimeError):
 
 
 def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,
-                timeout_s: float = 1800.0) -> EmulatedRun:
+                budget_s: Optional[float] = None) -> EmulatedRun:
     """Run every model in `models` ({key, runtime, model, options}) on `inputs` (stacked batch-1
-    samples) under the QEMU model of `cls`, in one emulated process."""
+    samples) under the QEMU model of `cls`, in one emulated process, each model for its share of
+    `budget_s` (loading included). The process is stopped at twice the budget plus ten minutes
+    (QEMU's start and a last sample can run past a share; a hang cannot)."""
     import time
 
     from edgekit.artifact.environment import cpu_info
@@ -100,9 +103,11 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
         np.savez(tmp / "inputs.npz", **inputs)
         job = {"mode": "outputs", "models": [{**m, **device_job(m["runtime"], m.get("options")), "model": str(m["model"])}
                                              for m in models],
-               "inputs": str(tmp / "inputs.npz"), "output": str(tmp / "outputs.npz"), "threads": threads}
+               "inputs": str(tmp / "inputs.npz"), "output": str(tmp / "outputs.npz"), "threads": threads,
+               "budget_s": budget_s}
         (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
         cmd = [qemu, "-cpu", model_name, sys.executable, device_side.__file__, str(tmp / "job.json")]
+        timeout_s = 2 * budget_s + 600.0 if budget_s else 1800.0
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -115,7 +120,20 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
             raise EmulationError(f"emulated {cls} (qemu {model_name}) failed: {why}")
         with np.load(tmp / "outputs.npz") as z:
             outputs = {k: z[k] for k in z.files}
-    return EmulatedRun(cls, model_name, outputs, dict(reply.get("errors") or {}), seconds, cpu_info()["model"])
+    return EmulatedRun(cls, model_name, outputs, dict(reply.get("errors") or {}), seconds, cpu_info()["model"],
+                       dict(reply.get("ran") or {}))
+
+
+def budget_shortfall(run: EmulatedRun, key: str, min_samples: int, budget_s: float) -> Optional[str]:
+    """Why a model's emulated run does not count ("not verified: budget"), or None: it ran fewer
+    samples than the minimum in its share of the class's budget. Never a pass."""
+    got = len(run.outputs.get(key, ()))
+    if got >= min_samples:
+        return None
+    took = run.ran.get(key, {}).get("seconds")
+    return (f"not verified: budget: {got} sample(s) in {took if took is not None else '?'} s under emulated {run.cls}, "
+            f"fewer than verify.emulate_min_samples {min_samples} (verify.emulate_budget_s {budget_s:g} s for the "
+            f"class, shared by its artifacts); raise the budget or lower the minimum")
 
 
 def _last_json(stdout: str) -> Optional[dict[str, Any]]:

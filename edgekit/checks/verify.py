@@ -136,7 +136,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
         try:
             run = emulate.run_outputs(cls, [{"key": f"{a['name']}/{rt}", "runtime": rt, "model": str(root / a["path"]),
                                              "options": (a.get("runtime_options") or {}).get(rt, {})} for a, rt in jobs],
-                                      {k: v[:n] for k, v in inputs.items()}, threads)
+                                      {k: v[:n] for k, v in inputs.items()}, threads, spec.emulate_budget_s)
         except emulate.EmulationError as exc:
             raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
         for art, rt in jobs:
@@ -144,7 +144,11 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
             if key in run.errors:
                 raise ParityError(f"verify: artifact {art['name']!r} on {rt} did not run under emulated {cls} "
                                   f"(qemu {qemu_model}): {run.errors[key]}")
-            res = parity(ref[:n], run.outputs[key])
+            short = emulate.budget_shortfall(run, key, spec.emulate_min_samples, spec.emulate_budget_s)
+            if short:
+                raise BackendUnavailable(f"verify: --cpu {cls}: artifact {art['name']!r} on {rt}: {short}")
+            k = len(run.outputs[key])
+            res = parity(ref[:k], run.outputs[key])
             check(res, spec, f"artifact {art['name']!r} on {rt} under emulated {cls} (qemu {qemu_model})")
             results.append({"artifact": art["name"], "runtime": rt, **run.where(), **res})
     if record and results:

@@ -126,6 +126,17 @@ class VerifySpec(Strict):
     # verify again under QEMU for each deploy.cpus class this machine is not (x86-avx2, x86-sse)
     emulate: bool = True
     emulate_samples: Optional[int] = Field(None, ge=1, description="fewer samples under emulation (50-300x slower)")
+    # each emulated class gets this many seconds (loading included), shared by its artifacts;
+    # an artifact that ran fewer than emulate_min_samples in its share is "not verified: budget"
+    emulate_budget_s: float = Field(900.0, gt=0.0, description="seconds per emulated class, shared by its artifacts")
+    emulate_min_samples: int = Field(8, ge=1, description="fewest samples that count as verified under emulation")
+
+    @model_validator(mode="after")
+    def _emulated_counts(self) -> "VerifySpec":
+        if self.emulate_samples is not None and self.emulate_samples < self.emulate_min_samples:
+            raise ValueError(f"emulate_samples {self.emulate_samples} is below emulate_min_samples "
+                             f"{self.emulate_min_samples}: no artifact could count as verified under emulation")
+        return self
 
 
 CpuClass = Literal["x86-sse", "x86-avx2", "x86-vnni", "x86-amx", "arm64"]

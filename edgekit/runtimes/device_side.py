@@ -203,16 +203,27 @@ def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
     n = len(next(iter(inputs.values())))
     results: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
+    ran: dict[str, dict[str, float]] = {}
+    # each model gets an equal share of the budget, its loading included; it runs samples (at
+    # least one) until its share is spent or the samples end
+    share = float(job.get("budget_s") or float("inf")) / max(1, len(job["models"]))
     for m in job["models"]:
+        t0 = time.perf_counter()
         try:
             model = _open({**m, "threads": job["threads"]})
-            results[m["key"]] = np.concatenate([np.asarray(model.run({k: v[i:i + 1] for k, v in inputs.items()})[0])
-                                                for i in range(n)])
+            outs = []
+            for i in range(n):
+                outs.append(np.asarray(model.run({k: v[i:i + 1] for k, v in inputs.items()})[0]))
+                if time.perf_counter() - t0 >= share:
+                    break
+            results[m["key"]] = np.concatenate(outs)
+            ran[m["key"]] = {"samples": len(outs), "seconds": round(time.perf_counter() - t0, 1)}
         except Exception as exc:  # one model failing must not hide the others' results
             first = (str(exc).strip().splitlines() or [""])[0]
             errors[m["key"]] = f"{type(exc).__name__}: {first}"
     np.savez(job["output"], **results)
-    return {"ok": True, "samples": n, "errors": errors, "cpu": cpu_info(), "python": platform.python_version()}
+    return {"ok": True, "samples": n, "ran": ran, "errors": errors, "cpu": cpu_info(),
+            "python": platform.python_version()}
 
 
 class LoadFailed(Exception):
