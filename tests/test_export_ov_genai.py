@@ -252,3 +252,6 @@ def test_inspect_target_checks_a_generation_folder_offline(ov_run, cli, tmp_path
     assert "the IR has no state" in problem.why and problem.fix == "build it with target.openvino-genai"
     (missing,) = check(ov_run.out_dir / "models")
     assert "has no openvino_model.xml" in missing.why
+    (d / "openvino_model.xml").write_text("<not an IR")
+    (unreadable,) = check(d / "openvino_model.xml")
+    assert unreadable.why.startswith("cannot read the model") and unreadable.target == "openvino-genai"

@@ -56,11 +56,15 @@ def check(path: Path) -> list[Problem]:
         folder = folder_of(path)
     except UsageError as exc:
         return [Problem(NAME, str(exc).removeprefix(f"{NAME}: "))]
-    model = require("openvino", extra="openvino").Core().read_model(str(folder / MODEL))
+    found = [dataclasses.replace(p, target=NAME) for p in ov.check(folder / MODEL)]
+    try:
+        model = require("openvino", extra="openvino").Core().read_model(str(folder / MODEL))
+    except RuntimeError:  # unreadable: ov.check has said why
+        return found
     problems = [] if model.get_sinks() else [Problem(NAME, "the IR has no state (no KV cache as ReadValue / Assign); "
                                                            "LLMPipeline needs a stateful model",
                                                      fix="build it with target.openvino-genai")]
-    return problems + [dataclasses.replace(p, target=NAME) for p in ov.check(folder / MODEL)]
+    return problems + found
 
 
 def _eos(folder: Path) -> Optional[int]:
