@@ -309,9 +309,6 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
                                               "samples_planned": n, **_entry(par, summary, k)})
 
 
-PRECISION_NAMES = {"bf16": ("bf16", "bfloat16"), "f32": ("f32", "float32"), "f16": ("f16", "float16")}
-
-
 def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Verification,
                              jobs: list[tuple[Artifact, str]], classes: list[str], progress: Progress) -> None:
     """Float artifacts are not run under emulation: no integer kernel computes them, so what a
@@ -338,11 +335,13 @@ def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, v
                 forced = replace(art, options={**art.options, rt: {**art.options.get(rt, {}), "precision": prec}})
                 runner = open_artifact(rt, forced, recipe.profile.threads, recipe.stages, ld.normalization)
                 try:
-                    ran = str((getattr(runner, "details", None) or {}).get("inference_precision", prec))
+                    from edgekit.runtimes.ov import type_name
+
+                    ran = type_name((getattr(runner, "details", None) or {}).get("inference_precision", prec))
                     out = _outputs(runner.run, ref.samples[:n], progress(f"verifying {art.name} on {rt} at {prec}", n))
                 finally:
                     runner.close()
-                if any(name in ran for name in PRECISION_NAMES[prec]):
+                if ran == prec:
                     par = verify.parity(ref.outputs[:n], out[:n])
                     verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} at {prec} (the precision {cls} runs)")
                     checked[prec] = {"runtime": rt, **_entry(par, None, n)}

@@ -391,3 +391,16 @@ def test_inspect_target_checks_an_onnxruntime_genai_folder_offline(lm_run, cli):
     assert ok.exit_code == 0 and "0 problem(s)" in ok.output, ok.output  # MatMulNBits, GQA: contrib kernels
     (missing,) = check(lm_run.out_dir / "models")
     assert "has no genai_config.json" in missing.why
+
+
+def test_profile_of_a_language_model_directory_refuses_a_prompt_longer_than_its_stored_text(lm_run, cli, tmp_path):
+    import shutil
+
+    d = tmp_path / "long"
+    shutil.copytree(lm_run.out_dir, d)
+    m = json.loads((d / "manifest.json").read_text())
+    m["recipe"]["profile"]["prompt_tokens"] = [100000]
+    (d / "manifest.json").write_text(json.dumps(m))
+    r = cli("profile", d, "-o", tmp_path / "g.json")
+    assert r.exit_code == 2
+    assert "profile.prompt_tokens 100000 is more than the 192 evaluation tokens stored in reference.npz" in r.output

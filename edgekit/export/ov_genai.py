@@ -68,9 +68,9 @@ class OVGenaiConfig(StageConfig):
 
     @model_validator(mode="after")
     def _settings(self) -> "OVGenaiConfig":
-        if not self.weights.startswith("int4"):
-            for f in sorted(self.model_fields_set & set(INT4_ONLY)):
-                raise ValueError(f"{f} applies to weights int4_sym / int4_asym, not {self.weights}")
+        misplaced = sorted(self.model_fields_set & set(INT4_ONLY)) if not self.weights.startswith("int4") else []
+        if misplaced:
+            raise ValueError(f"{misplaced[0]} applies to weights int4_sym / int4_asym, not {self.weights}")
         if "gptq" in self.data_aware and "awq" in self.data_aware:
             raise ValueError("data_aware: gptq and awq cannot be combined; pick one")
         if self.sensitivity_metric and self.ratio == 1.0:

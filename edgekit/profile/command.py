@@ -139,7 +139,7 @@ def profile_generation(what: Path, spec: Any, backend: Optional[str] = None, dev
     the recipe's prompt lengths and new tokens cut from the recorded evaluation text; the
     protocol (warm-up, durations, threads) is the command line's."""
     from edgekit.artifact.manifest import read_manifest, read_reference
-    from edgekit.profile.generation import measure_in_child
+    from edgekit.profile.generation import measure_in_child, prompts_from
 
     if device != "local":
         raise UsageError(f"--device {device}: a language model's generation is profiled on --device local only "
@@ -148,7 +148,7 @@ def profile_generation(what: Path, spec: Any, backend: Optional[str] = None, dev
     inputs, _ = read_reference(what, manifest)
     stream = np.asarray(inputs["input_ids"]).reshape(-1)
     rp = manifest["recipe"]["profile"]
-    prompts = {p: stream[:p] for p in rp["prompt_tokens"] if p <= len(stream)}
+    prompts = prompts_from(stream, rp["prompt_tokens"], str(what))
     chosen = [(a, rt) for a in manifest["artifacts"] for rt in a["runs_on"]
               if (backend is None and rt in manifest["recipe"]["targets"]) or rt == backend]
     if not chosen:

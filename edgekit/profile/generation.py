@@ -27,6 +27,18 @@ from edgekit.profile.stats import summarize
 TTFT_SAMPLES = 50  # the p90 early-stopping bound at 99% needs 44
 
 
+def prompts_from(stream: np.ndarray, lengths: list[int], where: str) -> dict[int, np.ndarray]:
+    """Prompts of the given lengths cut from stored evaluation tokens (an artifact directory's
+    reference.npz); a length the text cannot give is one line, never a prompt silently dropped."""
+    longer = [p for p in lengths if p > len(stream)]
+    if longer:
+        from edgekit.errors import UsageError
+
+        raise UsageError(f"{where}: profile.prompt_tokens {longer[0]} is more than the {len(stream)} evaluation "
+                         f"tokens stored in reference.npz to cut the prompt from; allowed: up to {len(stream)}")
+    return {p: stream[:p] for p in lengths}
+
+
 def measure(runner: Any, prompts: dict[int, np.ndarray], new_tokens: int, spec: Any) -> dict[str, Any]:
     """Time greedy generations of `new_tokens` after each prompt (prompt length -> ids)."""
     t_end_warm = time.perf_counter() + spec.warmup_s

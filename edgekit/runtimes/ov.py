@@ -42,6 +42,14 @@ class OpenVINORunner(OpenVINOModel, Runner):
             raise ModelLoadError(f"{NAME}: cannot load {path}: {first_line(exc)}") from exc
 
 
+def type_name(value: object) -> str:
+    """OpenVINO prints element types as "<Type: 'bfloat16'>" or "bf16": the short name (bf16, f32,
+    f16, u8, i8), so that a precision asked for and one read back from a compiled model compare."""
+    v = str(value)
+    v = v.split("'")[1] if "'" in v else v
+    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16", "uint8_t": "u8", "int8_t": "i8"}.get(v, v)
+
+
 def example_feeds(path: Path) -> dict[str, np.ndarray]:
     """Feeds of the IR's own input shapes, for profiling a bare .xml with no data."""
     ov = require("openvino", extra="openvino")

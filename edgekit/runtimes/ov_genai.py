@@ -101,12 +101,14 @@ class OVGenaiRunner(LMRunner):
         self.load_s = time.perf_counter() - t0
         self.compiled: Any = None
         self.request: Any = None
+        from edgekit.runtimes.ov import type_name
+
         core = self._ov.Core()
-        chosen = {k: str(self.props.get(k) or core.get_property(device.split(".")[0], k))
+        chosen = {k: type_name(self.props.get(k) or core.get_property(device.split(".")[0], k))
                   for k in ("INFERENCE_PRECISION_HINT", "KV_CACHE_PRECISION")}
         self.details = {"genai_version": version_of("openvino_genai"), "device": device, "threads": threads,
-                        "inference_precision": _short(chosen["INFERENCE_PRECISION_HINT"]),
-                        "kv_cache_precision": _short(chosen["KV_CACHE_PRECISION"]),
+                        "inference_precision": chosen["INFERENCE_PRECISION_HINT"],
+                        "kv_cache_precision": chosen["KV_CACHE_PRECISION"],
                         "attention_backend": attention_backend or "default"}
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
@@ -152,8 +154,3 @@ class OVGenaiRunner(LMRunner):
             timings.extend(np.diff([t0, *stamps]).tolist())
         return out[:new_tokens]
 
-
-def _short(value: str) -> str:
-    """OpenVINO prints element types as '<Type: 'bfloat16'>' or 'bf16': the short name."""
-    v = value.split("'")[1] if "'" in value else value
-    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16", "uint8_t": "u8", "int8_t": "i8"}.get(v, v)

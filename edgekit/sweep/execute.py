@@ -248,14 +248,18 @@ def _time_lm(root: Path, targets: list[dict[str, Any]], profile: Any, device: st
     """A language model's trial is timed as its recipe would time it: generation (TTFT, decode
     per token) in a fresh process per target, prompts cut from the trial's evaluation windows.
     Generation runs on this node only in this version: a remote device's trial says so."""
-    from edgekit.profile.generation import measure_in_child
+    from edgekit.profile.generation import measure_in_child, prompts_from
 
     out: dict[str, Any] = {}
     if getattr(cfg, "kind", "local") != "local":
         errors["*"] = (f"device {device!r}: language-model trials are timed on local devices only in this version "
                        "(generation profiling runs in a child process on the sweep's own node)")
         return out
-    prompts = {p: stream[:p] for p in profile.prompt_tokens if p <= len(stream)}
+    try:
+        prompts = prompts_from(stream, list(profile.prompt_tokens), f"device {device!r}")
+    except EdgekitError as exc:
+        errors["*"] = str(exc)
+        return out
     for tg in targets:
         key = f"{tg['artifact']}/{tg['runtime']}"
         try:
