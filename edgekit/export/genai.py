@@ -8,11 +8,14 @@ that `og.Generator` reads; an exported graph would need all of that rebuilt by h
 comparing against the builder would be comparing two exporters, not two quantizations. So
 edgekit chooses the builder's settings, checks them against the model before a minute is spent,
 runs it in a child process (its imports and memory leave with it) and records what it made.
+INT4/INT8 weights are packed by onnxruntime's block quantizer on the builder's fp32 graph unless
+the recipe names one of the builder's own algorithms (genai_requant says why).
 The builder needs `onnx-ir`, which onnxruntime-genai does not declare: the `llm` extra has it."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +27,7 @@ from pydantic import Field, model_validator
 
 from edgekit.core.backends import require, version_of
 from edgekit.errors import RecipeError, StageError
+from edgekit.export.genai_requant import requantize
 from edgekit.runtimes import genai
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
@@ -39,7 +43,9 @@ class GenaiConfig(StageConfig):
     symmetric: bool = True
     accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
         4, description="MatMulNBits compute type: 4 = int8 activations (the CPU default), 1 = fp32")
-    algorithm: Literal["rtn", "k_quant", "default"] = "rtn"  # the builder's own names (its algo_config)
+    algorithm: Literal["default", "rtn", "k_quant"] = Field(
+        "default", description="the builder's names (its algo_config); default is onnxruntime's block quantizer, "
+                               "which edgekit runs on the builder's fp32 graph (it works at every block size)")
     int8_layers: list[Literal["lm_head"]] = Field(
         [], description="layers kept at int8 inside an int4 model (lm_head: the largest, most output-sensitive one)")
 
@@ -99,11 +105,17 @@ def known_refusal(config: dict[str, Any]) -> Optional[str]:
     return None
 
 
+def requantized(cfg: GenaiConfig) -> bool:
+    """Whether edgekit packs the weights itself (genai_requant) on the builder's fp32 graph."""
+    return cfg.precision in ("int4", "int8") and cfg.algorithm == "default"
+
+
 def builder_command(src: Path, out: Path, cache: Path, cfg: GenaiConfig) -> list[str]:
+    precision = "fp32" if requantized(cfg) else cfg.precision
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
-           "-p", cfg.precision, "-e", "cpu", "-c", str(cache)]
+           "-p", precision, "-e", "cpu", "-c", str(cache)]
     extra: list[str] = []
-    if cfg.precision in ("int4", "int8"):
+    if precision in ("int4", "int8"):
         extra += [f"block_size={cfg.block_size}", f"is_symmetric={'true' if cfg.symmetric else 'false'}",
                   f"accuracy_level={cfg.accuracy_level}", f"algo_config={cfg.algorithm}"]
         if "lm_head" in cfg.int8_layers:
@@ -147,15 +159,25 @@ class TargetGenai(Stage):
         tick = state.progress(f"building {cfg.artifact_name} with onnxruntime-genai's model builder "
                               f"({cfg.precision}, {lm.family})", 1)
         t0 = time.perf_counter()
-        # the builder's scratch files (temporary external data) stay out of the artifact
+        packing: dict[str, Any] = {}
+        # the builder's scratch files (temporary external data, the fp32 graph edgekit packs) stay
+        # out of the artifact
         with tempfile.TemporaryDirectory(prefix="edgekit-genai-") as cache:
-            cmd = builder_command(lm.directory, out, Path(cache), cfg)
+            built = Path(cache) / "fp32" if requantized(cfg) else out
+            cmd = builder_command(lm.directory, built, Path(cache) / "scratch", cfg)
             proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0 or not (built / "model.onnx").is_file():
+                raise StageError(f"{self.kind}: onnxruntime-genai's model builder refused {lm.family} "
+                                 f"({lm.architecture}): {_last_error(proc.stderr + proc.stdout)}")
+            if requantized(cfg):
+                bits = 4 if cfg.precision == "int4" else 8
+                packing = requantize(built, out, bits, cfg.block_size, cfg.symmetric,
+                                     8 if "lm_head" in cfg.int8_layers else bits, cfg.accuracy_level)
+                for f in built.iterdir():
+                    if f.is_file() and not f.name.startswith("model.onnx"):
+                        shutil.copy2(f, out / f.name)
         seconds = time.perf_counter() - t0
         tick(1)
-        if proc.returncode != 0 or not (out / "model.onnx").is_file():
-            raise StageError(f"{self.kind}: onnxruntime-genai's model builder refused {lm.family} "
-                             f"({lm.architecture}): {_last_error(proc.stderr + proc.stdout)}")
         files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "model.onnx")
         ops = _op_counts(out / "model.onnx")
         state.add(Artifact(cfg.artifact_name, out / "model.onnx", genai.FORMAT,
@@ -163,7 +185,7 @@ class TargetGenai(Stage):
                            self.kind, extra_files=tuple(files)))
         measured = {"builder_s": round(seconds, 2), "onnxruntime_genai": version_of("onnxruntime_genai"),
                     "family": lm.family, "command": " ".join(cmd[1:]).replace(str(state.workdir.parent), "<artifact>").replace(cache, "<scratch>"),
-                    "op_counts": ops, "matmul_nbits": ops.get("MatMulNBits", 0)}
+                    "op_counts": ops, "matmul_nbits": ops.get("MatMulNBits", 0), **packing}
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.artifact_name],
                                   measured=measured)
 

@@ -134,7 +134,8 @@ REGISTRY: dict[str, StageInfo] = {
             ("llm",),
             "lm",
             "A causal LM to an ONNX Runtime GenAI folder by its model builder: fp32 / fp16 / int4 / int8 "
-            "(MatMulNBits: block size, symmetric or not, accuracy level, rtn or k_quant, lm_head at int8), "
+            "(MatMulNBits packed by onnxruntime's block quantizer or the builder's rtn / k_quant: block size, "
+            "symmetric or not, accuracy level, lm_head at int8), "
             "KV cache included.",
             makes=genai.FORMAT,
         ),
