@@ -276,7 +276,8 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
     for cls, qemu_model in p.emulated.items():
         tick = progress(f"verifying under emulated {cls} (qemu {qemu_model})", 1)
         try:
-            res = emulate.run_outputs(cls, models, inputs, recipe.profile.threads, recipe.verify.emulate_budget_s)
+            res = emulate.run_outputs(cls, models, inputs, recipe.profile.threads, recipe.verify.emulate_budget_s,
+                                      recipe.verify.emulate_min_samples, recipe.verify.emulate_cache)
         except emulate.EmulationError as exc:
             ver.not_verified[cls] = str(exc)
             ver.warnings.append(f"not verified on {cls}: {exc}")
@@ -304,9 +305,8 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
                 summary = evaluate.summary(ref.metric, evaluate.score(ref.metric, ref.outputs[:k], ref.outputs[:k], lab),
                                            evaluate.score(ref.metric, got, ref.outputs[:k], lab),
                                            recipe.accuracy.higher_is_better)
-            ver.verified_on[art.name].append({"runtime": rt, **res.where(), "seconds": round(res.seconds, 1),
-                                              "model_seconds": res.ran.get(key, {}).get("seconds"),
-                                              "samples_planned": n, **_entry(par, summary, k)})
+            ver.verified_on[art.name].append({"runtime": rt, **res.record(key), "samples_planned": n,
+                                              **_entry(par, summary, k)})
 
 
 def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Verification,
@@ -361,9 +361,10 @@ def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, v
 
 
 def _speed_warnings(manifest: dict[str, Any]) -> list[str]:
-    """An INT8 artifact slower than its fp32 on this machine is worth a line: whether INT8 pays
+    """A variant slower than the fp32 artifact on this machine is worth a line: whether INT8 pays
     depends on the CPU class (NNCF INT8 MiniLM was slower than fp32 on an AVX2-only CPU and several
-    times faster on a VNNI one: docs/cpu-classes.md)."""
+    times faster on a VNNI one: docs/cpu-classes.md), and so does a pruned or token-reduced graph
+    (token merging ran 0.83x on OpenVINO at bf16 on AMX)."""
     prof = manifest.get("profile") or {}
     cls = manifest["environment"]["cpu"].get("class", "?")
     precision = {a["name"]: a["precision"] for a in manifest["artifacts"]}
@@ -374,10 +375,11 @@ def _speed_warnings(manifest: dict[str, Any]) -> list[str]:
             continue
         for name, prec in precision.items():
             m = prof.get(f"{name}/{rt}")
-            if prec in ("int8", "mixed") and m and m.get("median_ms"):
+            if name != "fp32" and m and m.get("median_ms"):
                 ratio = base["median_ms"] / m["median_ms"]
                 if ratio < 1.0:
-                    out.append(f"{name} is {ratio:.2f}x fp32 speed on {rt} here ({cls}): slower than float")
+                    what = "float" if prec in ("int8", "int4", "mixed") else "its fp32 base"
+                    out.append(f"{name} is {ratio:.2f}x fp32 speed on {rt} here ({cls}): slower than {what}")
     return out
 
 

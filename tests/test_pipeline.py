@@ -162,19 +162,22 @@ def test_reverify_from_manifest(cli, digits_run, tmp_path):
     assert cli("verify", tmp_path).exit_code == 2
 
 
-def test_int8_slower_than_fp32_is_warned_with_the_class():
+def test_a_variant_slower_than_fp32_is_warned_with_the_class():
     from edgekit.pipeline import _speed_warnings
 
     manifest = {
         "environment": {"cpu": {"class": "x86-avx2"}},
         "recipe": {"targets": ["onnxruntime", "openvino"]},
         "artifacts": [{"name": "fp32", "precision": "fp32"}, {"name": "int8", "precision": "int8"},
-                      {"name": "ov_int8", "precision": "int8"}],
+                      {"name": "ov_int8", "precision": "int8"}, {"name": "pruned", "precision": "fp32"}],
         "profile": {"fp32/onnxruntime": {"median_ms": 10.0}, "int8/onnxruntime": {"median_ms": 5.0},
                     "fp32/openvino": {"median_ms": 4.2}, "int8/openvino": {"median_ms": 3.0},
-                    "ov_int8/openvino": {"median_ms": 5.0}},
+                    "ov_int8/openvino": {"median_ms": 5.0}, "pruned/onnxruntime": {"median_ms": 9.0},
+                    "pruned/openvino": {"median_ms": 6.0}},
     }
-    assert _speed_warnings(manifest) == ["ov_int8 is 0.84x fp32 speed on openvino here (x86-avx2): slower than float"]
+    assert _speed_warnings(manifest) == ["ov_int8 is 0.84x fp32 speed on openvino here (x86-avx2): slower than float",
+                                         "pruned is 0.70x fp32 speed on openvino here (x86-avx2): slower than its fp32 "
+                                         "base"]
 
 
 def test_summary_and_report_name_the_cpu_class(digits_run):

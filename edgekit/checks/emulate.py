@@ -10,6 +10,7 @@ AVX2 numbers exactly (docs/cpu-classes.md, benchmarks/cpu_classes.py), at 50-300
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -71,6 +72,15 @@ class EmulatedRun:
     seconds: float
     host_cpu: str
     ran: dict[str, dict[str, float]] = field(default_factory=dict)  # key -> samples run and seconds taken
+    cached: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> the stored run it came from
+
+    def record(self, key: str) -> dict[str, Any]:
+        """The verification record's fields for one model: where, how long, whether from cache."""
+        out = {**self.where(), "seconds": round(self.seconds, 1), "model_seconds": self.ran.get(key, {}).get("seconds")}
+        if key in self.cached:
+            meta = self.cached[key]
+            out.update(from_cache=True, seconds=0.0, emulated_at=meta.get("stored_at"))
+        return out
 
     def where(self) -> dict[str, Any]:
         """How a verification record names this run (the counterpart of cpu.native_where)."""
@@ -83,21 +93,69 @@ class EmulationError(RuntimeError):
 
 
 def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,
-                budget_s: Optional[float] = None) -> EmulatedRun:
+                budget_s: Optional[float] = None, min_samples: int = 1, cache: bool = True) -> EmulatedRun:
     """Run every model in `models` ({key, runtime, model, options}) on `inputs` (stacked batch-1
-    samples) under the QEMU model of `cls`, in one emulated process, each model for its share of
-    `budget_s` (loading included). The process is stopped at twice the budget plus ten minutes
-    (QEMU's start and a last sample can run past a share; a hang cannot)."""
+    samples) under the QEMU model of `cls`. With `cache`, a model whose bytes, runtime, class,
+    inputs and threads were emulated before is answered from that run (emulation_cache) and the
+    rest share the budget; what ran is stored for next time."""
+    from edgekit.checks import emulation_cache as ec
+    from edgekit.runtimes.registry import device_job
+
+    model_name = QEMU_MODELS[cls]
+    planned = len(next(iter(inputs.values()))) if inputs else 0
+    digest = ec.inputs_digest(inputs) if cache else ""
+    keys: dict[str, str] = {}
+    hits: dict[str, ec.Entry] = {}
+    for m in models if cache else ():
+        job = device_job(m["runtime"], m.get("options"))
+        try:
+            keys[m["key"]] = ec.key(Path(m["model"]), m["runtime"], job["engine"], job["options"], cls, model_name,
+                                    digest, threads)
+        except OSError:  # a missing model is the run's error to report, not the cache's
+            continue
+        entry = ec.load(keys[m["key"]], planned, budget_s, min_samples)
+        if entry is not None:
+            hits[m["key"]] = entry
+    todo = [m for m in models if m["key"] not in hits]
+    if todo:
+        run = _emulate(cls, todo, inputs, threads, budget_s)
+    else:
+        from edgekit.artifact.environment import cpu_info
+
+        run = EmulatedRun(cls, model_name, {}, {}, 0.0, cpu_info()["model"])
+    for m in todo if cache else ():
+        k = m["key"]
+        if k in run.outputs and k in keys:
+            ec.store(keys[k], run.outputs[k], planned, run.ran.get(k, {}).get("seconds"), budget_s)
+    for k, entry in hits.items():
+        run.outputs[k] = entry.outputs
+        run.ran[k] = {"samples": len(entry.outputs), "seconds": entry.meta.get("seconds")}
+        run.cached[k] = entry.meta
+    return run
+
+
+def _emulate(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,
+             budget_s: Optional[float]) -> EmulatedRun:
+    """One emulated process for all of `models`, each for its share of `budget_s` (loading
+    included). The process is stopped at twice the budget plus ten minutes (QEMU's start and a
+    last sample can run past a share; a hang cannot)."""
+    qemu = qemu_binary()
+    if qemu is None:
+        raise EmulationError(f"qemu-x86_64 not found: {INSTALL_HINT}")
+    return run_job(cls, [qemu, "-cpu", QEMU_MODELS[cls]], None, models, inputs, threads, budget_s)
+
+
+def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models: list[dict[str, Any]],
+            inputs: dict[str, np.ndarray], threads: int, budget_s: Optional[float]) -> EmulatedRun:
+    """The target-side runner (device_side.py, outputs mode) in a fresh process under `wrapper`
+    (QEMU, or nothing) with `env` added: the one job an emulated and a capped native run share."""
     import time
 
     from edgekit.artifact.environment import cpu_info
     from edgekit.runtimes import device_side
     from edgekit.runtimes.registry import device_job
 
-    qemu = qemu_binary()
-    if qemu is None:
-        raise EmulationError(f"qemu-x86_64 not found: {INSTALL_HINT}")
-    model_name = QEMU_MODELS[cls]
+    model_name = wrapper[2] if len(wrapper) > 2 else "none"
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as d:
         tmp = Path(d)
         np.savez(tmp / "inputs.npz", **inputs)
@@ -106,11 +164,12 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
                "inputs": str(tmp / "inputs.npz"), "output": str(tmp / "outputs.npz"), "threads": threads,
                "budget_s": budget_s}
         (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        cmd = [qemu, "-cpu", model_name, sys.executable, device_side.__file__, str(tmp / "job.json")]
+        cmd = [*wrapper, sys.executable, device_side.__file__, str(tmp / "job.json")]
         timeout_s = 2 * budget_s + 600.0 if budget_s else 1800.0
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                                  env={**os.environ, **env} if env else None)
         except subprocess.TimeoutExpired:
             raise EmulationError(f"emulated {cls} run exceeded {timeout_s:.0f} s") from None
         seconds = time.perf_counter() - t0

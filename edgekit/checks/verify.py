@@ -136,7 +136,8 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
         try:
             run = emulate.run_outputs(cls, [{"key": f"{a['name']}/{rt}", "runtime": rt, "model": str(root / a["path"]),
                                              "options": (a.get("runtime_options") or {}).get(rt, {})} for a, rt in jobs],
-                                      {k: v[:n] for k, v in inputs.items()}, threads, spec.emulate_budget_s)
+                                      {k: v[:n] for k, v in inputs.items()}, threads, spec.emulate_budget_s,
+                                      spec.emulate_min_samples, spec.emulate_cache)
         except emulate.EmulationError as exc:
             raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
         for art, rt in jobs:
@@ -150,7 +151,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
             k = len(run.outputs[key])
             res = parity(ref[:k], run.outputs[key])
             check(res, spec, f"artifact {art['name']!r} on {rt} under emulated {cls} (qemu {qemu_model})")
-            results.append({"artifact": art["name"], "runtime": rt, **run.where(), **res})
+            results.append({"artifact": art["name"], "runtime": rt, **run.record(key), **res})
     if record and results:
         by_name = {a["name"]: a for a in manifest["artifacts"]}
         for r in results:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,14 @@ LM_HEAD = "/lm_head/MatMul"
 def _quantize(model: Any, **kwargs: Any) -> Any:
     nb = require("onnxruntime.quantization.matmul_nbits_quantizer", extra="onnx")
     quantizer = nb.MatMulNBitsQuantizer(model, **kwargs)
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per node
-        quantizer.process()
+    log = logging.getLogger(nb.__name__)
+    level = log.level
+    log.setLevel(logging.WARNING)  # it logs and prints a line per node
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantizer.process()
+    finally:
+        log.setLevel(level)
     return quantizer.model.model
 
 

@@ -15,14 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-
-def cache_dir() -> Path:
-    root = os.environ.get("EDGEKIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgekit"
-    )
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+from edgekit.core.cache import cache_dir
 
 
 def train_digits(

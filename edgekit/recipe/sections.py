@@ -130,6 +130,8 @@ class VerifySpec(Strict):
     # an artifact that ran fewer than emulate_min_samples in its share is "not verified: budget"
     emulate_budget_s: float = Field(900.0, gt=0.0, description="seconds per emulated class, shared by its artifacts")
     emulate_min_samples: int = Field(8, ge=1, description="fewest samples that count as verified under emulation")
+    emulate_cache: bool = Field(True, description="reuse an earlier emulated run of the same model bytes, runtime, "
+                                                  "class and samples ($EDGEKIT_CACHE/emulation)")
 
     @model_validator(mode="after")
     def _emulated_counts(self) -> "VerifySpec":
