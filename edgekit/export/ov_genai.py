@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 import time
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union, get_args
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -33,8 +33,9 @@ INT4_ONLY = ("group_size", "ratio", "sensitivity_metric", "backup_mode", "all_la
 COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
           "special_tokens_map.json", "chat_template.jinja", "tokenizer.model")
 # NNCF's sensitivity metrics that read activations, and so need calibration data
-DATA_METRICS = ("hessian_input_activation", "mean_activation_variance", "max_activation_variance",
-                "mean_activation_magnitude")
+DataMetric = Literal["hessian_input_activation", "mean_activation_variance", "max_activation_variance",
+                     "mean_activation_magnitude"]
+DATA_METRICS = get_args(DataMetric)
 
 
 class OVGenaiConfig(StageConfig):
@@ -44,7 +45,7 @@ class OVGenaiConfig(StageConfig):
         "int4_sym", description="NNCF weight compression mode; fp32 / fp16: no compression (fp16: stored as fp16)")
     group_size: int = Field(64, description="int4 group along each MatMul's input dimension; -1 = per channel")
     ratio: float = Field(1.0, gt=0.0, le=1.0, description="share of the int4-eligible layers in int4, the rest at backup_mode")
-    sensitivity_metric: Optional[Literal["weight_quantization_error", *DATA_METRICS]] = Field(  # type: ignore[valid-type]
+    sensitivity_metric: Optional[Union[Literal["weight_quantization_error"], DataMetric]] = Field(
         None, description="how NNCF ranks layers for ratio < 1; activation metrics need data.calibration")
     backup_mode: Literal["int8_asym", "int8_sym", "none"] = Field(
         "int8_asym", description="precision of the layers int4 leaves out (embeddings, lm_head, 1 - ratio)")

@@ -29,7 +29,7 @@ from edgekit.core.backends import require
 from edgekit.core.patterns import check_patterns
 from edgekit.core.strict import Strict
 from edgekit.errors import DataError
-from edgekit.quantize.overflow import OverflowChoice, choose_overflow_fix, deploy_classes, saturation_problem
+from edgekit.quantize.overflow import AUTO_FIX, OverflowChoice, choose_overflow_fix, deploy_classes, saturation_problem
 from edgekit.runtimes import ort
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
@@ -223,6 +223,14 @@ class StaticInt8(Stage):
         from edgekit.quantize.nodes import node_names, nodes_matching
 
         p, measured = plan(state, cfg, self.kind)
+        if cfg.overflow_fix == "auto" and p.overflow.fix == AUTO_FIX and cfg.weights.dtype == "int8":
+            from edgekit.quantize import scheme_choice
+
+            tick = state.progress(f"choosing {cfg.name}'s INT8 scheme (3 safe schemes, fidelity and speed)", 4)
+            samples = state.calibration.samples[: cfg.samples] if cfg.samples else state.calibration.samples
+            p, found = scheme_choice.choose(p, state.onnx_path, samples, state.threads, tick)
+            measured.update(found)
+        asked, cfg = cfg, p.cfg  # the record keeps the recipe's settings; the weights are the chosen scheme's
         nodes = node_names(p.prepared)
         excluded = nodes_matching(cfg.exclude, nodes, "exclude")
         candidates = [n for n in p.candidates() if n not in excluded]
@@ -248,4 +256,4 @@ class StaticInt8(Stage):
             **p.overflow.record(),
             "runtime_options": options,
         })
-        return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.name], measured=measured)
+        return state, StageRecord(kind=self.kind, settings=asked.model_dump(), outputs=[cfg.name], measured=measured)

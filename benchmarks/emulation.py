@@ -1,0 +1,109 @@
+"""What verification under emulated CPU classes costs a user: each recipe compressed three ways in
+this one run, in a fresh process each —
+
+- without emulation (`verify.emulate: false`), the base;
+- with emulation, the cache empty (a first build);
+- with emulation again, the cache as the first build left it (an identical rebuild).
+
+The recipes run as they are, profiling included, so the ratios are what `edgekit compress`
+costs; the order of the three is rotated from recipe to recipe. Targets: with emulation at most
+2x the base and at most 5 minutes more; MiniLM recipes at most 10 minutes.
+
+    .venv/bin/python -m benchmarks.emulation [--recipes int8_pc minilm_int8_openvino]
+
+prints the table and writes benchmarks/results/<cpu-class>/emulation.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks._results import save, table
+from edgekit.checks.emulate import qemu_binary
+from edgekit.runtimes.cpu_classes import local_class
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compress(recipe: dict[str, Any], tmp: Path, name: str, cache: Path) -> dict[str, Any]:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    env = {**os.environ, "EDGEKIT_CACHE": str(cache)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "compress", "--recipe", str(path), "--out",
+                           str(tmp / name), "--force"], capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        last = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        return {"seconds": seconds, "error": (last[-1] if last else f"exit {proc.returncode}")[:200]}
+    manifest = json.loads((tmp / name / recipe["name"] / "manifest.json").read_text())
+    entries = [v for a in manifest["artifacts"] for v in a.get("verified_on") or []]
+    return {"seconds": seconds,
+            "emulated": sum(v.get("mode") == "emulated" for v in entries),
+            "from_cache": sum(bool(v.get("from_cache")) for v in entries),
+            "not_verified": manifest["deploy"].get("not_verified") or {}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipes", nargs="+", default=["int8_pc", "minilm_int8_openvino"])
+    args = ap.parse_args()
+    if qemu_binary() is None:
+        raise SystemExit("qemu-x86_64 not found: apt-get install qemu-user (the benchmark measures emulation)")
+    cache_home = Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit")
+    rows, raw = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-emulation-") as tmp:
+        tmp = Path(tmp)
+        for i, name in enumerate(args.recipes):
+            base = yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text())
+            off = {**base, "verify": {**(base.get("verify") or {}), "emulate": False}}
+            on = {**base, "verify": {**(base.get("verify") or {}), "emulate": True}}
+            # the emulation cache starts empty for this recipe; the zoo's trained weights are
+            # there before the first timed run (the user's, or one untimed build trains them)
+            cache = tmp / f"cache-{name}"
+            cache.mkdir()
+            for f in cache_home.glob("*.pt"):
+                (cache / f.name).symlink_to(f)
+            if "zoo" in base.get("model", {}):
+                _compress({**off, "profile": {"enabled": False}}, tmp, f"{name}-prime", cache)
+            runs = [("no emulation", off), ("emulated, cold cache", on), ("emulated, warm cache", on)]
+            # rotate where the base falls; the warm run always follows the cold one
+            order = [0, 1, 2] if i % 2 == 0 else [1, 2, 0]
+            got: dict[str, dict[str, Any]] = {}
+            for j in order:
+                label, recipe = runs[j]
+                got[label] = _compress(recipe, tmp, f"{name}-{j}", cache)
+                print(f"{name}: {label}: {got[label]['seconds']:.0f} s", flush=True)
+            raw[name] = got
+            b = got["no emulation"]["seconds"]
+            for label, r in got.items():
+                extra = r["seconds"] - b
+                goal = "<= 600 s" if name.startswith("minilm") else "<= 2x and <= +300 s"
+                ok = r["seconds"] <= 600 if name.startswith("minilm") else (r["seconds"] <= 2 * b and extra <= 300)
+                rows.append([name, label, f"{r['seconds']:.0f}", f"{r['seconds'] / b:.2f}x", f"{extra:+.0f}",
+                             r.get("emulated", "–"), r.get("from_cache", "–"),
+                             ", ".join(sorted(r.get("not_verified") or {})) or "–", r.get("error", ""),
+                             "" if label == "no emulation" else goal,
+                             "" if label == "no emulation" or "error" in r else ("met" if ok else "not met")])
+    cls = local_class()
+    tables = [table(f"edgekit compress with and without emulated verification on {cls} (2 cores), fresh process each",
+                    ["recipe", "run", "seconds", "vs base", "extra s", "emulated entries", "from cache",
+                     "not verified", "error", "goal", "status"], rows)]
+    for tb in tables:
+        print(f"\n{tb['title']}")
+        for r in [tb["headers"], *tb["rows"]]:
+            print(" | ".join(map(str, r)))
+    save("emulation", tables, raw)
+
+
+if __name__ == "__main__":
+    main()

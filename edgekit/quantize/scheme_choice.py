@@ -1,0 +1,101 @@
+"""`overflow_fix: auto` where a deploy class saturates: build every scheme that is safe there,
+measure each one's fidelity on the calibration data and its speed on this machine, keep the
+most faithful one unless it is slower than the fastest by more than the margin.
+
+Why measure rather than fix a rule: which safe scheme loses least depends on the model. 7-bit
+weights halve the weight resolution, which costs depthwise convolutions (few weights per output
+channel) far more than dense ones; U8U8 keeps 8 bits but runs without VNNI's u8 x s8 kernels;
+ONNX Runtime's run-time option keeps full-range weights but only ONNX Runtime honours it. The
+record keeps every candidate's figures, so a user sees what was given up."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from edgekit.quantize.overflow import X64_QUANT_PRECISION, OverflowChoice
+
+MARGIN = 0.10  # a more faithful scheme may be this much slower than the fastest
+FIDELITY_SAMPLES = 64
+
+
+@dataclass
+class Candidate:
+    scheme: str  # reduce_range | u8u8 | runtime
+    cosine_mean: float
+    median_ms: float
+
+
+def pick(candidates: list[Candidate], margin: float = MARGIN) -> Candidate:
+    """The most faithful candidate among those within `margin` of the fastest (ties: faster)."""
+    fastest = min(c.median_ms for c in candidates)
+    eligible = [c for c in candidates if c.median_ms <= fastest * (1.0 + margin)]
+    return max(eligible, key=lambda c: (c.cosine_mean, -c.median_ms))
+
+
+def safe_schemes(plan: Any) -> dict[str, tuple[Any, OverflowChoice]]:
+    """Each scheme that cannot saturate on the deploy classes, as (config, overflow choice) to
+    quantize the calibrated plan with."""
+    cfg, cpus = plan.cfg, plan.overflow.cpus
+    why = "measured among the schemes safe on " + ", ".join(cpus)
+    u8u8_cfg = cfg.model_copy(update={"weights": cfg.weights.model_copy(update={"dtype": "uint8", "symmetric": False})})
+    return {
+        "reduce_range": (cfg, OverflowChoice("reduce_range", True, {}, why, list(cpus))),
+        "u8u8": (u8u8_cfg, OverflowChoice("u8u8", False, {}, why, list(cpus))),
+        "runtime": (cfg, OverflowChoice("runtime", False, dict(X64_QUANT_PRECISION), why, list(cpus))),
+    }
+
+
+def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], threads: int,
+           tick: Optional[Callable[[int], None]] = None, margin: float = MARGIN) -> tuple[Any, dict[str, Any]]:
+    """The plan re-targeted at the chosen scheme, and the record of every candidate."""
+    from edgekit.checks.verify import parity
+    from edgekit.profile.interleave import Rounds, Sessions, time_rounds
+    from edgekit.runtimes import ort
+
+    schemes = safe_schemes(plan)
+    feeds = samples[:FIDELITY_SAMPLES]
+    ref_runner = ort.OrtRunner(float_model, threads)
+    try:
+        ref = np.concatenate([np.asarray(ref_runner.run(s)[0]) for s in feeds])
+    finally:
+        ref_runner.close()
+    with tempfile.TemporaryDirectory(prefix="edgekit-scheme-") as d:
+        paths, plans, cosines = {}, {}, {}
+        for name, (cfg, overflow) in schemes.items():
+            extra = {**plan.extra, "WeightSymmetric": cfg.weights.symmetric}
+            plans[name] = replace(plan, cfg=cfg, overflow=overflow, extra=extra)
+            paths[name] = Path(d) / f"{name}.onnx"
+            plans[name].quantize(paths[name], [])
+            runner = ort.OrtRunner(paths[name], threads, **plans[name].ort_options)
+            try:
+                got = np.concatenate([np.asarray(runner.run(s)[0]) for s in feeds])
+            finally:
+                runner.close()
+            cosines[name] = parity(ref, got)["cosine_mean"]
+            if tick:
+                tick(1)
+        names = list(schemes)
+        timing = Rounds(3, 0.3, block_iters=10, warmup_s=0.2, rewarm_s=0.1, max_block_s=3.0)
+        openers = [lambda n=n: ort.OrtRunner(paths[n], threads, **plans[n].ort_options) for n in names]
+        with Sessions(openers) as sessions:
+            per_round = time_rounds([lambda i=i: sessions.runner(i).run(feeds[0]) for i in range(len(names))],
+                                    timing, fresh=sessions.open)
+        if tick:
+            tick(1)
+    cands = [Candidate(n, cosines[n], float(np.median([np.median(r) for r in per_round[i]])))
+             for i, n in enumerate(names)]
+    best = pick(cands, margin)
+    chosen = plans[best.scheme]
+    fastest = min(c.median_ms for c in cands)
+    chosen.overflow.reason = (f"{best.scheme}: mean cosine {best.cosine_mean:.5f} on {len(feeds)} calibration samples, "
+                              f"{best.median_ms / fastest:.2f}x the fastest safe scheme's time here (margin "
+                              f"{margin:.0%}); measured among the schemes safe on {', '.join(plan.overflow.cpus)}")
+    record = {"overflow_candidates": [{"scheme": c.scheme, "cosine_mean": round(c.cosine_mean, 6),
+                                       "median_ms": round(c.median_ms, 4), "chosen": c is best} for c in cands],
+              "overflow_margin": margin}
+    return chosen, record
