@@ -265,8 +265,12 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
             and rt not in ver.unavailable]
     float_jobs = [(art, rt) for art, rt in jobs if art.precision in FLOAT_PRECISIONS]
     jobs = [j for j in jobs if j not in float_jobs]
-    if p.emulated and float_jobs:
-        _verify_float_precisions(loaded, ld, ref, ver, float_jobs, list(p.emulated), progress)
+    if recipe.verify.emulate and float_jobs:
+        from edgekit.runtimes.cpu_classes import X86_CLASSES
+
+        # no QEMU needed: every declared x86 class, the ones QEMU cannot emulate (AMX) included
+        others = [c for c in recipe.deploy.classes() if c in X86_CLASSES]
+        _verify_float_precisions(loaded, ld, ref, ver, float_jobs, others, progress)
     if not p.emulated or not jobs:
         return
     n = min(ref.nv, recipe.verify.emulate_samples or ref.nv)
@@ -324,13 +328,15 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
 def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Verification,
                              jobs: list[tuple[Artifact, str]], classes: list[str], progress: Progress) -> None:
     """Float artifacts are not run under emulation: no integer kernel computes them, so what a
-    CPU class can change is the float precision the runtime picks there (OpenVINO: bf16 on AMX,
-    f32 elsewhere), not the integer arithmetic QEMU reproduces, and emulating them costs as much
-    as emulating the integer artifacts that do need it. Each precision a declared class will run is checked natively instead,
-    forced where it is not this machine's default; the record names the method per class."""
+    CPU class can change is the float precision the runtime picks there (OpenVINO: bf16 on AMX
+    and AVX-512 BF16, f32 elsewhere), not the integer arithmetic QEMU reproduces, and emulating
+    them costs as much as emulating the integer artifacts that do need it. Each precision a
+    declared class may run is checked natively instead, forced where it is not this machine's
+    default; the record names the method and the precision per class."""
     from dataclasses import replace
 
-    from edgekit.runtimes.cpu_classes import float_precision, local_class
+    from edgekit.runtimes import ov
+    from edgekit.runtimes.cpu_classes import float_precisions, local_class
     from edgekit.runtimes.refusal import open_artifact
 
     recipe, here = loaded.recipe, local_class()
@@ -338,38 +344,44 @@ def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, v
     for art, rt in jobs:
         native = next((v for v in ver.verified_on.get(art.name, []) if v["runtime"] == rt and v["mode"] == "native"),
                       None)
+        options = art.options.get(rt, {})
         if native is None:
             continue
-        checked = {float_precision(rt, here, art.options.get(rt, {})): native}
+        ran_here = options.get("precision") or (ov.default_precision() if rt == ov.NAME else None)
+        checked: dict[Any, Any] = {ran_here: native}
+        # this machine's class may run another precision too (x86-vnni with and without BF16)
         for cls in classes:
-            prec = float_precision(rt, cls, art.options.get(rt, {}))
-            if prec not in checked:  # this class runs another precision than this machine: force it here
-                forced = replace(art, options={**art.options, rt: {**art.options.get(rt, {}), "precision": prec}})
-                runner = open_artifact(rt, forced, recipe.profile.threads, recipe.stages, ld.normalization)
-                try:
-                    from edgekit.runtimes.ov import type_name
-
-                    ran = type_name((getattr(runner, "details", None) or {}).get("inference_precision", prec))
-                    out = _outputs(runner.run, ref.samples[:n], progress(f"verifying {art.name} on {rt} at {prec}", n))
-                finally:
-                    runner.close()
-                if ran == prec:
-                    par = verify.parity(ref.outputs[:n], out[:n])
-                    verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} at {prec} (the precision {cls} runs)")
-                    checked[prec] = {"runtime": rt, **_entry(par, None, n)}
-                else:  # e.g. bf16 asked of a CPU without it: the runtime ran something else
-                    checked[prec] = f"{rt} ran {ran} when asked for {prec}"
-            if isinstance(checked[prec], str):
-                ver.not_verified.setdefault(cls, f"{art.name} on {rt}: {cls} runs it at {prec}, which this machine "
-                                                 f"cannot compute ({checked[prec]}); verify it on a {cls} CPU")
-                continue
-            at = prec or f"{art.precision} as stored"
-            why = (f"{art.precision} artifact: no integer kernel computes it, so QEMU has nothing class-specific "
-                   f"to reproduce; {rt} runs it at {at} on {cls}, verified natively at that precision")
-            ver.not_emulated.append({"artifact": art.name, "runtime": rt, "class": cls, "reason": why})
-            entry = {k: v for k, v in checked[prec].items() if k not in ("cpu_class", "mode", "cpu_model", "cpu_flags")}
-            ver.verified_on[art.name].append({**entry, "cpu_class": cls, "mode": "native-precision",
-                                              "cpu_model": f"this {here} host, at {at}", "precision": at})
+            for prec in float_precisions(rt, cls, options) or (None,):  # None: as stored, the native run
+                if cls == here and prec == ran_here:
+                    continue  # the native record is that check
+                at = prec or f"{art.precision} as stored"
+                if prec not in checked:  # a precision this machine does not run by default: force it here
+                    forced = replace(art, options={**art.options, rt: {**options, "precision": prec}})
+                    runner = open_artifact(rt, forced, recipe.profile.threads, recipe.stages, ld.normalization)
+                    try:
+                        ran = ov.type_name((getattr(runner, "details", None) or {}).get("inference_precision", prec))
+                        out = _outputs(runner.run, ref.samples[:n], progress(f"verifying {art.name} on {rt} at {prec}", n))
+                    finally:
+                        runner.close()
+                    if ran == prec:
+                        par = verify.parity(ref.outputs[:n], out[:n])
+                        verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} at {prec} (a precision {cls} "
+                                                         "runs)")
+                        checked[prec] = {"runtime": rt, **_entry(par, None, n)}
+                    else:  # e.g. bf16 asked of a CPU without it: the runtime ran something else
+                        checked[prec] = f"{rt} ran {ran} when asked for {prec}"
+                if isinstance(checked[prec], str):
+                    ver.not_verified.setdefault(cls, f"{art.name} on {rt}: {cls} may run it at {prec}, which this "
+                                                     f"machine cannot compute ({checked[prec]}); verify it on such a "
+                                                     f"{cls} CPU")
+                    continue
+                why = (f"{art.precision} artifact: no integer kernel computes it, so QEMU has nothing class-specific "
+                       f"to reproduce; {rt} may run it at {at} on {cls}, verified natively at that precision")
+                ver.not_emulated.append({"artifact": art.name, "runtime": rt, "class": cls, "precision": at,
+                                         "reason": why})
+                entry = {k: v for k, v in checked[prec].items() if k not in ("cpu_class", "mode", "cpu_model", "cpu_flags")}
+                ver.verified_on[art.name].append({**entry, "cpu_class": cls, "mode": "native-precision",
+                                                  "cpu_model": f"this {here} host, at {at}", "precision": at})
 
 
 def _speed_warnings(manifest: dict[str, Any]) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+import pytest
+
 from edgekit.runtimes.cpu_classes import CLASSES, SATURATING, classify, describe, local_class
 
 X86_FLAGS = ["sse4_2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "avx_vnni"]
@@ -54,10 +56,19 @@ def test_doctor_names_the_class(cli):
     assert "emulated verification:" in result.output
 
 
-def test_float_precision_per_class_is_openvinos_default_unless_the_artifact_fixes_it():
-    from edgekit.runtimes.cpu_classes import float_precision
+def test_float_precisions_per_class_are_openvinos_defaults_unless_the_artifact_fixes_them():
+    from edgekit.runtimes.cpu_classes import float_precisions
 
-    assert [float_precision("openvino", c, {}) for c in ("x86-sse", "x86-avx2", "x86-vnni", "x86-amx")] == \
-        ["f32", "f32", "f32", "bf16"]
-    assert float_precision("openvino", "x86-amx", {"precision": "f32"}) == "f32"
-    assert float_precision("onnxruntime", "x86-amx", {}) is None  # as stored, on every class
+    # x86-vnni holds CPUs with AVX-512 BF16 (Zen 4, Cooper Lake: bf16) and without (Cascade Lake: f32)
+    assert [float_precisions("openvino", c, {}) for c in ("x86-sse", "x86-avx2", "x86-vnni", "x86-amx")] == \
+        [("f32",), ("f32",), ("f32", "bf16"), ("bf16",)]
+    assert float_precisions("openvino", "x86-amx", {"precision": "f32"}) == ("f32",)
+    assert float_precisions("onnxruntime", "x86-amx", {}) is None  # as stored, on every class
+
+
+def test_this_machines_openvino_default_precision_is_read_from_the_plugin():
+    pytest.importorskip("openvino")
+    from edgekit.runtimes.cpu_classes import float_precisions
+    from edgekit.runtimes.ov import default_precision
+
+    assert default_precision() in float_precisions("openvino", local_class(), {})

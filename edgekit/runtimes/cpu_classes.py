@@ -71,15 +71,19 @@ def describe(info: Mapping[str, Any]) -> str:
 FLOAT_PRECISIONS = ("fp32", "fp16")
 
 
-def float_precision(runtime: str, cls: str, options: Mapping[str, Any]) -> Optional[str]:
-    """The precision a CPU runtime computes a float artifact in on a class, where the runtime
-    decides it: OpenVINO's CPU plugin defaults to bf16 where the CPU has AMX (Sapphire Rapids
-    and later) and to f32 elsewhere, unless the artifact fixes it. None: as stored, on every class."""
+def float_precisions(runtime: str, cls: str, options: Mapping[str, Any]) -> Optional[tuple[str, ...]]:
+    """The precisions a CPU runtime may compute a float artifact in on a class, where the runtime
+    decides it: OpenVINO's CPU plugin defaults to bf16 where the CPU has AMX or AVX-512 BF16 and
+    to f32 elsewhere, unless the artifact fixes it. x86-vnni holds both kinds (Cascade Lake has no
+    BF16; Cooper Lake and AMD Zen 4 have it, and OpenVINO 2026.4 picked bf16 on such an EPYC), so
+    it may run either. None: as stored, on every class."""
     from edgekit.runtimes import ov
 
     if runtime != ov.NAME:
         return None
-    return options.get("precision") or ("bf16" if cls == "x86-amx" else "f32")
+    if options.get("precision"):
+        return (options["precision"],)
+    return {"x86-amx": ("bf16",), "x86-vnni": ("f32", "bf16")}.get(cls, ("f32",))
 
 
 def native_where() -> dict[str, Any]:

@@ -50,6 +50,13 @@ def type_name(value: object) -> str:
     return {"bfloat16": "bf16", "float32": "f32", "float16": "f16", "uint8_t": "u8", "int8_t": "i8"}.get(v, v)
 
 
+def default_precision() -> str:
+    """The float precision this machine's CPU plugin computes in when nothing asks otherwise:
+    bf16 on AMX and on AVX-512 BF16 parts (Cooper Lake, AMD Zen 4), f32 elsewhere."""
+    ov = require("openvino", extra="openvino")
+    return type_name(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
 def example_feeds(path: Path) -> dict[str, np.ndarray]:
     """Feeds of the IR's own input shapes, for profiling a bare .xml with no data."""
     ov = require("openvino", extra="openvino")
