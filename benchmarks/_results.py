@@ -102,6 +102,14 @@ def save(benchmark: str, tables: list[dict[str, Any]], result: Any, argv: Option
     return path
 
 
+def print_tables(tables: list[dict[str, Any]]) -> None:
+    """The tables as a script prints them before saving: title, then rows of ` | `-joined cells."""
+    for tb in tables:
+        print(f"\n{tb['title']}")
+        for r in [tb["headers"], *tb["rows"]]:
+            print(" | ".join(map(str, r)))
+
+
 def load_all(root: Path = RESULTS) -> list[dict[str, Any]]:
     """Every results file under `root` (`<cpu-class>/<benchmark>.json`), sorted by benchmark then
     class; each dict also carries `_path`."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks._results import save, table
+from benchmarks._results import print_tables, save, table
 from edgekit.checks.emulate import qemu_binary
 from edgekit.runtimes.cpu_classes import local_class
 
@@ -98,10 +98,7 @@ def main() -> None:
     tables = [table(f"edgekit compress with and without emulated verification on {cls} (2 cores), fresh process each",
                     ["recipe", "run", "seconds", "vs base", "extra s", "emulated entries", "from cache",
                      "not verified", "error", "goal", "status"], rows)]
-    for tb in tables:
-        print(f"\n{tb['title']}")
-        for r in [tb["headers"], *tb["rows"]]:
-            print(" | ".join(map(str, r)))
+    print_tables(tables)
     save("emulation", tables, raw)
 
 

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from benchmarks._results import save, table
+from benchmarks._results import print_tables, save, table
 from benchmarks.llm import GGUF
 from edgekit.checks import lm as lmcheck
 from edgekit.profile.generation import measure_in_child
@@ -140,10 +140,7 @@ def main() -> None:
                     f"prompt 128, 64 new tokens, {args.rounds} rounds",
                     ["packing", "size MB", "perplexity", "vs fp32", "KL/token", "decode ms/token"], rows),
               table("Refused", ["packing", "why"], refused)]
-    for tb in tables:
-        print(f"\n{tb['title']}")
-        for r in [tb["headers"], *tb["rows"]]:
-            print(" | ".join(r))
+    print_tables(tables)
     save("genai_packing", tables, {"quality": quality, "decode_ms": decode, "sizes_mb": sizes})
 
 

@@ -8,7 +8,8 @@ default font, sizes, offsets and greys drawn from a seeded generator), 256x256, 
 way PaddleOCR does; its output is a text-probability map, compared by cosine to the fp32 map.
 
 - edgekit: `quantize.int8` with its defaults (deploy.cpus: every x86 class, so the choice is
-  among the schemes safe on x86-avx2), calibrated on the first images;
+  among the schemes safe on x86-avx2), calibrated on the first images, at the default
+  `overflow_margin` (10%) and with accuracy first (any slowdown accepted);
 - onnxruntime `quantize_static`, QDQ, per-channel, MinMax, the same images: U8S8, U8S8 with
   reduce_range (7-bit), U8U8, S8S8.
 
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks._results import save, table
+from benchmarks._results import print_tables, save, table
 from edgekit.checks.emulate import qemu_binary, run_outputs
 from edgekit.runtimes.cpu_classes import local_class
 
@@ -89,8 +90,15 @@ def peers(fp32: Path, calib: np.ndarray, out: Path) -> dict[str, Path]:
             x = next(self.it, None)
             return None if x is None else {"x": x[None]}
 
+    import onnx
+    from onnx import version_converter
+
+    # per-channel DequantizeLinear needs opset 13; Paddle2ONNX wrote 11 (edgekit's ONNX source
+    # upgrades it the same way when a stage needs it)
+    up = out / "opset13.onnx"
+    onnx.save(version_converter.convert_version(onnx.load(str(fp32)), 13), str(up))
     pre = out / "pre.onnx"
-    q.quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    q.quant_pre_process(str(up), str(pre), skip_symbolic_shape=True)
     variants = {"ORT U8S8": (q.QuantType.QUInt8, q.QuantType.QInt8, False),
                 "ORT U8S8 reduce_range": (q.QuantType.QUInt8, q.QuantType.QInt8, True),
                 "ORT U8U8": (q.QuantType.QUInt8, q.QuantType.QUInt8, False),
@@ -125,12 +133,19 @@ def main() -> None:
                   "data": {"calibration": {"npz": str(d / "calib.npz")}, "evaluation": {"npz": str(d / "held.npz")}},
                   "stages": [{"kind": "quantize.int8"}], "targets": ["onnxruntime"],
                   "verify": {"cosine_min": 0.5, "emulate": False}, "profile": {"enabled": False}}
-        (d / "r.yaml").write_text(yaml.safe_dump(recipe))
-        res = run(load_recipe(d / "r.yaml"), d / "out")
-        stage = next(s for s in res.manifest["stages"] if s["kind"] == "quantize.int8")["measured"]
-        art = next(a for a in res.manifest["artifacts"] if a["name"] == "int8")
-        ours = f"edgekit auto ({stage['overflow_fix']})"
-        models = {"fp32": (model, {}), ours: (res.out_dir / art["path"], (art["runtime_options"] or {}).get("onnxruntime", {}))}
+        models: dict[str, tuple[Path, dict[str, Any]]] = {"fp32": (model, {})}
+        ours_all, stage = [], {}
+        # the default margin (10%), and accuracy first (any slowdown accepted)
+        for margin in (0.10, 10.0):
+            recipe["stages"] = [{"kind": "quantize.int8", "overflow_margin": margin}]
+            (d / "r.yaml").write_text(yaml.safe_dump(recipe))
+            res = run(load_recipe(d / "r.yaml"), d / f"out-{margin}")
+            measured = next(s for s in res.manifest["stages"] if s["kind"] == "quantize.int8")["measured"]
+            stage = stage or measured
+            art = next(a for a in res.manifest["artifacts"] if a["name"] == "int8")
+            label = f"edgekit auto, margin {margin:.0%} ({measured['overflow_fix']})"
+            ours_all.append(label)
+            models[label] = (res.out_dir / art["path"], (art["runtime_options"] or {}).get("onnxruntime", {}))
         models.update({k: (p, {}) for k, p in peers(model, calib, d).items()})
         native: dict[str, np.ndarray] = {}
         for k, (p, opts) in models.items():
@@ -150,24 +165,22 @@ def main() -> None:
         n = len(outs["fp32"])
         scores = {k: cosine(outs["fp32"], v) for k, v in outs.items() if k != "fp32"}
         raw[label] = scores
-        best = max((v, k) for k, v in scores.items() if k != ours)
+        best = max((v, k) for k, v in scores.items() if k not in ours_all)
         for k, v in scores.items():
             rows.append([label, k, n, f"{v:.5f}", f"{v - best[0]:+.5f}"])
-        gap = best[0] - scores[ours]
-        targets.append([f"{label}: edgekit auto vs the best quantize_static variant ({best[1]})",
-                        f"{-gap:+.5f}", ">= -0.005", "met" if gap <= 0.005 else "not met"])
+        for ours in ours_all:
+            gap = best[0] - scores[ours]
+            targets.append([f"{label}: {ours} vs the best quantize_static variant ({best[1]})",
+                            f"{-gap:+.5f}", ">= -0.005", "met" if gap <= 0.005 else "not met"])
     cand_rows = [[c["scheme"], f"{c['cosine_mean']:.5f}", f"{c['median_ms']:.3f}", "yes" if c["chosen"] else ""]
                  for c in stage.get("overflow_candidates") or []]
     tables = [table(f"PP-OCRv4 detector INT8 on {cls}: mean cosine of the probability map to fp32 on held-out "
                     f"rendered pages ({args.calibration} calibration pages, {SIZE}x{SIZE})",
                     ["where", "variant", "pages", "mean cosine", "vs best peer"], rows),
-              table("edgekit's candidates (measured on calibration pages, on this machine)",
+              table("edgekit's candidates at the default margin (measured on calibration pages, on this machine)",
                     ["scheme", "mean cosine", "median ms", "chosen"], cand_rows),
               table("Targets", ["target", "measured", "goal", "status"], targets)]
-    for tb in tables:
-        print(f"\n{tb['title']}")
-        for r in [tb["headers"], *tb["rows"]]:
-            print(" | ".join(map(str, r)))
+    print_tables(tables)
     save("int8_scheme", tables, json.loads(json.dumps(raw, default=str)))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks._results import save, table
+from benchmarks._results import print_tables, save, table
 from benchmarks.cpu_classes import recipe
 from edgekit.checks.emulate import QEMU_MODELS, qemu_binary, run_job
 from edgekit.pipeline import run
@@ -57,7 +57,7 @@ def main() -> None:
     verdict: dict[str, list[bool]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-isa-cap-") as d:
         for runtime in ("onnxruntime", "openvino"):
-            data = recipe("cnn", [], 0, runtime)
+            data = recipe("cnn", [], 8, runtime)
             data["verify"]["emulate"] = False
             path = Path(d) / f"{runtime}.yaml"
             path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -89,10 +89,7 @@ def main() -> None:
                     ["runtime", "artifact", "max |native - qemu|", "max |capped - qemu|", "top-1 capped = qemu",
                      "native differs from qemu", "capped equals qemu"], rows),
               table("Does the ISA cap stand in for QEMU's x86-avx2?", ["runtime", "verdict", "why"], summary)]
-    for tb in tables:
-        print(f"\n{tb['title']}")
-        for r in [tb["headers"], *tb["rows"]]:
-            print(" | ".join(map(str, r)))
+    print_tables(tables)
     save("isa_cap", tables, raw)
 
 

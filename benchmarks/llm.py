@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from benchmarks._results import save, table
+from benchmarks._results import print_tables, save, table
 from edgekit.checks import lm as lmcheck
 from edgekit.profile.generation import measure_in_child
 from edgekit.recipe.sections import DataSpec, ModelSpec
@@ -253,10 +253,7 @@ def main() -> None:
         table("Targets", ["target", "measured", "goal", "status"], targets),
         table("Not run or refused", ["peer", "why"], not_run),
     ]
-    for tb in tables:
-        print(f"\n{tb['title']}")
-        for r in [tb["headers"], *tb["rows"]]:
-            print(" | ".join(r))
+    print_tables(tables)
     save("llm", tables, {"quality": q, "decode_ms": decode, "ttft_ms": ttft, "rss_mb": rss, "sizes_mb": sizes,
                          "rounds": t, "edgekit_build_s": edgekit_s, "peer_build_s": peer_s,
                          "optimum": {k: str(v) for k, v in (optimum or {}).items()},

@@ -83,6 +83,8 @@ class StaticInt8Config(StageConfig):
     # int8 weights on CPUs whose kernels saturate (deploy.cpus with x86-avx2): 7-bit weights, the
     # ONNX Runtime session option, nothing (refused unless deploy.accept_saturation), or auto
     overflow_fix: Literal["auto", "reduce_range", "runtime", "none"] = "auto"
+    overflow_margin: float = Field(0.10, ge=0.0, description="auto: how much slower than the fastest safe scheme "
+                                                            "a more faithful one may be (0.1 = 10%)")
     sensitivity: bool = Field(False, description="write sensitivity.json (per-node SQNR) for this graph")
     accuracy_aware: AccuracyAwareConfig = AccuracyAwareConfig()
 
@@ -228,7 +230,7 @@ class StaticInt8(Stage):
 
             tick = state.progress(f"choosing {cfg.name}'s INT8 scheme (3 safe schemes, fidelity and speed)", 4)
             samples = state.calibration.samples[: cfg.samples] if cfg.samples else state.calibration.samples
-            p, found = scheme_choice.choose(p, state.onnx_path, samples, state.threads, tick)
+            p, found = scheme_choice.choose(p, state.onnx_path, samples, state.threads, tick, cfg.overflow_margin)
             measured.update(found)
         asked, cfg = cfg, p.cfg  # the record keeps the recipe's settings; the weights are the chosen scheme's
         nodes = node_names(p.prepared)
