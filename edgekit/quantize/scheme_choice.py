@@ -10,6 +10,7 @@ record keeps every candidate's figures, so a user sees what was given up."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from edgekit.quantize.overflow import X64_QUANT_PRECISION, OverflowChoice
 
 MARGIN = 0.10  # a more faithful scheme may be this much slower than the fastest
-FIDELITY_SAMPLES = 64
+FIDELITY_SAMPLES = 32
 
 
 @dataclass
@@ -42,17 +43,23 @@ def safe_schemes(plan: Any) -> dict[str, tuple[Any, OverflowChoice]]:
     quantize the calibrated plan with."""
     cfg, cpus = plan.cfg, plan.overflow.cpus
     why = "measured among the schemes safe on " + ", ".join(cpus)
-    u8u8_cfg = cfg.model_copy(update={"weights": cfg.weights.model_copy(update={"dtype": "uint8", "symmetric": False})})
-    return {
-        "reduce_range": (cfg, OverflowChoice("reduce_range", True, {}, why, list(cpus))),
-        "u8u8": (u8u8_cfg, OverflowChoice("u8u8", False, {}, why, list(cpus))),
-        "runtime": (cfg, OverflowChoice("runtime", False, dict(X64_QUANT_PRECISION), why, list(cpus))),
-    }
+    out = {"reduce_range": (cfg, OverflowChoice("reduce_range", True, {}, why, list(cpus)))}
+    if cfg.activations.dtype == "uint8":  # onnxruntime has no S8 x U8 kernels
+        u8u8 = cfg.model_copy(update={"weights": cfg.weights.model_copy(update={"dtype": "uint8", "symmetric": False})})
+        out["u8u8"] = (u8u8, OverflowChoice("u8u8", False, {}, why, list(cpus)))
+    out["runtime"] = (cfg, OverflowChoice("runtime", False, dict(X64_QUANT_PRECISION), why, list(cpus)))
+    return out
 
 
 def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], threads: int,
-           tick: Optional[Callable[[int], None]] = None, margin: float = MARGIN) -> tuple[Any, dict[str, Any]]:
-    """The plan re-targeted at the chosen scheme, and the record of every candidate."""
+           tick: Optional[Callable[[int], None]] = None, margin: float = MARGIN,
+           keep: Optional[Path] = None, excluded: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any], bool]:
+    """The plan re-targeted at the chosen scheme, the record of every candidate (each built with
+    the recipe's `excluded` nodes in float), and whether the chosen file was moved to `keep`.
+    Where onnxruntime cannot open the candidates, nothing is chosen: the plan stays as the rule
+    made it, and the stage's own check names the refused node."""
+    from edgekit.errors import ModelLoadError
+
     from edgekit.checks.verify import parity
     from edgekit.profile.interleave import Rounds, Sessions, time_rounds
     from edgekit.runtimes import ort
@@ -70,8 +77,11 @@ def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], t
             extra = {**plan.extra, "WeightSymmetric": cfg.weights.symmetric}
             plans[name] = replace(plan, cfg=cfg, overflow=overflow, extra=extra)
             paths[name] = Path(d) / f"{name}.onnx"
-            plans[name].quantize(paths[name], [])
-            runner = ort.OrtRunner(paths[name], threads, **plans[name].ort_options)
+            plans[name].quantize(paths[name], list(excluded))
+            try:
+                runner = ort.OrtRunner(paths[name], threads, **plans[name].ort_options)
+            except ModelLoadError as exc:
+                return plan, {"overflow_candidates": [], "overflow_choice_skipped": str(exc)}, False
             try:
                 got = np.concatenate([np.asarray(runner.run(s)[0]) for s in feeds])
             finally:
@@ -87,9 +97,11 @@ def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], t
                                     timing, fresh=sessions.open)
         if tick:
             tick(1)
-    cands = [Candidate(n, cosines[n], float(np.median([np.median(r) for r in per_round[i]])))
-             for i, n in enumerate(names)]
-    best = pick(cands, margin)
+        cands = [Candidate(n, cosines[n], float(np.median([np.median(r) for r in per_round[i]])))
+                 for i, n in enumerate(names)]
+        best = pick(cands, margin)
+        if keep is not None:
+            shutil.move(str(paths[best.scheme]), str(keep))
     chosen = plans[best.scheme]
     fastest = min(c.median_ms for c in cands)
     chosen.overflow.reason = (f"{best.scheme}: mean cosine {best.cosine_mean:.5f} on {len(feeds)} calibration samples, "
@@ -98,4 +110,4 @@ def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], t
     record = {"overflow_candidates": [{"scheme": c.scheme, "cosine_mean": round(c.cosine_mean, 6),
                                        "median_ms": round(c.median_ms, 4), "chosen": c is best} for c in cands],
               "overflow_margin": margin}
-    return chosen, record
+    return chosen, record, keep is not None

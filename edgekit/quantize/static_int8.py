@@ -225,24 +225,29 @@ class StaticInt8(Stage):
         from edgekit.quantize.nodes import node_names, nodes_matching
 
         p, measured = plan(state, cfg, self.kind)
+        out = state.workdir / f"{cfg.name}.onnx"
+        nodes = node_names(p.prepared)
+        excluded = nodes_matching(cfg.exclude, nodes, "exclude")
+        search = cfg.sensitivity or cfg.accuracy_aware.enabled
+        built = False
         if cfg.overflow_fix == "auto" and p.overflow.fix == AUTO_FIX and cfg.weights.dtype == "int8":
             from edgekit.quantize import scheme_choice
 
             tick = state.progress(f"choosing {cfg.name}'s INT8 scheme (3 safe schemes, fidelity and speed)", 4)
             samples = state.calibration.samples[: cfg.samples] if cfg.samples else state.calibration.samples
-            p, found = scheme_choice.choose(p, state.onnx_path, samples, state.threads, tick, cfg.overflow_margin)
+            # without a search the chosen candidate is the artifact as it is
+            keep = None if search else out
+            p, found, built = scheme_choice.choose(p, state.onnx_path, samples, state.threads, tick,
+                                                   cfg.overflow_margin, keep, tuple(excluded))
             measured.update(found)
         asked, cfg = cfg, p.cfg  # the record keeps the recipe's settings; the weights are the chosen scheme's
-        nodes = node_names(p.prepared)
-        excluded = nodes_matching(cfg.exclude, nodes, "exclude")
         candidates = [n for n in p.candidates() if n not in excluded]
-        out = state.workdir / f"{cfg.name}.onnx"
-        if cfg.sensitivity or cfg.accuracy_aware.enabled:
+        if search:
             from edgekit.quantize.search import sensitivity_then_search
 
             excluded, found = sensitivity_then_search(state, p, candidates, excluded, out, self.kind)
             measured.update(found)
-        else:
+        elif not built:
             p.quantize(out, excluded)
         for f in (p.prepared, p.cache):
             f.unlink(missing_ok=True)
