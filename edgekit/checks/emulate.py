@@ -156,6 +156,7 @@ def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models:
     from edgekit.runtimes.registry import device_job
 
     model_name = wrapper[2] if len(wrapper) > 2 else "none"
+    what = f"emulated {cls} (qemu {model_name})" if wrapper else f"native run as {cls} ({env or {}})"
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as d:
         tmp = Path(d)
         np.savez(tmp / "inputs.npz", **inputs)
@@ -171,12 +172,12 @@ def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                                   env={**os.environ, **env} if env else None)
         except subprocess.TimeoutExpired:
-            raise EmulationError(f"emulated {cls} run exceeded {timeout_s:.0f} s") from None
+            raise EmulationError(f"{what} exceeded {timeout_s:.0f} s") from None
         seconds = time.perf_counter() - t0
         reply = _last_json(proc.stdout)
         if reply is None or not reply.get("ok"):
             why = (reply or {}).get("error") or _first_real_line(proc.stderr) or f"exit code {proc.returncode}"
-            raise EmulationError(f"emulated {cls} (qemu {model_name}) failed: {why}")
+            raise EmulationError(f"{what} failed: {why}")
         with np.load(tmp / "outputs.npz") as z:
             outputs = {k: z[k] for k in z.files}
     return EmulatedRun(cls, model_name, outputs, dict(reply.get("errors") or {}), seconds, cpu_info()["model"],
