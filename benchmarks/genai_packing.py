@@ -2,9 +2,12 @@
 algorithms, or onnxruntime's block quantizer (default or HQQ) on the builder's fp32 graph.
 
 Every variant is block 64 with the lm_head at INT8 (the recipe's settings), built from the same
-fp32 directory in this run. Quality: perplexity and KL per token against PyTorch fp32 on held-out
-pydoc_topics windows. Speed: decode time per token at batch 1, 2 threads, each variant in a fresh
-process per round, the order reversed every other round, median of the rounds.
+fp32 directory in this run; the builder's `-p int4` with its own defaults (block 32, lm_head at
+INT4) runs beside them as the speed and quality peer a user starts from. Quality: perplexity and
+KL per token against PyTorch fp32 on held-out pydoc_topics windows. Speed: decode time per token
+at batch 1, 2 threads, each variant in a fresh process per round, the order reversed every other
+round, median of the rounds, and against the builder's defaults as the median of the two
+folders' ratios round by round.
 
     .venv/bin/python -m benchmarks.genai_packing [--rounds 2] [--windows 8]
 
@@ -22,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from benchmarks._results import print_tables, save, table
-from benchmarks.llm import GGUF
+from benchmarks.llm import GGUF, paired
 from edgekit.checks import lm as lmcheck
 from edgekit.profile.generation import measure_in_child
 from edgekit.recipe.sections import DataSpec, ModelSpec
@@ -79,6 +82,8 @@ def main() -> None:
         folders = {"builder rtn (sym)": tmp / "rtn", "onnxruntime default (sym)": tmp / "def_sym",
                    "onnxruntime default (asym)": tmp / "def_asym", "onnxruntime HQQ (asym, float zero points)": tmp / "hqq"}
         _builder(cl.directory, folders["builder rtn (sym)"], "int4", *lm8, "algo_config=rtn")
+        folders["builder defaults (block 32, lm_head int4)"] = tmp / "builder_defaults"
+        _builder(cl.directory, folders["builder defaults (block 32, lm_head int4)"], "int4")
         refused = []
         for algo in ("default", "k_quant"):
             try:
@@ -128,17 +133,19 @@ def main() -> None:
         sizes = {k: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) / 1e6 for k, d in folders.items()}
 
     ms = {k: statistics.median(v) for k, v in decode.items()}
+    peer = "builder defaults (block 32, lm_head int4)"
     own = lmcheck.Tally()  # PyTorch fp32 scored against itself: the reference perplexity
     for ids, lp in zip(windows, refs):
         own.add(lp, lp, ids)
     fp32_ppl = own.summary()["perplexity"]
     rows = [[k, f"{sizes[k]:.1f}", f"{quality[k]['perplexity']:.3f}", f"{quality[k]['perplexity'] / fp32_ppl - 1:+.1%}",
-             f"{quality[k]['kl_mean']:.4f}", f"{ms[k]:.2f}"] for k in folders]
+             f"{quality[k]['kl_mean']:.4f}", f"{ms[k]:.2f}", f"{paired(decode, peer, k):.2f}x"] for k in folders]
     cls = local_class()
-    tables = [table(f"SmolLM2-135M INT4 block {BLOCK}, lm_head INT8, on {cls}: {len(windows)} held-out windows of "
+    tables = [table(f"SmolLM2-135M INT4 block {BLOCK}, lm_head INT8 (unless named), on {cls}: {len(windows)} held-out windows of "
                     f"{args.seq_len} tokens (PyTorch fp32 perplexity {fp32_ppl:.3f}); decode at batch 1, 2 threads, "
                     f"prompt 128, 64 new tokens, {args.rounds} rounds",
-                    ["packing", "size MB", "perplexity", "vs fp32", "KL/token", "decode ms/token"], rows),
+                    ["packing", "size MB", "perplexity", "vs fp32", "KL/token", "decode ms/token",
+                     "speed vs builder defaults (paired by round)"], rows),
               table("Refused", ["packing", "why"], refused)]
     print_tables(tables)
     save("genai_packing", tables, {"quality": quality, "decode_ms": decode, "sizes_mb": sizes})
