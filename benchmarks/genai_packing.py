@@ -32,6 +32,7 @@ from edgekit.recipe.sections import DataSpec, ModelSpec
 from edgekit.runtimes.cpu_classes import local_class
 
 BLOCK = 64
+PEER = "builder defaults (block 32, lm_head int4)"
 
 
 def _builder(src: Path, out: Path, precision: str, *extra: str) -> None:
@@ -82,8 +83,8 @@ def main() -> None:
         folders = {"builder rtn (sym)": tmp / "rtn", "onnxruntime default (sym)": tmp / "def_sym",
                    "onnxruntime default (asym)": tmp / "def_asym", "onnxruntime HQQ (asym, float zero points)": tmp / "hqq"}
         _builder(cl.directory, folders["builder rtn (sym)"], "int4", *lm8, "algo_config=rtn")
-        folders["builder defaults (block 32, lm_head int4)"] = tmp / "builder_defaults"
-        _builder(cl.directory, folders["builder defaults (block 32, lm_head int4)"], "int4")
+        folders[PEER] = tmp / "builder_defaults"
+        _builder(cl.directory, folders[PEER], "int4")
         refused = []
         for algo in ("default", "k_quant"):
             try:
@@ -133,13 +134,12 @@ def main() -> None:
         sizes = {k: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) / 1e6 for k, d in folders.items()}
 
     ms = {k: statistics.median(v) for k, v in decode.items()}
-    peer = "builder defaults (block 32, lm_head int4)"
     own = lmcheck.Tally()  # PyTorch fp32 scored against itself: the reference perplexity
     for ids, lp in zip(windows, refs):
         own.add(lp, lp, ids)
     fp32_ppl = own.summary()["perplexity"]
     rows = [[k, f"{sizes[k]:.1f}", f"{quality[k]['perplexity']:.3f}", f"{quality[k]['perplexity'] / fp32_ppl - 1:+.1%}",
-             f"{quality[k]['kl_mean']:.4f}", f"{ms[k]:.2f}", f"{paired(decode, peer, k):.2f}x"] for k in folders]
+             f"{quality[k]['kl_mean']:.4f}", f"{ms[k]:.2f}", f"{paired(decode, PEER, k):.2f}x"] for k in folders]
     cls = local_class()
     tables = [table(f"SmolLM2-135M INT4 block {BLOCK}, lm_head INT8 (unless named), on {cls}: {len(windows)} held-out windows of "
                     f"{args.seq_len} tokens (PyTorch fp32 perplexity {fp32_ppl:.3f}); decode at batch 1, 2 threads, "

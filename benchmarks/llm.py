@@ -146,10 +146,10 @@ def _ratio(target: str, ratio: float, goal: float) -> list[str]:
 
 def paired(rounds: dict[str, list[float]], slow: str, fast: str) -> float:
     """How many times faster `fast` decodes than `slow`: the median over rounds of the two
-    variants' ratio in the same round. The shared machine drifts by more than the differences
-    measured here (one folder ran 4.9 to 8.1 ms/token across four rounds of one run), so a ratio
-    of medians taken over different rounds mixes that drift into the comparison; a ratio inside a
-    round cancels it."""
+    variants' ratio in the same round. The shared machine drifts between rounds by more than the
+    differences measured here (transformers fp32 ran 213, 83 and 74 ms/token in the three rounds
+    of the x86-vnni run), so a ratio of medians mixes that drift into the comparison; a ratio
+    inside a round cancels most of it."""
     return statistics.median(a / b for a, b in zip(rounds[slow], rounds[fast]))
 
 
