@@ -7,7 +7,9 @@ generation runtimes, against the peers built from the same fp32 directory in thi
   environment), run by LLMPipeline; without it, the NNCF call that command makes (INT4_ASYM,
   ratio 1.0) on edgekit's own IR, labelled as such;
 - transformers fp32 (`AutoModelForCausalLM`, greedy with its KV cache), where users start;
-- llama.cpp is reported "not run" with the reason.
+- llama.cpp Q4_0 (`--llama-python PATH --llama-cpp DIR`: llama-cpp-python built from its sdist in a
+  side environment, and that sdist's llama.cpp tree for the converter; see benchmarks._llama_cpp),
+  or "not run" with the reason.
 
 Quality: perplexity, mean KL per token and next-token top-1 agreement against PyTorch fp32, on
 held-out pydoc_topics windows (the same windows for every variant). Speed: batch 1, decode time
@@ -17,6 +19,7 @@ of the two variants' ratios round by round. OpenVINO's fp32 is timed at
 f32 and, beside it, at the device's default precision (bf16 on AMX).
 
     .venv/bin/python -m benchmarks.llm [--rounds 3] [--windows 8] [--seq-len 512] [--optimum-cli PATH]
+        [--llama-python PATH --llama-cpp DIR]
 
 prints the tables and writes benchmarks/results/<cpu-class>/llm.json."""
 
@@ -34,6 +37,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from benchmarks import _llama_cpp as llama_cpp_peer
 from benchmarks._results import print_tables, save, table
 from edgekit.checks import lm as lmcheck
 from edgekit.profile.generation import measure_in_child
@@ -106,19 +110,24 @@ def build_optimum(cli: Path, src: Path, out: Path) -> tuple[dict[str, Any], list
             "transformers": version[1]}, refused
 
 
-def quality(cl: Any, variants: dict[str, tuple[str, Path, dict[str, Any]]],
-            windows: np.ndarray) -> dict[str, dict[str, Any]]:
+def quality(cl: Any, variants: dict[str, tuple[str, Path, dict[str, Any]]], windows: np.ndarray,
+            scored: dict[str, list[Path]]) -> dict[str, dict[str, Any]]:
+    """`scored`: variants whose logits another environment wrote, one .npy file per window."""
     from edgekit.runtimes import open_runner
     from edgekit.runtimes.genai import TorchLM
 
     ref = TorchLM(cl.torch_model(), 2, cl.tokenizer().eos_token_id)
-    runners = {k: open_runner(rt, p, 2, **opts) for k, (rt, p, opts) in variants.items() if rt != "pytorch"}
-    tallies = {"transformers fp32": lmcheck.Tally(), **{k: lmcheck.Tally() for k in runners}}
-    for ids in windows:
+    runners = {k: open_runner(rt, p, 2, **opts) for k, (rt, p, opts) in variants.items()
+               if rt != "pytorch" and k not in scored}
+    tallies = {"transformers fp32": lmcheck.Tally(), **{k: lmcheck.Tally() for k in [*runners, *scored]}}
+    for i, ids in enumerate(windows):
         ref_logp = lmcheck.log_softmax(ref.logits(ids))
         tallies["transformers fp32"].add(ref_logp, ref_logp, ids)
         for k, r in runners.items():
             tallies[k].add(ref_logp, r.logits(ids), ids)
+        for k, files in scored.items():
+            tallies[k].add(ref_logp, np.load(files[i]), ids)
+            files[i].unlink()
     details = {k: dict(getattr(r, "details", {})) for k, r in runners.items()}
     for r in runners.values():
         r.close()
@@ -126,7 +135,7 @@ def quality(cl: Any, variants: dict[str, tuple[str, Path, dict[str, Any]]],
 
 
 def timing(variants: dict[str, tuple[str, Path, dict[str, Any]]], prompt: np.ndarray, new_tokens: int, rounds: int,
-           eos: int) -> dict[str, list[dict[str, Any]]]:
+           eos: int, llama_python: Optional[Path]) -> dict[str, list[dict[str, Any]]]:
     spec = SimpleNamespace(warmup_s=0.5, min_duration_s=2.0, min_iters=32, max_duration_s=60.0)
     names = list(variants)
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
@@ -134,9 +143,21 @@ def timing(variants: dict[str, tuple[str, Path, dict[str, Any]]], prompt: np.nda
         order = names[r % len(names):] + names[: r % len(names)]
         for k in order:
             rt, model, options = variants[k]
-            out[k].append(measure_in_child(rt, model, {len(prompt): prompt}, new_tokens, spec, 2, eos, options=options))
+            if rt == llama_cpp_peer.RUNTIME:
+                out[k].append(llama_cpp_peer.measure_in_child(llama_python, model, prompt, new_tokens, spec, eos))
+            else:
+                out[k].append(measure_in_child(rt, model, {len(prompt): prompt}, new_tokens, spec, 2, eos,
+                                               options=options))
             print(f"round {r + 1}/{rounds} {k}: {out[k][-1]['decode_tokens_per_s']:.1f} tok/s", flush=True)
     return out
+
+
+def _has_bf16() -> bool:
+    """OpenVINO's CPU plugin computes in bf16 by default where the CPU has AMX or AVX-512 BF16."""
+    from edgekit.runtimes.device_side import cpu_info
+
+    flags = cpu_info()["flags"]
+    return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
 
 
 def _ratio(target: str, ratio: float, goal: float) -> list[str]:
@@ -157,6 +178,11 @@ def _no_worse(target: str, ours: float, theirs: float) -> list[str]:
     return [target, f"{ours:.3f} vs {theirs:.3f}", "no worse", "met" if ours <= theirs else "not met"]
 
 
+def _beside(target: str, measured: str) -> list[str]:
+    """A comparison the issue asks to report without a goal (llama.cpp is a runtime of its own)."""
+    return [target, measured, "reported", "–"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -166,11 +192,19 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--optimum-cli", type=Path, default=None,
                     help="optimum-cli of an environment with optimum-intel 2.1 (transformers < 5.6)")
+    ap.add_argument("--llama-python", type=Path, default=None,
+                    help="python of an environment with llama-cpp-python (built from its sdist)")
+    ap.add_argument("--llama-cpp", type=Path, default=None,
+                    help="the llama.cpp source tree of that version (the sdist's vendor/llama.cpp): its converter")
     args = ap.parse_args()
+    if (args.llama_python is None) != (args.llama_cpp is None):
+        ap.error("--llama-python and --llama-cpp go together: the side environment quantizes and runs, the "
+                 "source tree's converter makes its GGUF")
 
     from edgekit.sources.causal_lm import load_causal_lm
 
     optimum: Optional[dict[str, Any]] = None
+    llama: Optional[dict[str, Any]] = None
     refused: list[list[str]] = []
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         tmp = Path(tmp)
@@ -186,8 +220,8 @@ def main() -> None:
             if a["name"] == "ov_fp32":  # timed at f32, and at the device's default beside it
                 variants["edgekit ov_fp32 (f32)"] = (rt, path, {"precision": "f32"})
                 variants["edgekit ov_fp32 (device default)"] = (rt, path, {})
-            elif a["name"] == "ov_int4" and local_class() == "x86-amx":
-                # bf16 is the device default here; the INT4 IR forced to f32 beside it
+            elif a["name"] == "ov_int4" and _has_bf16():
+                # bf16 is (or may be) the device default here; the INT4 IR forced to f32 beside it
                 variants["edgekit ov_int4"] = (rt, path, {})
                 variants["edgekit ov_int4 (f32)"] = (rt, path, {"precision": "f32"})
             else:
@@ -197,6 +231,9 @@ def main() -> None:
         if args.optimum_cli is not None:
             optimum, refused = build_optimum(args.optimum_cli, cl.directory, tmp / "optimum")
             variants[PEER_OV] = (OVG, optimum["folder"] / "openvino_model.xml", {})
+        if args.llama_python is not None:
+            llama = llama_cpp_peer.build(args.llama_python, args.llama_cpp, cl.directory, tmp / "llama")
+            variants[llama_cpp_peer.NAME] = (llama_cpp_peer.RUNTIME, llama["file"], {})
         from edgekit.sources.text import load_text, token_windows
 
         tok = cl.tokenizer()
@@ -204,8 +241,13 @@ def main() -> None:
         texts = load_text(spec, "evaluation", Path.cwd()).texts
         windows = token_windows(texts, lambda t: list(tok(t, add_special_tokens=False)["input_ids"]), args.seq_len,
                                 args.windows, "evaluation", sep=tok.eos_token_id)
-        q = quality(cl, variants, windows)
-        t = timing(variants, windows.reshape(-1)[: args.prompt], args.new_tokens, args.rounds, tok.eos_token_id)
+        scored = {}
+        if llama is not None:
+            print("llama.cpp peer: scoring the held-out windows", flush=True)
+            scored[llama_cpp_peer.NAME] = llama_cpp_peer.logits_files(args.llama_python, llama["file"], windows, tmp)
+        q = quality(cl, variants, windows, scored)
+        t = timing(variants, windows.reshape(-1)[: args.prompt], args.new_tokens, args.rounds, tok.eos_token_id,
+                   args.llama_python)
         sizes = {k: sum(f.stat().st_size for f in Path(p).parent.rglob("*") if f.is_file()) / 1e6
                  for k, (rt, p, _) in variants.items() if rt != "pytorch"}
 
@@ -222,7 +264,7 @@ def main() -> None:
     rows = []
     for k in t:
         rt = variants[k][0]
-        precision = q[k]["runner"].get("inference_precision", "f32" if rt != ORT else "")
+        precision = q[k]["runner"].get("inference_precision", {ORT: "", llama_cpp_peer.RUNTIME: "q4_0"}.get(rt, "f32"))
         rows.append([k, rt, precision, sizes.get(k), q[k]["perplexity"], f"{q[k]['perplexity'] / ref_ppl - 1:+.1%}",
                      q[k]["kl_mean"], q[k]["top1_agreement"], decode[k], 1000.0 / decode[k], ttft[k], ttft_bound[k],
                      rss[k]])
@@ -249,9 +291,16 @@ def main() -> None:
         ["OpenVINO: edgekit ov_int4 peak RSS vs ov_fp32 at f32", f"{rss[o4] / rss[o32]:.2f}x", "<= 0.5x",
          "met" if rss[o4] / rss[o32] <= 0.5 else "not met"],
     ]
-    not_run = refused + [["llama.cpp Q4_0", "llama-cpp-python has no wheel; its sdist builds here "
-                                            "(CPU-only, about 4.5 minutes on 2 cores), but this script "
-                                            "does not drive it yet"]]
+    lc = llama_cpp_peer.NAME
+    if lc in decode:
+        for ours in (e4, o4):
+            targets.append(_beside(f"{ours} vs {lc}: decode speed, perplexity",
+                                   f"{paired(per_round, lc, ours):.2f}x, {q[ours]['perplexity']:.3f} vs "
+                                   f"{q[lc]['perplexity']:.3f}"))
+        not_run = refused
+    else:
+        not_run = refused + [[lc, "no --llama-python / --llama-cpp given (llama-cpp-python has no wheel; its sdist "
+                                  "builds here, CPU-only, in about 4.5 minutes on 2 cores)"]]
     if optimum is None:
         not_run.insert(0, ["optimum-cli export openvino", "no --optimum-cli given (optimum-intel 2.1 needs transformers "
                                                           "< 5.6); the NNCF call it makes was run instead"])
@@ -269,6 +318,7 @@ def main() -> None:
     save("llm", tables, {"quality": q, "decode_ms": decode, "ttft_ms": ttft, "rss_mb": rss, "sizes_mb": sizes,
                          "rounds": t, "edgekit_build_s": edgekit_s, "peer_build_s": peer_s,
                          "optimum": {k: str(v) for k, v in (optimum or {}).items()},
+                         "llama_cpp": {k: str(v) for k, v in (llama or {}).items()},
                          "edgekit_settings": manifest["recipe"]["stages"]})
 
 

@@ -279,21 +279,7 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
               for art, rt in jobs]
     builtin = ref.user_eval is None
     labels = ref.labels[:n] if ref.labels is not None else None
-    def one_class(cls: str, qemu_model: str) -> Any:
-        tick = progress(f"verifying under emulated {cls} (qemu {qemu_model})", 1)
-        try:
-            return emulate.run_outputs(cls, models, inputs, recipe.profile.threads, recipe.verify.emulate_budget_s,
-                                       recipe.verify.emulate_min_samples, recipe.verify.emulate_cache)
-        except emulate.EmulationError as exc:
-            return exc
-        finally:
-            tick(1)
-
-    # classes side by side where the cores allow each its threads (on 2 cores at 2 threads, one
-    # at a time: two would halve each other's samples within their budgets)
-    workers = max(1, min(len(p.emulated), (os.cpu_count() or 1) // max(1, recipe.profile.threads)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        runs = dict(zip(p.emulated, pool.map(lambda kv: one_class(*kv), p.emulated.items())))
+    runs = _run_classes(recipe, p, models, inputs, progress)
     for cls, qemu_model in p.emulated.items():
         res = runs[cls]
         if isinstance(res, emulate.EmulationError):
@@ -323,6 +309,29 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
                                            recipe.accuracy.higher_is_better)
             ver.verified_on[art.name].append({"runtime": rt, **res.record(key), "samples_planned": n,
                                               **_entry(par, summary, k)})
+
+
+def _run_classes(recipe: Any, p: Any, models: list[dict[str, Any]], inputs: dict[str, np.ndarray],
+                 progress: Progress) -> dict[str, Any]:
+    """One emulated outputs job per class of the plan: class -> its EmulatedRun, or the
+    EmulationError that left it unverified."""
+    from edgekit.checks import emulate
+
+    def one_class(cls: str, qemu_model: str) -> Any:
+        tick = progress(f"verifying under emulated {cls} (qemu {qemu_model})", 1)
+        try:
+            return emulate.run_outputs(cls, models, inputs, recipe.profile.threads, recipe.verify.emulate_budget_s,
+                                       recipe.verify.emulate_min_samples, recipe.verify.emulate_cache)
+        except emulate.EmulationError as exc:
+            return exc
+        finally:
+            tick(1)
+
+    # classes side by side where the cores allow each its threads (on 2 cores at 2 threads, one
+    # at a time: two would halve each other's samples within their budgets)
+    workers = max(1, min(len(p.emulated), (os.cpu_count() or 1) // max(1, recipe.profile.threads)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(p.emulated, pool.map(lambda kv: one_class(*kv), p.emulated.items())))
 
 
 def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Verification,
@@ -598,8 +607,11 @@ def _lm_verify(loaded: LoadedRecipe, cl: Any, data: LMData, state: ModelState, p
             "metric": "perplexity", "value": summ["perplexity"], "reference": ref_sum["perplexity"],
             "metric_samples": int(len(data.windows)), "runner": runner_details[(name, rt)],
             "verified_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    ver.not_verified.update({cls: "language-model artifacts are verified natively only in this version"
-                             for cls in recipe.deploy.classes() if cls != here["cpu_class"]})
+    from edgekit.checks import lm_emulate
+
+    lm_emulate.verify_classes(recipe, pairs, data.windows, ref.logits, ver,
+                              lambda p, models, inputs: _run_classes(recipe, p, models, inputs, progress), open_runner,
+                              progress)
     return ver
 
 
@@ -678,7 +690,8 @@ def _run_lm(loaded: LoadedRecipe, tmp: Path, progress: Progress) -> dict[str, An
         "outputs": ["logits"],
         "data": {"calibration": data.calibration, "evaluation": data.identity},
         "artifacts": _artifact_entries(state, ver, tmp),
-        "deploy": {"cpus": recipe.deploy.classes(), "built_on": env["cpu"]["class"], "not_verified": ver.not_verified},
+        "deploy": {"cpus": recipe.deploy.classes(), "built_on": env["cpu"]["class"], "not_verified": ver.not_verified,
+                   "not_emulated": ver.not_emulated},
         "files": files, "stages": records, "metrics": ver.metrics, "skipped": ver.skipped,
         "profile": {}, "generation": generation, "environment": env, "warnings": ver.warnings,
     }

@@ -169,12 +169,17 @@ class OpenVINOModel:
         compiled = ov.Core().compile_model(path, device, config)
         self.load_s = time.perf_counter() - t0
         self.request = compiled.create_infer_request()
+        # a stateful IR (a language model's KV cache as state) would carry one sample's cache
+        # into the next: each run starts from a reset state
+        self.stateful = bool(self.request.query_state())
         self.input_names = [p.get_any_name() for p in compiled.inputs]
         self.details = {"threads": threads, "device": device,
                         "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
                         "openvino": ov.get_version()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.stateful:
+            self.request.reset_state()
         res = self.request.infer({k: feeds[k] for k in self.input_names}, share_inputs=True)  # no input copy
         return [np.asarray(v) for v in res.values()]
 
