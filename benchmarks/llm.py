@@ -77,7 +77,9 @@ def build_edgekit(src: Path, out: Path, windows: int, seq_len: int, nncf_peer: b
                                  "group_size": 64})
     recipe["data"]["evaluation"].update(samples=windows, seq_len=seq_len)
     recipe["profile"] = {"enabled": False, "threads": 2}
-    recipe["verify"], recipe["accuracy"] = {"top1_agreement_min": 0.3}, {"metric": "perplexity", "max_increase": 2.0}
+    # quality and speed are this script's; what emulated classes cost is benchmarks.emulation's
+    recipe["verify"] = {"top1_agreement_min": 0.3, "emulate": False}
+    recipe["accuracy"] = {"metric": "perplexity", "max_increase": 2.0}
     path = out / "smollm2.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return run(load_recipe(path), out / "out").manifest

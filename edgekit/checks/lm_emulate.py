@@ -3,29 +3,33 @@
 Why a prefill through the runtime's plain engine and not its generation API under QEMU: what a
 class changes is the integer kernels (ONNX Runtime's MatMulNBits with int8 activations, OpenVINO's
 compressed-weight MatMul), which pick their code path from CPUID exactly as an encoder's do. One
-prefill of a window through the artifact's own graph runs every one of them: an ONNX Runtime
-session on the GenAI folder's model.onnx with an empty KV cache, or OpenVINO's stateful IR from a
-reset state. Its logits are the teacher-forced next-token distribution, scored against the
-PyTorch reference the way the native check scores them. So the device-side outputs job that
-emulates encoders runs these too, and no generation loop (one QEMU round trip per token) is
-needed. Windows are cut to EMULATE_TOKENS: under emulation a token costs 50-300x its native time.
+prefill of a window through the artifact's own graph runs them on many rows at once: an ONNX
+Runtime session on the GenAI folder's model.onnx with an empty KV cache, or OpenVINO's stateful
+IR from a reset state. Its logits are the teacher-forced next-token distribution. So the
+device-side outputs job that emulates encoders runs these too, and no generation loop (one QEMU
+round trip per token) is needed. Windows are cut to EMULATE_TOKENS: under emulation a token
+costs 50-300x its native time. What a prefill does not run is the single-row (one new token)
+kernels that decoding uses.
+
+The same job also runs natively, and a class is judged by what it changed between the two on
+the same cut windows, applied to the artifact's native whole-window measures (`shifted`).
 
 Float artifacts are not emulated (no integer kernel computes them): where a class may run one at
 another precision than this machine did (OpenVINO: bf16 on AMX and AVX-512 BF16, f32 elsewhere),
-that precision is forced and checked natively on the same windows, as for encoders."""
+that precision is forced and checked natively on the whole windows, as for encoders."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
 from edgekit.checks import lm as lmcheck
 
-EMULATE_TOKENS = 128
+EMULATE_TOKENS = 32  # a prefill under QEMU costs in proportion to its tokens; 32 keep a window to seconds
 # the engine that runs each generation runtime's model file outside its generation API
 ENGINES = {"onnxruntime-genai": "onnxruntime", "openvino-genai": "openvino"}
 
@@ -79,13 +83,31 @@ def score(ref_logps: list[np.ndarray], logits: Any, windows: np.ndarray) -> dict
     return tally.summary()
 
 
-def entry(summary: dict[str, Any], ref_ppl: float, samples: int, tokens_per_window: int) -> dict[str, Any]:
+def shifted(native: dict[str, Any], base: dict[str, Any], moved: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's whole-window measures on another class, estimated: the native ones moved by
+    what the class changed on the cut windows (`base`: the same engine natively, `moved`: under
+    the class). Why not the cut windows' own measures: with 32 tokens of context a model agrees
+    less with the reference than over a whole window, so the recipe's tolerances, set on whole
+    windows, would fail an artifact the class did not change at all."""
+    return {"perplexity": native["perplexity"] * moved["perplexity"] / base["perplexity"],
+            "kl_mean": max(0.0, native["kl_mean"] + moved["kl_mean"] - base["kl_mean"]),
+            "top1_agreement": min(1.0, max(0.0, native["top1_agreement"] + moved["top1_agreement"]
+                                           - base["top1_agreement"])),
+            "tokens": native["tokens"]}
+
+
+def entry(summary: dict[str, Any], ref_ppl: float, samples: int, **extra: Any) -> dict[str, Any]:
     """The verification record's measures for one class check (the native LM record's fields)."""
     return {"parity_samples": samples, "cosine_mean": None, "cosine_worst": None,
             "top1_agreement": summary["top1_agreement"], "kl_mean": summary["kl_mean"], "passed": True,
             "metric": "perplexity", "value": summary["perplexity"], "reference": ref_ppl, "metric_samples": samples,
-            "window_tokens": tokens_per_window,
-            "verified_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            **extra, "verified_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _native_measures(ver: Any, name: str, rt: str) -> dict[str, Any]:
+    m = ver.metrics[name][rt]
+    return {"perplexity": m["value"], "kl_mean": m["kl_mean"], "top1_agreement": m["top1_agreement"],
+            "tokens": m["tokens"]}
 
 
 def verify_classes(recipe: Any, pairs: list[tuple[Any, str]], windows: np.ndarray, ref_logits: Callable[[Any], Any],
@@ -95,8 +117,7 @@ def verify_classes(recipe: Any, pairs: list[tuple[Any, str]], windows: np.ndarra
     class, float ones natively at each precision the class may run; everything else recorded as
     not verified with the reason. A miss is the ParityError of the native check, naming the class."""
     from edgekit.checks import emulate
-    from edgekit.runtimes import ov
-    from edgekit.runtimes.cpu_classes import FLOAT_PRECISIONS, X86_CLASSES, float_precisions, local_class
+    from edgekit.runtimes.cpu_classes import FLOAT_PRECISIONS, local_class
 
     here = local_class()
     p = emulate.plan(recipe.deploy.classes(), here, recipe.verify.emulate)
@@ -104,58 +125,81 @@ def verify_classes(recipe: Any, pairs: list[tuple[Any, str]], windows: np.ndarra
     ints = [(a, rt) for a, rt in pairs if a.precision not in FLOAT_PRECISIONS and rt in ENGINES]
     # with verify.emulate off, the other classes stay unverified (the plan says why), as for encoders
     floats = [(a, rt) for a, rt in pairs if a.precision in FLOAT_PRECISIONS] if recipe.verify.emulate else []
-    others = [c for c in recipe.deploy.classes() if c in X86_CLASSES]
-    if not (ints and p.emulated) and not (floats and others):
-        return
     n = min(len(windows), recipe.verify.emulate_samples or len(windows))
-    cut = windows[:n, :EMULATE_TOKENS]
-    tick = progress("reference logits for the class checks", n)
-    ref_logps = []
-    for ids in cut:
-        ref_logps.append(lmcheck.log_softmax(ref_logits(ids)))
-        tick(1)
-    ref_ppl = score(ref_logps, ref_logps, cut)["perplexity"]  # log-probabilities are their own logits
-    threads = recipe.profile.threads
-
-    # integer artifacts: one emulated outputs job per class, unless too few windows are planned
-    # to ever reach the minimum (QEMU would run for nothing)
     least = recipe.verify.emulate_min_samples
-    if ints and p.emulated and n < least:
+    if ints and p.emulated and n < least:  # QEMU would run for nothing
         for cls in p.emulated:
             ver.not_verified.setdefault(cls, f"not verified: budget: {n} evaluation window(s) planned under emulation "
                                              f"(data.evaluation.samples, verify.emulate_samples), fewer than "
                                              f"verify.emulate_min_samples {least}")
     elif ints and p.emulated:
-        models = [engine_model(f"{a.name}/{rt}", rt, a.path, a.options.get(rt, {})) for a, rt in ints]
-        runs = run_classes(p, models, feeds(cut, models))
-        for cls, qemu_model in p.emulated.items():
-            res = runs[cls]
-            if isinstance(res, emulate.EmulationError):
-                ver.not_verified[cls] = str(res)
-                ver.warnings.append(f"not verified on {cls}: {res}")
-                continue
-            for a, rt in ints:
-                key = f"{a.name}/{rt}"
-                if key in res.errors:
-                    ver.warnings.append(f"{key} did not run under emulated {cls}: {res.errors[key]}")
-                    ver.not_verified.setdefault(cls, f"{key} did not run under emulation: {res.errors[key]}")
-                    continue
-                short = emulate.budget_shortfall(res, key, recipe.verify.emulate_min_samples,
-                                                 recipe.verify.emulate_budget_s)
-                if short:
-                    ver.warnings.append(f"{key} on {cls}: {short}")
-                    ver.not_verified.setdefault(cls, f"{key}: {short}")
-                    continue
-                got = res.outputs[key]
-                k = len(got)
-                summ = score(ref_logps[:k], list(got), cut[:k])
-                where = f"artifact {a.name!r} on {rt} under emulated {cls} (qemu {qemu_model}, {cut.shape[1]}-token windows)"
-                lmcheck.check(summ, score(ref_logps[:k], ref_logps[:k], cut[:k])["perplexity"], recipe.verify,
-                              recipe.accuracy, where)
-                ver.verified_on[a.name].append({"runtime": rt, **res.record(key), "samples_planned": n,
-                                                **entry(summ, ref_ppl, k, cut.shape[1])})
+        _emulated(recipe, ints, windows[:n, :EMULATE_TOKENS], ref_logits, ver, p, run_classes, progress)
+    if floats:
+        _float_precisions(recipe, floats, windows, ref_logits, ver, open_runner, progress)
 
-    # float artifacts: natively, at each precision a declared class may run them
+
+def _emulated(recipe: Any, ints: list[tuple[Any, str]], cut: np.ndarray, ref_logits: Callable[[Any], Any], ver: Any,
+              p: Any, run_classes: Callable[..., dict[str, Any]], progress: Any) -> None:
+    """One outputs job per emulated class and the same job natively (the same engine, feeds and
+    threads), so that each class is judged by what it changed against this machine."""
+    from edgekit.checks import emulate
+    from edgekit.runtimes.cpu_classes import local_class
+
+    models = [engine_model(f"{a.name}/{rt}", rt, a.path, a.options.get(rt, {})) for a, rt in ints]
+    inputs = feeds(cut, models)
+    tick = progress("the class checks' windows natively (reference and artifacts)", 1)
+    ref_logps = [lmcheck.log_softmax(ref_logits(ids)) for ids in cut]
+    native = emulate.run_job(local_class(), [], None, models, inputs, recipe.profile.threads, None)
+    tick(1)
+    runs = run_classes(p, models, inputs)
+    tokens = int(cut.shape[1])
+    for cls, qemu_model in p.emulated.items():
+        res = runs[cls]
+        if isinstance(res, emulate.EmulationError):
+            ver.not_verified[cls] = str(res)
+            ver.warnings.append(f"not verified on {cls}: {res}")
+            continue
+        for a, rt in ints:
+            key = f"{a.name}/{rt}"
+            why = res.errors.get(key) or native.errors.get(key)
+            if why:
+                ver.warnings.append(f"{key} did not run under emulated {cls}: {why}")
+                ver.not_verified.setdefault(cls, f"{key} did not run under emulation: {why}")
+                continue
+            short = emulate.budget_shortfall(res, key, recipe.verify.emulate_min_samples,
+                                             recipe.verify.emulate_budget_s)
+            if short:
+                ver.warnings.append(f"{key} on {cls}: {short}")
+                ver.not_verified.setdefault(cls, f"{key}: {short}")
+                continue
+            got = res.outputs[key]
+            k = len(got)
+            base = score(ref_logps[:k], list(native.outputs[key][:k]), cut[:k])
+            moved = score(ref_logps[:k], list(got), cut[:k])
+            est = shifted(_native_measures(ver, a.name, rt), base, moved)
+            where = (f"artifact {a.name!r} on {rt} under emulated {cls} (qemu {qemu_model}; the native measures moved "
+                     f"by what the class changed on {k} {tokens}-token windows)")
+            lmcheck.check(est, ver.metrics["reference"]["value"], recipe.verify, recipe.accuracy, where)
+            same = float(np.mean([np.array_equal(np.argmax(x, -1), np.argmax(y, -1))
+                                  for x, y in zip(got, native.outputs[key][:k])]))
+            ver.verified_on[a.name].append({
+                "runtime": rt, **res.record(key), "samples_planned": len(cut),
+                **entry(est, ver.metrics["reference"]["value"], k, window_tokens=tokens,
+                        cut_windows={"native": base, "emulated": moved, "same_next_tokens_share": same})})
+
+
+def _float_precisions(recipe: Any, floats: list[tuple[Any, str]], windows: np.ndarray,
+                      ref_logits: Callable[[Any], Any], ver: Any, open_runner: Callable[..., Any],
+                      progress: Any) -> None:
+    """Float artifacts, natively on the whole evaluation windows, at each precision a declared
+    class may run that this machine did not (forced), as for encoders."""
+    from edgekit.runtimes import ov
+    from edgekit.runtimes.cpu_classes import X86_CLASSES, float_precisions, local_class
+
+    here = local_class()
+    others = [c for c in recipe.deploy.classes() if c in X86_CLASSES]
+    threads = recipe.profile.threads
+    plans = []  # (artifact, runtime, class, precision or None, covered by the native record)
     for a, rt in floats:
         options = a.options.get(rt, {})
         native = next((v for v in ver.verified_on.get(a.name, []) if v["runtime"] == rt and v["mode"] == "native"),
@@ -164,40 +208,54 @@ def verify_classes(recipe: Any, pairs: list[tuple[Any, str]], windows: np.ndarra
             continue
         engine = ov.NAME if rt == "openvino-genai" else rt
         ran_here = options.get("precision") or ov.type_name((native.get("runner") or {}).get("inference_precision"))
-        checked: dict[Optional[str], Any] = {}
         for cls in others:
             for prec in float_precisions(engine, cls, options) or (None,):  # None: as stored
-                at = prec or f"{a.precision} as stored"
-                if cls == here and (prec is None or prec == ran_here):
-                    continue  # the native record is that check
-                # what ran here is what this class runs: the native record covers it; else force it
-                if prec is not None and prec != ran_here and prec not in checked:
-                    runner = open_runner(rt, a.path, threads, **{**options, "precision": prec})
-                    try:
-                        ran = ov.type_name((getattr(runner, "details", None) or {}).get("inference_precision", prec))
-                        t = progress(f"verifying {a.name} on {rt} at {prec}", 1)
-                        got = [runner.logits(ids) for ids in cut]
-                        t(1)
-                    finally:
-                        runner.close()
-                    if ran != prec:  # e.g. bf16 asked of a CPU without it
-                        checked[prec] = f"{rt} ran {ran} when asked for {prec}"
-                    else:
-                        summ = score(ref_logps, got, cut)
-                        lmcheck.check(summ, ref_ppl, recipe.verify, recipe.accuracy,
-                                      f"artifact {a.name!r} on {rt} at {prec} (a precision {cls} runs)")
-                        checked[prec] = summ
-                if prec in checked and isinstance(checked[prec], str):
-                    ver.not_verified.setdefault(cls, f"{a.name} on {rt}: {cls} may run it at {prec}, which this "
-                                                     f"machine cannot compute ({checked[prec]}); verify it on such a "
-                                                     f"{cls} CPU")
-                    continue
-                why = (f"{a.precision} artifact: no integer kernel computes it, so QEMU has nothing class-specific "
-                       f"to reproduce; {rt} may run it at {at} on {cls}, verified natively at that precision")
-                ver.not_emulated.append({"artifact": a.name, "runtime": rt, "class": cls, "precision": at,
-                                         "reason": why})
-                record = ({k: v for k, v in native.items() if k not in ("cpu_class", "mode", "cpu_model", "cpu_flags")}
-                          if prec is None or prec == ran_here else
-                          {"runtime": rt, **entry(checked[prec], ref_ppl, n, cut.shape[1])})
-                ver.verified_on[a.name].append({**record, "cpu_class": cls, "mode": "native-precision",
-                                                "cpu_model": f"this {here} host, at {at}", "precision": at})
+                covered = prec is None or prec == ran_here
+                if not (cls == here and covered):  # on this class the native record is that check
+                    plans.append((a, rt, cls, prec, covered, native))
+    forced = sorted({(a.name, rt, prec) for a, rt, _, prec, covered, _ in plans if not covered})
+    checked: dict[tuple[str, str, str], Any] = {}
+    if forced:
+        by_name = {a.name: a for a, _ in floats}
+        runners, tallies = {}, {}
+        try:
+            for name, rt, prec in forced:
+                a = by_name[name]
+                runners[(name, rt, prec)] = open_runner(rt, a.path, threads, **{**a.options.get(rt, {}), "precision": prec})
+                tallies[(name, rt, prec)] = lmcheck.Tally()
+            tick = progress("verifying float artifacts at the precisions other classes run", len(windows))
+            for ids in windows:
+                lp = lmcheck.log_softmax(ref_logits(ids))
+                for key, r in runners.items():
+                    tallies[key].add(lp, r.logits(ids), ids)
+                tick(1)
+            ran = {k: ov.type_name((getattr(r, "details", None) or {}).get("inference_precision", k[2]))
+                   for k, r in runners.items()}
+        finally:
+            for r in runners.values():
+                r.close()
+        ref_ppl = ver.metrics["reference"]["value"]
+        for key, tally in tallies.items():
+            name, rt, prec = key
+            if ran[key] != prec:  # e.g. bf16 asked of a CPU without it
+                checked[key] = f"{rt} ran {ran[key]} when asked for {prec}"
+                continue
+            summ = tally.summary()
+            lmcheck.check(summ, ref_ppl, recipe.verify, recipe.accuracy, f"artifact {name!r} on {rt} at {prec} "
+                                                                         "(a precision another declared class runs)")
+            checked[key] = entry(summ, ref_ppl, len(windows))
+    for a, rt, cls, prec, covered, native in plans:
+        at = prec or f"{a.precision} as stored"
+        done = None if covered else checked[(a.name, rt, prec)]
+        if isinstance(done, str):
+            ver.not_verified.setdefault(cls, f"{a.name} on {rt}: {cls} may run it at {prec}, which this machine "
+                                             f"cannot compute ({done}); verify it on such a {cls} CPU")
+            continue
+        ver.not_emulated.append({"artifact": a.name, "runtime": rt, "class": cls, "precision": at,
+                                 "reason": f"{a.precision} artifact: no integer kernel computes it, so QEMU has nothing "
+                                           f"class-specific to reproduce; {rt} may run it at {at} on {cls}, verified "
+                                           "natively at that precision"})
+        record = ({k: v for k, v in native.items() if k not in ("cpu_class", "mode", "cpu_model", "cpu_flags")}
+                  if covered else {"runtime": rt, **done})
+        ver.verified_on[a.name].append({**record, "cpu_class": cls, "mode": "native-precision",
+                                        "cpu_model": f"this {here} host, at {at}", "precision": at})
