@@ -113,22 +113,21 @@ class LlamaCppLM:
         return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
 
     def generate(self, prompt: np.ndarray, new_tokens: int, timings: Optional[list[float]] = None) -> list[int]:
+        import llama_cpp
+
+        from edgekit.runtimes.genai import greedy
+
+        vocab = self.llm.n_vocab()
+
+        def step(last: Optional[int]) -> int:
+            self.llm.eval([int(t) for t in prompt] if last is None else [last])
+            # without logits_all, Llama.scores is no longer filled (0.3.x samples inside
+            # llama.cpp): the last position's logits straight from the context
+            last_logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm.ctx, -1), shape=(vocab,))
+            return int(np.argmax(last_logits))
+
         self.llm.reset()
-        out: list[int] = []
-        step = [int(t) for t in prompt]
-        t0 = time.perf_counter()
-        while len(out) < new_tokens:
-            self.llm.eval(step)
-            nxt = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
-            out.append(nxt)
-            t1 = time.perf_counter()
-            if timings is not None:
-                timings.append(t1 - t0)
-            t0 = t1
-            if nxt == self.eos:
-                break
-            step = [nxt]
-        return out
+        return greedy(step, new_tokens, self.eos, timings)
 
     def close(self) -> None:
         self.llm.close()

@@ -280,35 +280,22 @@ def _verify_emulated(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Veri
     builtin = ref.user_eval is None
     labels = ref.labels[:n] if ref.labels is not None else None
     runs = _run_classes(recipe, p, models, inputs, progress)
-    for cls, qemu_model in p.emulated.items():
-        res = runs[cls]
-        if isinstance(res, emulate.EmulationError):
-            ver.not_verified[cls] = str(res)
-            ver.warnings.append(f"not verified on {cls}: {res}")
-            continue
-        for art, rt in jobs:
-            key = f"{art.name}/{rt}"
-            if key in res.errors:
-                ver.warnings.append(f"{key} did not run under emulated {cls}: {res.errors[key]}")
-                ver.not_verified.setdefault(cls, f"{key} did not run under emulation: {res.errors[key]}")
-                continue
-            short = emulate.budget_shortfall(res, key, recipe.verify.emulate_min_samples, recipe.verify.emulate_budget_s)
-            if short:
-                ver.warnings.append(f"{key} on {cls}: {short}")
-                ver.not_verified.setdefault(cls, f"{key}: {short}")
-                continue
-            got = res.outputs[key]
-            k = len(got)  # the samples its share of the budget allowed, at least the minimum
-            par = verify.parity(ref.outputs[:k], got)
-            verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} under emulated {cls} (qemu {qemu_model})")
-            summary = None
-            if builtin:
-                lab = labels[:k] if labels is not None else None
-                summary = evaluate.summary(ref.metric, evaluate.score(ref.metric, ref.outputs[:k], ref.outputs[:k], lab),
-                                           evaluate.score(ref.metric, got, ref.outputs[:k], lab),
-                                           recipe.accuracy.higher_is_better)
-            ver.verified_on[art.name].append({"runtime": rt, **res.record(key), "samples_planned": n,
-                                              **_entry(par, summary, k)})
+    by_key = {f"{art.name}/{rt}": (art, rt) for art, rt in jobs}
+    for cls, qemu_model, key, res in emulate.counted(runs, p.emulated, list(by_key), recipe.verify.emulate_min_samples,
+                                                     recipe.verify.emulate_budget_s, ver):
+        art, rt = by_key[key]
+        got = res.outputs[key]
+        k = len(got)  # the samples its share of the budget allowed, at least the minimum
+        par = verify.parity(ref.outputs[:k], got)
+        verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} under emulated {cls} (qemu {qemu_model})")
+        summary = None
+        if builtin:
+            lab = labels[:k] if labels is not None else None
+            summary = evaluate.summary(ref.metric, evaluate.score(ref.metric, ref.outputs[:k], ref.outputs[:k], lab),
+                                       evaluate.score(ref.metric, got, ref.outputs[:k], lab),
+                                       recipe.accuracy.higher_is_better)
+        ver.verified_on[art.name].append({"runtime": rt, **res.record(key), "samples_planned": n,
+                                          **_entry(par, summary, k)})
 
 
 def _run_classes(recipe: Any, p: Any, models: list[dict[str, Any]], inputs: dict[str, np.ndarray],

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -194,6 +194,31 @@ def budget_shortfall(run: EmulatedRun, key: str, min_samples: int, budget_s: flo
     return (f"not verified: budget: {got} sample(s) in {took if took is not None else '?'} s under emulated {run.cls}, "
             f"fewer than verify.emulate_min_samples {min_samples} (verify.emulate_budget_s {budget_s:g} s for the "
             f"class, shared by its artifacts); raise the budget or lower the minimum")
+
+
+def counted(runs: dict[str, Any], emulated: dict[str, str], keys: list[str], min_samples: int, budget_s: float,
+            ver: Any, failed: Optional[dict[str, str]] = None) -> Iterator[tuple[str, str, str, EmulatedRun]]:
+    """(class, QEMU model, model key, run) for every emulated result that counts; each one that
+    does not (QEMU failed, the model failed there or in `failed`, the budget ran out first) is
+    recorded in `ver` as not verified, with a warning, and never yielded."""
+    for cls, qemu_model in emulated.items():
+        res = runs[cls]
+        if isinstance(res, EmulationError):
+            ver.not_verified[cls] = str(res)
+            ver.warnings.append(f"not verified on {cls}: {res}")
+            continue
+        for key in keys:
+            why = res.errors.get(key) or (failed or {}).get(key)
+            if why:
+                ver.warnings.append(f"{key} did not run under emulated {cls}: {why}")
+                ver.not_verified.setdefault(cls, f"{key} did not run under emulation: {why}")
+                continue
+            short = budget_shortfall(res, key, min_samples, budget_s)
+            if short:
+                ver.warnings.append(f"{key} on {cls}: {short}")
+                ver.not_verified.setdefault(cls, f"{key}: {short}")
+                continue
+            yield cls, qemu_model, key, res
 
 
 def _last_json(stdout: str) -> Optional[dict[str, Any]]:

@@ -28,16 +28,17 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.checks import lm as lmcheck
+from edgekit.runtimes import genai, ort, ov, ov_genai
 
 EMULATE_TOKENS = 32  # a prefill under QEMU costs in proportion to its tokens; 32 keep a window to seconds
 # the engine that runs each generation runtime's model file outside its generation API
-ENGINES = {"onnxruntime-genai": "onnxruntime", "openvino-genai": "openvino"}
+ENGINES = {genai.NAME: ort.NAME, ov_genai.NAME: ov.NAME}
 
 
 def engine_model(key: str, runtime: str, path: Path, options: dict[str, Any]) -> dict[str, Any]:
     """An outputs-job entry for one artifact x generation runtime (only the options the plain
     engine shares with the generation runner travel: OpenVINO's inference precision)."""
-    opts = {"precision": options["precision"]} if runtime == "openvino-genai" and options.get("precision") else {}
+    opts = {"precision": options["precision"]} if runtime == ov_genai.NAME and options.get("precision") else {}
     return {"key": key, "runtime": ENGINES[runtime], "model": str(path), "options": opts}
 
 
@@ -51,7 +52,7 @@ def feeds(windows: np.ndarray, models: list[dict[str, Any]]) -> dict[str, np.nda
            "position_ids": np.broadcast_to(np.arange(t, dtype=np.int64), (n, t)).copy(),
            "beam_idx": np.zeros(n, dtype=np.int32)}
     for m in models:
-        if m["runtime"] == "onnxruntime":
+        if m["runtime"] == ort.NAME:
             out.update(_empty_cache(Path(m["model"]), n))
     return out
 
@@ -153,39 +154,24 @@ def _emulated(recipe: Any, ints: list[tuple[Any, str]], cut: np.ndarray, ref_log
     tick(1)
     runs = run_classes(p, models, inputs)
     tokens = int(cut.shape[1])
-    for cls, qemu_model in p.emulated.items():
-        res = runs[cls]
-        if isinstance(res, emulate.EmulationError):
-            ver.not_verified[cls] = str(res)
-            ver.warnings.append(f"not verified on {cls}: {res}")
-            continue
-        for a, rt in ints:
-            key = f"{a.name}/{rt}"
-            why = res.errors.get(key) or native.errors.get(key)
-            if why:
-                ver.warnings.append(f"{key} did not run under emulated {cls}: {why}")
-                ver.not_verified.setdefault(cls, f"{key} did not run under emulation: {why}")
-                continue
-            short = emulate.budget_shortfall(res, key, recipe.verify.emulate_min_samples,
-                                             recipe.verify.emulate_budget_s)
-            if short:
-                ver.warnings.append(f"{key} on {cls}: {short}")
-                ver.not_verified.setdefault(cls, f"{key}: {short}")
-                continue
-            got = res.outputs[key]
-            k = len(got)
-            base = score(ref_logps[:k], list(native.outputs[key][:k]), cut[:k])
-            moved = score(ref_logps[:k], list(got), cut[:k])
-            est = shifted(_native_measures(ver, a.name, rt), base, moved)
-            where = (f"artifact {a.name!r} on {rt} under emulated {cls} (qemu {qemu_model}; the native measures moved "
-                     f"by what the class changed on {k} {tokens}-token windows)")
-            lmcheck.check(est, ver.metrics["reference"]["value"], recipe.verify, recipe.accuracy, where)
-            same = float(np.mean([np.array_equal(np.argmax(x, -1), np.argmax(y, -1))
-                                  for x, y in zip(got, native.outputs[key][:k])]))
-            ver.verified_on[a.name].append({
-                "runtime": rt, **res.record(key), "samples_planned": len(cut),
-                **entry(est, ver.metrics["reference"]["value"], k, window_tokens=tokens,
-                        cut_windows={"native": base, "emulated": moved, "same_next_tokens_share": same})})
+    by_key = {f"{a.name}/{rt}": (a, rt) for a, rt in ints}
+    for cls, qemu_model, key, res in emulate.counted(runs, p.emulated, list(by_key), recipe.verify.emulate_min_samples,
+                                                     recipe.verify.emulate_budget_s, ver, native.errors):
+        a, rt = by_key[key]
+        got = res.outputs[key]
+        k = len(got)
+        base = score(ref_logps[:k], list(native.outputs[key][:k]), cut[:k])
+        moved = score(ref_logps[:k], list(got), cut[:k])
+        est = shifted(_native_measures(ver, a.name, rt), base, moved)
+        where = (f"artifact {a.name!r} on {rt} under emulated {cls} (qemu {qemu_model}; the native measures moved "
+                 f"by what the class changed on {k} {tokens}-token windows)")
+        lmcheck.check(est, ver.metrics["reference"]["value"], recipe.verify, recipe.accuracy, where)
+        same = float(np.mean([np.array_equal(np.argmax(x, -1), np.argmax(y, -1))
+                              for x, y in zip(got, native.outputs[key][:k])]))
+        ver.verified_on[a.name].append({
+            "runtime": rt, **res.record(key), "samples_planned": len(cut),
+            **entry(est, ver.metrics["reference"]["value"], k, window_tokens=tokens,
+                    cut_windows={"native": base, "emulated": moved, "same_next_tokens_share": same})})
 
 
 def _float_precisions(recipe: Any, floats: list[tuple[Any, str]], windows: np.ndarray,
@@ -193,7 +179,6 @@ def _float_precisions(recipe: Any, floats: list[tuple[Any, str]], windows: np.nd
                       progress: Any) -> None:
     """Float artifacts, natively on the whole evaluation windows, at each precision a declared
     class may run that this machine did not (forced), as for encoders."""
-    from edgekit.runtimes import ov
     from edgekit.runtimes.cpu_classes import X86_CLASSES, float_precisions, local_class
 
     here = local_class()
@@ -206,7 +191,7 @@ def _float_precisions(recipe: Any, floats: list[tuple[Any, str]], windows: np.nd
                       None)
         if native is None:
             continue
-        engine = ov.NAME if rt == "openvino-genai" else rt
+        engine = ov.NAME if rt == ov_genai.NAME else rt
         ran_here = options.get("precision") or ov.type_name((native.get("runner") or {}).get("inference_precision"))
         for cls in others:
             for prec in float_precisions(engine, cls, options) or (None,):  # None: as stored

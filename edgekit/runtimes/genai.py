@@ -158,21 +158,33 @@ class TorchLM(LMRunner):
     def generate(self, prompt: np.ndarray, new_tokens: int, timings: Optional[list[float]] = None) -> list[int]:
         import torch
 
-        ids = torch.from_numpy(np.asarray(prompt, dtype=np.int64).reshape(1, -1))
-        out: list[int] = []
-        past = None
-        t0 = time.perf_counter()
+        state: dict[str, Any] = {"past": None}
+
+        def step(last: Optional[int]) -> int:
+            ids = (torch.from_numpy(np.asarray(prompt, dtype=np.int64).reshape(1, -1)) if last is None
+                   else torch.tensor([[last]]))
+            res = self.model(ids, use_cache=True, **{self._cache_arg: state["past"]})
+            state["past"] = getattr(res, "cache", None) or res.past_key_values
+            return int(res.logits[0, -1].argmax())
+
         with torch.inference_mode():
-            while len(out) < new_tokens:
-                res = self.model(ids, use_cache=True, **{self._cache_arg: past})
-                past = getattr(res, "cache", None) or res.past_key_values
-                nxt = int(res.logits[0, -1].argmax())
-                out.append(nxt)
-                t1 = time.perf_counter()
-                if timings is not None:
-                    timings.append(t1 - t0)
-                t0 = t1
-                if nxt == self.eos:
-                    break
-                ids = torch.tensor([[nxt]])
-        return out
+            return greedy(step, new_tokens, self.eos, timings)
+
+
+def greedy(step: Any, new_tokens: int, eos: Optional[int], timings: Optional[list[float]] = None) -> list[int]:
+    """Greedy decoding timed token by token, for runners that decode in Python: `step(None)`
+    runs the prompt and returns the first token (its time is the TTFT), `step(t)` feeds token t
+    and returns the next; it stops after `new_tokens` or at `eos`."""
+    out: list[int] = []
+    last: Optional[int] = None
+    t0 = time.perf_counter()
+    while len(out) < new_tokens:
+        last = step(last)
+        out.append(last)
+        t1 = time.perf_counter()
+        if timings is not None:
+            timings.append(t1 - t0)
+        t0 = t1
+        if last == eos:
+            break
+    return out
