@@ -154,14 +154,6 @@ def timing(variants: dict[str, tuple[str, Path, dict[str, Any]]], prompt: np.nda
     return out
 
 
-def _has_bf16() -> bool:
-    """OpenVINO's CPU plugin computes in bf16 by default where the CPU has AMX or AVX-512 BF16."""
-    from edgekit.runtimes.device_side import cpu_info
-
-    flags = cpu_info()["flags"]
-    return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
-
-
 def _ratio(target: str, ratio: float, goal: float) -> list[str]:
     """A 'faster by' target against the goal."""
     return [target, f"{ratio:.2f}x", f">= {goal:g}x", "met" if ratio >= goal else "not met"]
@@ -203,6 +195,7 @@ def main() -> None:
         ap.error("--llama-python and --llama-cpp go together: the side environment quantizes and runs, the "
                  "source tree's converter makes its GGUF")
 
+    from edgekit.runtimes import ov
     from edgekit.sources.causal_lm import load_causal_lm
 
     optimum: Optional[dict[str, Any]] = None
@@ -222,7 +215,7 @@ def main() -> None:
             if a["name"] == "ov_fp32":  # timed at f32, and at the device's default beside it
                 variants["edgekit ov_fp32 (f32)"] = (rt, path, {"precision": "f32"})
                 variants["edgekit ov_fp32 (device default)"] = (rt, path, {})
-            elif a["name"] == "ov_int4" and _has_bf16():
+            elif a["name"] == "ov_int4" and ov.default_precision() == "bf16":
                 # bf16 is (or may be) the device default here; the INT4 IR forced to f32 beside it
                 variants["edgekit ov_int4"] = (rt, path, {})
                 variants["edgekit ov_int4 (f32)"] = (rt, path, {"precision": "f32"})
