@@ -21,7 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # the libraries whose versions decide what a benchmark measures (distribution names)
 PEERS = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "transformers", "torch-pruning", "onnxruntime-qnn",
-         "tensorrt", "ray", "optuna", "onnxruntime-genai", "openvino-genai")
+         "tensorrt", "ray", "optuna", "onnxruntime-genai", "openvino-genai", "neural-compressor")
 
 METADATA_KEYS = ("benchmark", "cpu_class", "cpu_model", "date", "command", "edgekit_version", "versions", "tables",
                  "result")

@@ -650,7 +650,7 @@ def _run_lm(loaded: LoadedRecipe, tmp: Path, progress: Progress) -> dict[str, An
         data = _lm_text(loaded, cl, progress)
         state = ModelState(torch_model=None, input_names=["input_ids"], output_names=["logits"],
                            example={"input_ids": data.windows[:1]}, workdir=models_dir, recipe=recipe,
-                           progress=progress, threads=recipe.profile.threads, causal_lm=cl,
+                           progress=progress, threads=recipe.profile.threads, causal_lm=cl, scratch=scratch,
                            calibration=None if data.calibration_windows is None else Dataset(
                                "calibration", [{"input_ids": w[None]} for w in data.calibration_windows]))
         records = _run_stages(loaded, state)

@@ -38,6 +38,7 @@ KNOWN: dict[str, tuple[str, str]] = {
     "accelerate": ("accelerate", "llm"),
     "openvino_genai": ("openvino-genai", "llm"),
     "openvino_tokenizers": ("openvino-tokenizers", "llm"),
+    "neural_compressor": ("neural-compressor", "inc"),
 }
 
 # module -> what edgekit uses it for (`edgekit doctor` shows it beside the version)
@@ -64,6 +65,7 @@ USED_FOR: dict[str, str] = {
     "accelerate": "model: {gguf: FILE}: transformers' GGUF loading",
     "openvino_genai": "causal LMs: runtime openvino-genai (LLMPipeline)",
     "openvino_tokenizers": "causal LMs: target.openvino-genai's tokenizer IRs",
+    "neural_compressor": "causal LMs: quantize.weight_only (RTN, GPTQ on the torch model)",
 }
 
 # extra -> modules it provides; drives `edgekit validate`'s "needs" list
@@ -77,6 +79,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "prune": ("torch_pruning",),
     "sweep": ("ray", "optuna"),
     "llm": ("onnxruntime_genai", "onnx_ir", "gguf", "accelerate", "openvino_genai", "openvino_tokenizers"),
+    "inc": ("neural_compressor",),
 }
 
 

@@ -26,14 +26,12 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 
 from edgekit.core.backends import require, version_of
-from edgekit.errors import RecipeError, StageError
+from edgekit.errors import StageError
 from edgekit.export.genai_requant import requantize
 from edgekit.runtimes import genai
+from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
-
-BLOCK_SIZES = (16, 32, 64, 128, 256)
-
 
 class GenaiConfig(StageConfig):
     kind: Literal["target.onnxruntime-genai"]
@@ -58,35 +56,20 @@ class GenaiConfig(StageConfig):
             raise ValueError(f"block_size and int8_layers apply to precision int4 or int8, not {self.precision}")
         return self
 
+    def reads_weight_only(self) -> bool:
+        return self.precision in ("int4", "int8")
+
+    def weight_only_conflict(self) -> Optional[str]:
+        if self.algorithm != "default":
+            return f"algorithm {self.algorithm!r} is the builder's own quantizer"
+        return None
+
     @property
     def artifact_name(self) -> str:
         return self.name or f"genai_{self.precision}"
 
     def produces(self) -> list[str]:
         return [self.artifact_name]
-
-
-def widths(config: dict[str, Any]) -> dict[str, int]:
-    """The input widths of the model's MatMuls, by what they are (a weight-only block must
-    divide each one): hidden size for q/k/v/gate/up and lm_head, intermediate size for down,
-    heads x head size for o."""
-    hidden = int(config["hidden_size"])
-    heads = int(config["num_attention_heads"])
-    head_dim = int(config.get("head_dim") or hidden // heads)
-    return {"hidden_size (q/k/v/gate/up/lm_head input)": hidden,
-            "intermediate_size (down_proj input)": int(config["intermediate_size"]),
-            "heads x head_dim (o_proj input)": heads * head_dim}
-
-
-def check_block(block: int, config: dict[str, Any], field: str = "block_size",
-                sizes: tuple[int, ...] = BLOCK_SIZES) -> None:
-    """A block that does not divide a layer's width would make the quantizer fall back or fail a
-    minute in; say which layer and which blocks would do, before anything runs."""
-    for what, width in widths(config).items():
-        if width % block:
-            ok = [b for b in sizes if all(w % b == 0 for w in widths(config).values())]
-            raise RecipeError(f"{field}: {block} does not divide {what} = {width}; allowed for this model: "
-                              f"{', '.join(map(str, ok)) or 'none (it cannot be group-quantized)'}")
 
 
 def known_refusal(config: dict[str, Any]) -> Optional[str]:
@@ -132,14 +115,6 @@ def _op_counts(model_path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def causal_lm_of(state: ModelState, kind: str) -> Any:
-    """The recipe's causal LM source, which a generation stage builds from (not the torch model)."""
-    if state.causal_lm is None:
-        raise RecipeError(f"kind: {kind} needs a causal language model (model: {{hf: DIR}} of a *ForCausalLM "
-                          "architecture, or {gguf: FILE}); this recipe's model is not one")
-    return state.causal_lm
-
-
 class TargetGenai(Stage):
     kind = "target.onnxruntime-genai"
     Config = GenaiConfig
@@ -153,6 +128,7 @@ class TargetGenai(Stage):
         if refusal:
             raise StageError(f"{self.kind}: onnxruntime-genai's model builder refuses {lm.family} "
                              f"({lm.architecture}): {refusal}")
+        fixed = state.weight_only if cfg.precision in ("int4", "int8") else None
         if cfg.precision in ("int4", "int8"):
             check_block(cfg.block_size, config)
         out = state.workdir / cfg.artifact_name
@@ -164,7 +140,7 @@ class TargetGenai(Stage):
         # out of the artifact
         with tempfile.TemporaryDirectory(prefix="edgekit-genai-") as cache:
             built = Path(cache) / "fp32" if requantized(cfg) else out
-            cmd = builder_command(lm.directory, built, Path(cache) / "scratch", cfg)
+            cmd = builder_command(lm.directory if fixed is None else fixed.directory, built, Path(cache) / "scratch", cfg)
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0 or not (built / "model.onnx").is_file():
                 raise StageError(f"{self.kind}: onnxruntime-genai's model builder refused {lm.family} "
@@ -172,7 +148,7 @@ class TargetGenai(Stage):
             if requantized(cfg):
                 bits = 4 if cfg.precision == "int4" else 8
                 packing = requantize(built, out, bits, cfg.block_size, cfg.symmetric,
-                                     8 if "lm_head" in cfg.int8_layers else bits, cfg.accuracy_level)
+                                     8 if "lm_head" in cfg.int8_layers else bits, cfg.accuracy_level, fixed)
                 for f in built.iterdir():
                     if f.is_file() and not f.name.startswith("model.onnx"):
                         shutil.copy2(f, out / f.name)
@@ -180,8 +156,8 @@ class TargetGenai(Stage):
         tick(1)
         files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "model.onnx")
         ops = _op_counts(out / "model.onnx")
-        state.add(Artifact(cfg.artifact_name, out / "model.onnx", genai.FORMAT,
-                           "mixed" if cfg.int8_layers and cfg.precision == "int4" else cfg.precision,
+        precision = "mixed" if cfg.int8_layers and cfg.precision == "int4" else cfg.precision
+        state.add(Artifact(cfg.artifact_name, out / "model.onnx", genai.FORMAT, fixed.precision if fixed else precision,
                            self.kind, extra_files=tuple(files)))
         measured = {"builder_s": round(seconds, 2), "onnxruntime_genai": version_of("onnxruntime_genai"),
                     "family": lm.family, "command": " ".join(cmd[1:]).replace(str(state.workdir.parent), "<artifact>").replace(cache, "<scratch>"),

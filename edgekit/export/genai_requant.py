@@ -21,10 +21,13 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 from edgekit.core.backends import require
 from edgekit.errors import StageError
+from edgekit.quantize.lm_layers import QLayer, RowIndex, matmul_nbits_blob, stacked, unpack_nibbles
 
 LM_HEAD = "/lm_head/MatMul"
 
@@ -79,12 +82,78 @@ def share_tied_embedding(model: Any, weight: str, bits: int, block: int) -> bool
     return True
 
 
+def place_layers(model: Any, index: RowIndex, layers: dict[str, QLayer], accuracy_level: int) -> dict[str, Any]:
+    """Replace every MatMul whose constant weight is made of quantized layers' dequantized rows
+    by a MatMulNBits holding those layers' own integers; MatMuls of float-kept layers stay.
+    Returns which node got which layers."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    placed: dict[str, list[str]] = {}
+    kept: list[str] = []
+    nodes = []
+    dropped: set[str] = set()
+    for node in model.graph.node:
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        names = index.match(numpy_helper.to_array(weight).T) if weight is not None and len(weight.dims) == 2 else None
+        if not names or not all(n in index.quantized for n in names):
+            if names:
+                kept.append(node.name)
+            nodes.append(node)
+            continue
+        q = stacked([layers[n] for n in names], names)
+        blob, scales, zeros = matmul_nbits_blob(q)
+        base = node.input[1]
+        tensors = [numpy_helper.from_array(blob, f"{base}_Q{q.bits}"), numpy_helper.from_array(scales, f"{base}_scales")]
+        if zeros is not None:
+            tensors.append(numpy_helper.from_array(zeros, f"{base}_zero_points"))
+        model.graph.initializer.extend(tensors)
+        dropped.add(base)
+        nodes.append(helper.make_node("MatMulNBits", [node.input[0]] + [t.name for t in tensors], list(node.output),
+                                      name=node.name.replace("MatMul", "MatMulNBits"), domain="com.microsoft",
+                                      K=int(q.ints.shape[1]), N=int(q.ints.shape[0]), bits=q.bits,
+                                      block_size=q.group, accuracy_level=accuracy_level))
+        placed[node.name] = names
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    still_read = {i for n in model.graph.node for i in n.input}
+    kept_inits = [t for t in model.graph.initializer if t.name not in dropped or t.name in still_read]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept_inits)
+    missing = sorted(set(layers) - {n for names in placed.values() for n in names})
+    if missing:
+        raise StageError(f"the builder's graph has no weight equal to quantized layer {missing[0]} "
+                         f"({len(missing)} of {len(layers)} missing): it changed the weights on export")
+    return {"placed": placed, "float_kept": kept}
+
+
+def read_back(model: Any, placed: dict[str, list[str]], layers: dict[str, QLayer]) -> int:
+    """The integers of each placed node, unpacked from the model as it will be saved, against
+    the quantizer's: the check that no tool re-rounded them. Returns how many layers agreed."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    by_name = {n.name.replace("MatMulNBits", "MatMul"): n for n in model.graph.node if n.op_type == "MatMulNBits"}
+    agreed = 0
+    for node_name, names in placed.items():
+        node = by_name[node_name]
+        q = stacked([layers[n] for n in names], names)
+        blob = numpy_helper.to_array(inits[node.input[1]])
+        ints = unpack_nibbles(blob, q.group) if q.bits == 4 else blob
+        if not np.array_equal(ints.reshape(q.ints.shape), q.ints):
+            raise StageError(f"{node.name}: the integers stored differ from the quantizer's for {', '.join(names)}")
+        agreed += len(names)
+    return agreed
+
+
 def requantize(src: Path, out: Path, bits: int, block: int, symmetric: bool, lm_head_bits: int,
-               accuracy_level: int) -> dict[str, Any]:
+               accuracy_level: int, fixed: Optional[Any] = None) -> dict[str, Any]:
     """The fp32 folder `src` to a `bits` folder `out` (model.onnx + model.onnx.data): onnxruntime's
     default block quantizer on every MatMul but the lm_head, which is packed symmetric at
     `lm_head_bits` so that the embedding can read the same blocks (a shared table with zero
-    points would need the Gather and the MatMul to agree on their packing)."""
+    points would need the Gather and the MatMul to agree on their packing). With `fixed` (the
+    result of quantize.weight_only) its layers keep their own integers, the ones it left float
+    stay float, and only the lm_head goes through onnxruntime's quantizer."""
     onnx = require("onnx", extra="onnx")
     nb = require("onnxruntime.quantization.matmul_nbits_quantizer", extra="onnx")
     model = onnx.load(str(src / "model.onnx"))
@@ -94,23 +163,33 @@ def requantize(src: Path, out: Path, bits: int, block: int, symmetric: bool, lm_
         return nb.DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=sym, accuracy_level=accuracy_level,
                                                bits=b)
 
-    model = _quantize(model, bits=bits, block_size=block, is_symmetric=symmetric, accuracy_level=accuracy_level,
-                      nodes_to_exclude=[LM_HEAD], algo_config=config(bits, symmetric))
+    info: dict[str, Any] = {}
+    if fixed is not None:
+        where = place_layers(model, RowIndex(fixed.layers, fixed.floats), fixed.layers, accuracy_level)
+        info = {"weights_from": fixed.tool, "placed_nodes": len(where["placed"]),
+                "integers_read_back_equal": read_back(model, where["placed"], fixed.layers),
+                "float_kept_nodes": where["float_kept"]}
+    else:
+        model = _quantize(model, bits=bits, block_size=block, is_symmetric=symmetric, accuracy_level=accuracy_level,
+                          nodes_to_exclude=[LM_HEAD], algo_config=config(bits, symmetric))
     tied = False
     if weight is not None:
         model = _quantize(model, bits=lm_head_bits, block_size=block, is_symmetric=True,
                           accuracy_level=accuracy_level, nodes_to_include=[LM_HEAD],
+                          nodes_to_exclude=info.get("float_kept_nodes", []),  # it reads include as a hint only
                           algo_config=config(lm_head_bits, True))
         tied = share_tied_embedding(model, weight, lm_head_bits, block)
     ops: dict[str, int] = {}
     for n in model.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    if ops.get("MatMul", 0):
-        left = [n.name for n in model.graph.node if n.op_type == "MatMul"]
+    constants = {t.name for t in model.graph.initializer}
+    left = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants
+            and n.name not in info.get("float_kept_nodes", [])]
+    if left:
         raise StageError(f"onnxruntime's block quantizer left {len(left)} MatMul node(s) unpacked ({', '.join(left[:3])}): their weights are "
                          f"not constant 2-D initializers with an input dimension divisible by block_size {block}")
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
               location="model.onnx.data")
     return {"quantizer": "onnxruntime MatMulNBitsQuantizer (default)", "lm_head_bits": lm_head_bits if weight else None,
-            "embedding": "shares the lm_head's packed blocks" if tied else "as the builder wrote it"}
+            "embedding": "shares the lm_head's packed blocks" if tied else "as the builder wrote it", **info}

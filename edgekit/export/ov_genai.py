@@ -10,6 +10,7 @@ calibration windows as whole-prompt feeds, the state reset between them."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -22,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edgekit.core.backends import require, version_of
 from edgekit.errors import DataError, RecipeError, StageError, first_line
-from edgekit.export.genai import causal_lm_of, check_block
+from edgekit.sources.lm_shapes import causal_lm_of, check_block
 from edgekit.runtimes import ov_genai
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
@@ -79,6 +80,14 @@ class OVGenaiConfig(StageConfig):
         if "subset_size" in self.model_fields_set and not self.needs_data:
             raise ValueError("subset_size applies with data_aware methods or an activation sensitivity_metric; none is set")
         return self
+
+    def reads_weight_only(self) -> bool:
+        return self.weights not in ("fp32", "fp16")
+
+    def weight_only_conflict(self) -> Optional[str]:
+        own = sorted(self.model_fields_set & {"group_size", "ratio", "sensitivity_metric", "all_layers", "data_aware",
+                                              "subset_size"})
+        return f"{own[0]} is a setting of NNCF's own int4" if own else None
 
     @property
     def needs_data(self) -> bool:
@@ -175,6 +184,30 @@ def _weight_types(model: Any) -> dict[str, Any]:
     return {"weight_bytes_by_type": nbytes, "weight_matrices_by_type": matrices}
 
 
+def _place_fixed(model: Any, fixed: Any, cfg: OVGenaiConfig) -> tuple[Any, dict[str, Any]]:
+    """quantize.weight_only's integers into the matched MatMuls; NNCF compresses only what it
+    left (embeddings, lm_head) at backup_mode, those MatMuls in its ignored scope."""
+    from edgekit.export import ov_weights
+    from edgekit.quantize.lm_layers import RowIndex
+
+    where = ov_weights.matches(model, RowIndex(fixed.layers, fixed.floats))
+    found = {n for names in where.values() for n in names}
+    missing = sorted(set(fixed.layers) - found)
+    if missing:
+        raise StageError(f"{cfg.artifact_name}: OpenVINO's conversion has no weight equal to quantized layer "
+                         f"{missing[0]} ({len(missing)} of {len(fixed.layers)} missing)")
+    if cfg.backup_mode != "none":
+        nncf = require("nncf", extra="openvino")
+        nncf.set_log_level(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode(cfg.backup_mode),
+                                          ignored_scope=nncf.IgnoredScope(names=sorted(where), validate=False))
+    placed = ov_weights.place(model, where, fixed.layers)
+    return model, {"weights_from": fixed.tool, "placed_matmuls": placed,
+                   "integers_read_back_equal": ov_weights.read_back(model, fixed.layers),
+                   "embeddings_and_lm_head": cfg.backup_mode, **_weight_types(model)}
+
+
 class TargetOVGenai(Stage):
     kind = "target.openvino-genai"
     Config = OVGenaiConfig
@@ -186,21 +219,29 @@ class TargetOVGenai(Stage):
         from edgekit.export import ov_stateful
 
         config = json.loads((lm.directory / "config.json").read_text(encoding="utf-8"))
-        if cfg.weights.startswith("int4") and cfg.group_size != -1:
+        fixed = state.weight_only if cfg.weights not in ("fp32", "fp16") else None
+        if cfg.weights.startswith("int4") and cfg.group_size != -1 and fixed is None:
             check_block(cfg.group_size, config, "group_size", GROUP_SIZES)
         out = state.workdir / cfg.artifact_name
         out.mkdir(parents=True)
         tick = state.progress(f"{cfg.artifact_name}: converting {lm.family} to a stateful OpenVINO IR", 1)
         t0 = time.perf_counter()
         try:
-            model = ov_stateful.convert(lm.torch_model())
+            model = ov_stateful.convert((lm if fixed is None else dataclasses.replace(lm, directory=fixed.directory)).torch_model())
         except Exception as exc:  # tracing raises whatever the model's code raises
             raise StageError(f"{self.kind}: OpenVINO's conversion refused {lm.family} ({lm.architecture}): "
                              f"{first_line(exc)}") from exc
         measured: dict[str, Any] = {"openvino_version": version_of("openvino"), "family": lm.family,
                                     "convert_s": round(time.perf_counter() - t0, 2)}
         tick(1)
-        if cfg.weights not in ("fp32", "fp16"):
+        if fixed is not None:
+            tick = state.progress(f"{cfg.artifact_name}: placing {fixed.tool}'s integers in the IR "
+                                  f"(embeddings and lm_head: NNCF {cfg.backup_mode})", 1)
+            t1 = time.perf_counter()
+            model, info = _place_fixed(model, fixed, cfg)
+            measured.update(info, nncf=version_of("nncf"), compress_s=round(time.perf_counter() - t1, 2))
+            tick(1)
+        elif cfg.weights not in ("fp32", "fp16"):
             what = f"{cfg.weights}, group {cfg.group_size}" if cfg.weights.startswith("int4") else cfg.weights
             if cfg.data_aware:
                 what += f", {' + '.join(cfg.data_aware)} on calibration text (NNCF shows no progress; minutes on a real model)"
@@ -222,7 +263,7 @@ class TargetOVGenai(Stage):
         options = {k: v for k, v in (("precision", cfg.inference_precision), ("kv_cache", cfg.kv_cache_precision),
                                      ("attention_backend", backend or "auto")) if v != "auto"}
         files = sorted(p for p in out.rglob("*") if p.is_file() and p != xml)
-        state.add(Artifact(cfg.artifact_name, xml, ov_genai.FORMAT, _precision(cfg), self.kind,
+        state.add(Artifact(cfg.artifact_name, xml, ov_genai.FORMAT, fixed.precision if fixed else _precision(cfg), self.kind,
                            extra_files=tuple(files), options={ov_genai.NAME: options} if options else {}))
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.artifact_name],
                                   measured=measured)

@@ -47,6 +47,29 @@ def lm_stage_kinds() -> list[str]:
     return [k for k, info in stage_registry.REGISTRY.items() if info.side == "lm"]
 
 
+def _weight_only_order(stages: list[Any]) -> None:
+    """quantize.weight_only hands its integers to the generation targets after it: it must come
+    first, once, with at least one integer target to read it, and no target may ask to quantize
+    those layers again in its own way."""
+    kinds = [s.kind for s in stages]
+    if "quantize.weight_only" not in kinds:
+        return
+    i = kinds.index("quantize.weight_only")
+    if kinds.count("quantize.weight_only") > 1 or i:
+        raise ValueError(f"stages[{i if i else kinds.index('quantize.weight_only', 1)}] (quantize.weight_only): give "
+                         "one, first: the generation targets after it place its integers")
+    readers = [(j, s) for j, s in enumerate(stages) if getattr(s, "reads_weight_only", lambda: False)()]
+    if not readers:
+        raise ValueError("stages[0] (quantize.weight_only): no target after it has integer weights to take its "
+                         "result (target.onnxruntime-genai precision int4 / int8, or target.openvino-genai weights "
+                         "int4_* / int8_*)")
+    for j, s in readers:
+        clash = s.weight_only_conflict()
+        if clash:
+            raise ValueError(f"stages[{j}] ({s.kind}): {clash}; after quantize.weight_only the layers keep its "
+                             "integers (remove the field)")
+
+
 def recipe_model() -> type[BaseModel]:
     return _build_recipe_model(stage_union())
 
@@ -115,6 +138,7 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
                     raise ValueError(f"stages: {', '.join(others)} cannot be combined with {lm_kinds[0]} "
                                      "(a causal LM goes to its generation targets from its source directory); "
                                      f"allowed with it: {', '.join(lm_stage_kinds())}")
+                _weight_only_order(self.stages)
                 if self.model.kind not in ("hf", "gguf"):
                     raise ValueError(f"stages: {lm_kinds[0]} builds from a causal LM's directory; model: needs hf "
                                      f"(a *ForCausalLM directory) or gguf, not {self.model.kind}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections import Counter
@@ -74,9 +75,18 @@ class CausalLM:
         return self._model
 
 
+def transformers_quietly() -> Any:
+    """transformers for a causal LM: offline, without its progress bars and import noise."""
+    return _transformers()
+
+
 def _transformers() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a recipe never downloads
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # with torchao installed (neural-compressor pulls it) transformers imports it, which warns
+    # about its CUDA kernels and torch's pytree registrations: nothing a CPU run can act on
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     transformers = require("transformers", extra="hf", why="causal LM sources")
     transformers.utils.logging.disable_progress_bar()  # edgekit draws its own progress
     return transformers

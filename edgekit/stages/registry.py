@@ -150,6 +150,15 @@ REGISTRY: dict[str, StageInfo] = {
             makes=ov_genai.FORMAT,
         ),
         StageInfo(
+            "quantize.weight_only",
+            "edgekit.quantize.weight_only:WeightOnly",
+            ("inc", "llm"),
+            "lm",
+            "Data-aware weight-only INT4 / INT8 of a causal LM's linear layers on the torch model by Intel "
+            "Neural Compressor (RTN, GPTQ; group size, symmetric or not, per-layer bits by name or re:); "
+            "the generation targets after it place these integers as they are.",
+        ),
+        StageInfo(
             "tokens.merge",
             "edgekit.tokens.stages:TokenMerge",
             (),

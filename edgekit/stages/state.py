@@ -95,6 +95,10 @@ class ModelState:
     # a language-model recipe's source (edgekit.sources.causal_lm.CausalLM): the HF directory the
     # generation targets build from, its tokenizer and family
     causal_lm: Any = None
+    # quantize.weight_only's result (edgekit.quantize.lm_layers.QuantizedLM): integers the
+    # generation targets place in their graphs instead of quantizing themselves
+    weight_only: Any = None
+    scratch: Optional[Path] = None  # files a run needs but does not ship (removed at the end)
 
     def source_model(self) -> Any:
         """The unmodified torch model; remembers the current one if no stage has copied yet."""

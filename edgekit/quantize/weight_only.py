@@ -1,0 +1,282 @@
+"""quantize.weight_only: data-aware weight-only INT4 / INT8 of a causal LM's linear layers on
+the torch model, by Intel Neural Compressor (RTN, GPTQ), before the generation targets.
+
+The targets then place these integers in their own graphs (lm_layers, genai_requant.place_layers,
+ov_weights) rather than quantize again, so one quantization reaches ONNX Runtime GenAI and
+OpenVINO GenAI alike and each target checks the stored bytes equal INC's. The lm_head and the
+embeddings stay with each target's own settings (ORT: int8_layers; OpenVINO: backup_mode): INC
+leaves the lm_head out by default, and a tied lm_head quantized by a data-aware method would
+carry its correction into the embedding table it shares."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shutil
+import time
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Any, Iterator, Literal, Optional
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from edgekit.core.backends import require, version_of
+from edgekit.core.strict import Strict
+from edgekit.errors import DataError, RecipeError, StageError
+from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
+from edgekit.quantize.lm_layers import QLayer, QuantizedLM
+from edgekit.sources.causal_lm import transformers_quietly
+from edgekit.stages.base import Stage, StageConfig, StageRecord
+from edgekit.stages.state import ModelState
+
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+class LayerBits(Strict):
+    match: str = Field(description="a layer's full name (model.layers.0.mlp.down_proj) or re:<regex> matched in full")
+    bits: Literal[4, 8, 16] = Field(description="16 keeps the layer float")
+
+    @field_validator("match")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        if v.startswith("re:"):
+            try:
+                re.compile(v[3:])
+            except re.error as exc:
+                raise ValueError(f"{v!r} is not a valid regular expression: {exc}") from None
+        return v
+
+    def matches(self, name: str) -> bool:
+        return re.fullmatch(self.match[3:], name) is not None if self.match.startswith("re:") else name == self.match
+
+
+class WeightOnlyConfig(StageConfig):
+    kind: Literal["quantize.weight_only"]
+    algorithm: Literal["rtn", "gptq"] = Field(
+        "gptq", description="rtn: round to nearest (data-free); gptq: error-compensating rounding on calibration text")
+    bits: Literal[4, 8] = 4
+    group_size: int = Field(64, description="weights per scale along each layer's input dimension")
+    symmetric: bool = True
+    layers: list[LayerBits] = Field([], description="per-layer bits; the first entry that matches a layer wins")
+    calibration_windows: Optional[int] = Field(None, ge=1, description="gptq: windows of data.calibration read; all if unset")
+    percdamp: float = Field(0.01, gt=0.0, lt=1.0, description="gptq: dampening added to the Hessian's diagonal")
+    mse_search: bool = Field(False, description="rtn: search each group's clipping for the least squared error")
+
+    @field_validator("group_size")
+    @classmethod
+    def _group(cls, v: int) -> int:
+        if v not in BLOCK_SIZES:
+            raise ValueError(f"group_size must be one of {', '.join(map(str, BLOCK_SIZES))} (both runtimes' "
+                             f"block sizes), got {v}")
+        return v
+
+
+def _linear_names(model: Any) -> list[str]:
+    import torch
+
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.split(".")[-1] != "lm_head"]
+
+
+def layer_bits(cfg: WeightOnlyConfig, names: list[str]) -> dict[str, int]:
+    """Each layer's bits; an override that matches no layer is a recipe error, since a typo
+    would otherwise quantize the layer the user meant to keep."""
+    bits = {}
+    for i, o in enumerate(cfg.layers):
+        if not any(o.matches(n) for n in names):
+            raise RecipeError(f"quantize.weight_only layers[{i}].match: {o.match!r} matches no linear layer of this "
+                              f"model; its layers are named like {names[0]} (the lm_head and embeddings are the "
+                              "targets' to set)")
+    for n in names:
+        bits[n] = next((o.bits for o in cfg.layers if o.matches(n)), cfg.bits)
+    return bits
+
+
+def _inc() -> Any:
+    """neural_compressor.torch.quantization, imported without its INFO/WARNING lines: it reads
+    its level from LOGLEVEL once, at import, and then logs a line per layer."""
+    import os
+
+    before = os.environ.get("LOGLEVEL")
+    os.environ["LOGLEVEL"] = "ERROR"
+    try:
+        q = require("neural_compressor.torch.quantization", extra="inc", why="quantize.weight_only")
+    finally:
+        if before is None:
+            os.environ.pop("LOGLEVEL", None)
+        else:
+            os.environ["LOGLEVEL"] = before
+    logging.getLogger("neural_compressor").setLevel(logging.ERROR)
+    return q
+
+
+def _inc_config(cfg: WeightOnlyConfig, bits: dict[str, int]) -> Any:
+    q = _inc()
+    Config = q.GPTQConfig if cfg.algorithm == "gptq" else q.RTNConfig
+    common: dict[str, Any] = {"group_size": cfg.group_size, "use_sym": cfg.symmetric}
+    if cfg.algorithm == "gptq":
+        common.update(act_order=False, percdamp=cfg.percdamp)  # act_order would need MatMulNBits' g_idx
+    else:
+        common["use_mse_search"] = cfg.mse_search
+    config = Config(bits=cfg.bits, **common)
+    for name, b in bits.items():
+        if b not in (cfg.bits, 16):  # float layers are hidden from INC instead (see _hidden)
+            config.set_local(re.escape(name) + "$", Config(bits=b, **common))
+    return config
+
+
+@contextmanager
+def _hidden(model: Any, names: list[str]) -> Iterator[None]:
+    """Layers kept float, disguised as a plain function of their weight while INC runs. Why not
+    INC's own dtype "fp32" override: its GPTQ (3.10) falls back to the first local config for a
+    layer left out of its table (a regex test that is always true), and quantizes it anyway."""
+    import torch
+
+    class KeptFloat(torch.nn.Module):
+        def __init__(self, linear: Any) -> None:
+            super().__init__()
+            self.kept = [linear]  # a list: not a child module, so no quantizer finds the Linear
+
+        def forward(self, x: Any) -> Any:
+            return self.kept[0](x)
+
+    modules = dict(model.named_modules())
+    swapped = []
+    for name in names:
+        parent, _, attr = name.rpartition(".")
+        owner = modules[parent] if parent else model
+        swapped.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, KeptFloat(getattr(owner, attr)))
+    try:
+        yield
+    finally:
+        for owner, attr, linear in swapped:
+            setattr(owner, attr, linear)
+
+
+def _calibrate(model: Any, windows: list[np.ndarray], state: ModelState) -> None:
+    import torch
+
+    tick = state.progress(f"GPTQ: reading {len(windows)} calibration windows", len(windows))
+    with torch.no_grad():
+        for w in windows:
+            model(torch.as_tensor(np.asarray(w, dtype=np.int64).reshape(1, -1)))
+            tick(1)
+
+
+def _layer_ticks(model: Any, state: ModelState, what: str) -> list[Any]:
+    """A tick the first time each decoder block runs: INC quantizes block by block and shows no
+    progress of its own."""
+    blocks = getattr(getattr(model, "model", None), "layers", None)
+    if blocks is None:
+        return []
+    tick = state.progress(what, len(blocks))
+    seen: set[int] = set()
+
+    def hook(i: int) -> Any:
+        def pre(*_: Any) -> None:
+            if i not in seen:
+                seen.add(i)
+                tick(1)
+        return pre
+
+    return [b.register_forward_pre_hook(hook(i)) for i, b in enumerate(blocks)]
+
+
+def _extract(model: Any) -> dict[str, QLayer]:
+    out = {}
+    for name, mod in model.named_modules():
+        if not hasattr(mod, "unpack") or not hasattr(mod, "qweight"):
+            continue
+        p = mod.unpack()
+        if p.get("g_idx") is not None and not np.array_equal(
+                p["g_idx"].numpy(), np.arange(mod.in_features) // mod.group_size):
+            raise StageError(f"{name}: neural-compressor reordered its groups (g_idx); no target packs that")
+        ints = p["int_weight"].numpy()
+        zp = p["zp"]
+        zeros = np.full(p["scales"].shape, 2 ** (mod.bits - 1), np.uint8) if zp is None else zp.numpy().astype(np.uint8)
+        out[name] = QLayer(ints.astype(np.uint8), p["scales"].numpy().astype(np.float16), zeros, int(mod.bits),
+                           int(mod.group_size))
+    return out
+
+
+def _write_directory(lm: Any, layers: dict[str, QLayer], out: Path) -> None:
+    """The source directory with each quantized layer's weight replaced by its dequantized value:
+    what both targets build their float graph from before the integers go in."""
+    import torch
+
+    model = dataclasses.replace(lm).torch_model()
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, q in layers.items():
+            modules[name].weight.copy_(torch.from_numpy(q.dequantized()))
+    model.save_pretrained(str(out))
+    for f in lm.directory.iterdir():
+        if f.is_file() and not f.name.endswith(WEIGHT_FILES) and not (out / f.name).exists():
+            shutil.copy2(f, out / f.name)
+
+
+class WeightOnly(Stage):
+    kind = "quantize.weight_only"
+    Config = WeightOnlyConfig
+
+    def apply(self, state: ModelState, cfg: WeightOnlyConfig) -> tuple[ModelState, StageRecord]:
+        import json
+
+        lm = causal_lm_of(state, self.kind)
+        transformers_quietly()
+        q = _inc()
+        check_block(cfg.group_size, json.loads((lm.directory / "config.json").read_text(encoding="utf-8")),
+                    "group_size", BLOCK_SIZES)
+        windows: list[np.ndarray] = []
+        if cfg.algorithm == "gptq":
+            calib = state.calibration
+            if calib is None or len(calib) == 0:
+                raise DataError("quantize.weight_only: gptq needs calibration text: set data.calibration in the "
+                                "recipe, e.g. {builtin: pydoc_topics, split: train, samples: 16, seq_len: 256}")
+            n = cfg.calibration_windows or len(calib)
+            if n > len(calib):
+                raise RecipeError(f"quantize.weight_only calibration_windows: {n} is more than the {len(calib)} "
+                                  "calibration windows; lower it or raise data.calibration.samples")
+            windows = [s["input_ids"] for s in calib.samples[:n]]
+        model = dataclasses.replace(lm).torch_model()  # a fresh copy: INC changes it in place
+        names = _linear_names(model)
+        bits = layer_bits(cfg, names)
+        t0 = time.perf_counter()
+        what = f"{cfg.algorithm.upper()} {cfg.bits}-bit group {cfg.group_size}{'' if cfg.symmetric else ' asym'}"
+        kept = [n for n, b in bits.items() if b == 16]
+        with _hidden(model, kept):
+            model = q.prepare(model, _inc_config(cfg, bits))
+            if windows:
+                _calibrate(model, windows, state)
+            hooks = _layer_ticks(model, state, f"{what}: neural-compressor, block by block"
+                                 + (" (minutes on a real model)" if windows else ""))
+            model = q.convert(model)
+            for h in hooks:
+                h.remove()
+        seconds = time.perf_counter() - t0
+        layers = _extract(model)
+        del model
+        if len(layers) + len(kept) != len(names):
+            missing = sorted(set(names) - set(layers) - set(kept))
+            raise StageError(f"quantize.weight_only: neural-compressor left {len(missing)} layer(s) unquantized "
+                             f"({', '.join(missing[:3])})")
+        scratch = state.scratch or state.workdir.parent
+        out = Path(scratch) / f"weight-only-{cfg.algorithm}"
+        tick = state.progress("writing the dequantized weights for the targets' float graphs", 1)
+        _write_directory(lm, layers, out)
+        tick(1)
+        floats = {}
+        if kept:
+            mods = dict(dataclasses.replace(lm).torch_model().named_modules())
+            floats = {n: mods[n].weight.detach().numpy().copy() for n in kept}
+        version = version_of("neural_compressor")
+        state.weight_only = QuantizedLM(out, layers, floats, f"neural-compressor {version} {cfg.algorithm}")
+        by_bits: dict[str, int] = {}
+        for b in bits.values():
+            by_bits[str(b)] = by_bits.get(str(b), 0) + 1
+        measured = {"neural_compressor": version, "quantize_s": round(seconds, 2), "calibration_windows": len(windows),
+                    "layers_by_bits": by_bits, "float_layers": kept,
+                    "integer_bytes": int(sum(q.ints.size * q.bits // 8 for q in layers.values()))}
+        return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), measured=measured)
