@@ -83,11 +83,68 @@ def build(src: Path, out: Path, name: str, stages: list[dict[str, Any]], windows
     return manifest, time.perf_counter() - t0
 
 
+def _windows(cl: Any, split: str, samples: int, seq_len: int) -> Any:
+    from edgekit.recipe.sections import DataSpec
+    from edgekit.sources.text import load_text, token_windows
+
+    tok = cl.tokenizer()
+    spec = DataSpec(builtin="pydoc_topics", split=split, samples=samples, seq_len=seq_len)
+    return token_windows(load_text(spec, split, Path.cwd()).texts,
+                         lambda t: list(tok(t, add_special_tokens=False)["input_ids"]), seq_len, samples, split,
+                         sep=tok.eos_token_id)
+
+
+def ablation(cl: Any, tmp: Path, windows: int, seq_len: int, calibration: int) -> list[list[Any]]:
+    """INC's choices behind quantize.weight_only's defaults, scored in PyTorch on the quantized
+    weights themselves (what both runtimes then compute): RTN and GPTQ, each with and without
+    the per-group scale search."""
+    import dataclasses
+
+    from edgekit.checks import lm as lmcheck
+    from edgekit.quantize.weight_only import WeightOnly, WeightOnlyConfig
+    from edgekit.runtimes.genai import TorchLM
+    from edgekit.stages.state import Dataset, ModelState
+
+    held_out = _windows(cl, "test", windows, seq_len)
+    calib = _windows(cl, "train", calibration, 256)
+    ref = TorchLM(cl.torch_model(), 2)
+    ref_logp = [lmcheck.log_softmax(ref.logits(ids)) for ids in held_out]
+    own = lmcheck.Tally()
+    for lp, ids in zip(ref_logp, held_out):
+        own.add(lp, lp, ids)
+    ref_ppl = own.summary()["perplexity"]
+    rows = []
+    for algo in ("rtn", "gptq"):
+        for mse in (False, True):
+            state = ModelState(torch_model=None, input_names=["input_ids"], output_names=["logits"], example={},
+                               workdir=tmp / "ablation", causal_lm=cl, scratch=tmp / f"ablation-{algo}-{mse}",
+                               calibration=Dataset("calibration", [{"input_ids": w[None]} for w in calib]))
+            (tmp / f"ablation-{algo}-{mse}").mkdir()
+            cfg = WeightOnlyConfig(kind="quantize.weight_only", algorithm=algo, bits=4, group_size=GROUP,
+                                   symmetric=True, mse_search=mse)
+            print(f"ablation: {algo}, scale search {'on' if mse else 'off'}", flush=True)
+            t0 = time.perf_counter()
+            state, _ = WeightOnly().apply(state, cfg)
+            took = time.perf_counter() - t0
+            model = TorchLM(dataclasses.replace(cl, directory=state.weight_only.directory).torch_model(), 2)
+            tally = lmcheck.Tally()
+            for lp, ids in zip(ref_logp, held_out):
+                tally.add(lp, model.logits(ids), ids)
+            got = tally.summary()
+            default = (mse is (algo == "gptq"))
+            rows.append([algo, "on" if mse else "off", "yes" if default else "", got["perplexity"],
+                         f"{got['perplexity'] / ref_ppl - 1:+.1%}",
+                         got["kl_mean"], took])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--windows", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--calibration", type=int, default=16, help="calibration windows of 256 tokens (GPTQ, AWQ)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also INC RTN / GPTQ with and without the per-group scale search, scored in PyTorch")
     args = ap.parse_args()
 
     from edgekit.sources.causal_lm import load_causal_lm
@@ -100,6 +157,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-lm-compress-") as tmp:
         tmp = Path(tmp)
         cl = load_causal_lm(ModelSpec(gguf=GGUF), Path.cwd(), tmp)
+        ablated = ablation(cl, tmp, args.windows, args.seq_len, args.calibration) if args.ablation else None
         for name, stages in variants(args.calibration).items():
             print(f"building {name}", flush=True)
             manifest, seconds[name] = build(cl.directory, tmp, name, stages, args.windows, args.seq_len,
@@ -153,6 +211,11 @@ def main() -> None:
               [[k, v, ", ".join(f"{s} {t:.0f}" for s, t in stage_s[k].items())] for k, v in seconds.items()]),
         table("Not run", ["part", "why"], not_run),
     ]
+    if ablated is not None:
+        tables.insert(2, table(f"INC int4 g{GROUP} sym on the torch model: the per-group scale search (perplexity in "
+                               "PyTorch on the same windows)",
+                               ["algorithm", "scale search", "edgekit default", "perplexity", "vs fp32", "KL/token",
+                                "quantize s"], ablated))
     print_tables(tables)
     save("lm_compress", tables, {"found": {f"{k[0]}/{k[1]}": v for k, v in found.items()}, "reference": reference,
                                  "build_s": seconds, "stage_s": stage_s, "settings": variants(args.calibration)})

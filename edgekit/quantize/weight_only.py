@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from edgekit.core.backends import require, version_of
+from edgekit.core.patterns import check_patterns, matches
 from edgekit.core.strict import Strict
 from edgekit.errors import DataError, RecipeError, StageError
 from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
@@ -41,15 +42,10 @@ class LayerBits(Strict):
     @field_validator("match")
     @classmethod
     def _pattern(cls, v: str) -> str:
-        if v.startswith("re:"):
-            try:
-                re.compile(v[3:])
-            except re.error as exc:
-                raise ValueError(f"{v!r} is not a valid regular expression: {exc}") from None
-        return v
+        return check_patterns([v])[0]
 
     def matches(self, name: str) -> bool:
-        return re.fullmatch(self.match[3:], name) is not None if self.match.startswith("re:") else name == self.match
+        return matches(self.match, name)
 
 
 class WeightOnlyConfig(StageConfig):
