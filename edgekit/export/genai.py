@@ -33,6 +33,7 @@ from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
 
+
 class GenaiConfig(StageConfig):
     kind: Literal["target.onnxruntime-genai"]
     name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="artifact name; genai_<precision> if unset")

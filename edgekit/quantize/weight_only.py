@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from contextlib import contextmanager
@@ -262,7 +263,8 @@ class WeightOnly(Stage):
             missing = sorted(set(names) - set(layers) - set(kept))
             raise StageError(f"quantize.weight_only: neural-compressor left {len(missing)} layer(s) unquantized "
                              f"({', '.join(missing[:3])})")
-        scratch = state.scratch or state.workdir.parent
+        # not under the artifact: the dequantized copy is the targets' input, not something to ship
+        scratch = state.scratch or Path(tempfile.mkdtemp(prefix="edgekit-weight-only-"))
         out = Path(scratch) / f"weight-only-{cfg.algorithm}"
         tick = state.progress("writing the dequantized weights for the targets' float graphs", 1)
         _write_directory(lm, layers, out)
