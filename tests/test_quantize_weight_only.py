@@ -109,7 +109,7 @@ def test_an_override_that_matches_no_layer_is_one_line_and_writes_nothing(tmp_pa
     res = cli("compress", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
     assert res.exit_code == 2, res.output
     line = [ln for ln in res.output.splitlines() if "dwon_proj" in ln]
-    assert line and "quantize.weight_only layers[0].match: 're:.*dwon_proj' matches no linear layer" in line[0]
+    assert line and "lm.yaml: stages[0].layers[0].match: 're:.*dwon_proj' matches no linear layer" in line[0]
     assert "model.layers.0.self_attn.q_proj" in line[0]
     assert not (tmp_path / "out" / "tiny-lm").exists()
 

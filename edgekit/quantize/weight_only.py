@@ -84,7 +84,7 @@ def layer_bits(cfg: WeightOnlyConfig, names: list[str]) -> dict[str, int]:
     bits = {}
     for i, o in enumerate(cfg.layers):
         if not any(o.matches(n) for n in names):
-            raise RecipeError(f"quantize.weight_only layers[{i}].match: {o.match!r} matches no linear layer of this "
+            raise RecipeError(f"layers[{i}].match: {o.match!r} matches no linear layer of this "
                               f"model; its layers are named like {names[0]} (the lm_head and embeddings are the "
                               "targets' to set)")
     for n in names:
@@ -110,6 +110,10 @@ def _inc() -> Any:
     return q
 
 
+def _mse_search(cfg: WeightOnlyConfig) -> bool:
+    return cfg.algorithm == "gptq" if cfg.mse_search is None else cfg.mse_search
+
+
 def _inc_config(cfg: WeightOnlyConfig, bits: dict[str, int]) -> Any:
     q = _inc()
     Config = q.GPTQConfig if cfg.algorithm == "gptq" else q.RTNConfig
@@ -117,7 +121,7 @@ def _inc_config(cfg: WeightOnlyConfig, bits: dict[str, int]) -> Any:
     # measured on SmolLM2-135M, int4 g64 sym (docs/llm.md): GPTQ without the search scales a
     # symmetric group by 2·max|w|/15 and clips its largest weight, and lost to plain RTN; with
     # it GPTQ won. RTN with the search lost to RTN without it.
-    common["use_mse_search"] = cfg.algorithm == "gptq" if cfg.mse_search is None else cfg.mse_search
+    common["use_mse_search"] = _mse_search(cfg)
     if cfg.algorithm == "gptq":
         common.update(act_order=False, percdamp=cfg.percdamp)  # act_order would need MatMulNBits' g_idx
     config = Config(bits=cfg.bits, **common)
@@ -238,7 +242,7 @@ class WeightOnly(Stage):
                                 "recipe, e.g. {builtin: pydoc_topics, split: train, samples: 16, seq_len: 256}")
             n = cfg.calibration_windows or len(calib)
             if n > len(calib):
-                raise RecipeError(f"quantize.weight_only calibration_windows: {n} is more than the {len(calib)} "
+                raise RecipeError(f"calibration_windows: {n} is more than the {len(calib)} "
                                   "calibration windows; lower it or raise data.calibration.samples")
             windows = [s["input_ids"] for s in calib.samples[:n]]
         model = dataclasses.replace(lm).torch_model()  # a fresh copy: INC changes it in place
@@ -279,7 +283,7 @@ class WeightOnly(Stage):
         for b in bits.values():
             by_bits[str(b)] = by_bits.get(str(b), 0) + 1
         measured = {"neural_compressor": version, "quantize_s": round(seconds, 2), "calibration_windows": len(windows),
-                    "mse_search": _inc_config(cfg, bits).use_mse_search,
+                    "mse_search": _mse_search(cfg),
                     "layers_by_bits": by_bits, "float_layers": kept,
                     "integer_bytes": int(sum(q.ints.size * q.bits // 8 for q in layers.values()))}
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), measured=measured)

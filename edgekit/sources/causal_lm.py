@@ -52,7 +52,7 @@ class CausalLM:
 
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            transformers = _transformers()
+            transformers = transformers_quietly()
             try:
                 self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.directory))
             except Exception as exc:  # transformers raises many types for a bad tokenizer
@@ -65,7 +65,7 @@ class CausalLM:
         if self._model is None:
             import torch
 
-            transformers = _transformers()
+            transformers = transformers_quietly()
             try:
                 model = transformers.AutoModelForCausalLM.from_pretrained(str(self.directory), dtype=torch.float32)
             except Exception as exc:
@@ -77,10 +77,6 @@ class CausalLM:
 
 def transformers_quietly() -> Any:
     """transformers for a causal LM: offline, without its progress bars and import noise."""
-    return _transformers()
-
-
-def _transformers() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a recipe never downloads
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     # with torchao installed (neural-compressor pulls it) transformers imports it, which warns
@@ -225,7 +221,7 @@ def _allowed_gguf() -> list[str]:
 def _load_gguf(ref: str, path: Path, workdir: Path) -> CausalLM:
     if not path.is_file():
         raise ModelLoadError(f"model.gguf: file not found: {path}")
-    transformers = _transformers()
+    transformers = transformers_quietly()
     require("accelerate", extra="llm", why="model.gguf: transformers' GGUF loading")
     summary = gguf_summary(path)
     allowed = _allowed_gguf()
