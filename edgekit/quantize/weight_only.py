@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Literal, Optional
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgekit.core.backends import require, version_of
 from edgekit.core.patterns import check_patterns, matches
@@ -29,6 +29,7 @@ from edgekit.core.strict import Strict
 from edgekit.errors import DataError, RecipeError, StageError
 from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
 from edgekit.quantize.lm_layers import QLayer, QuantizedLM
+from edgekit.quantize.lm_mixed import Choice
 from edgekit.sources.causal_lm import transformers_quietly
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import ModelState
@@ -36,17 +37,59 @@ from edgekit.stages.state import ModelState
 WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
 
 
+def _group_size(v: Optional[int]) -> Optional[int]:
+    if v is not None and v not in BLOCK_SIZES:
+        raise ValueError(f"group_size must be one of {', '.join(map(str, BLOCK_SIZES))} (both runtimes' "
+                         f"block sizes), got {v}")
+    return v
+
+
 class LayerBits(Strict):
     match: str = Field(description="a layer's full name (model.layers.0.mlp.down_proj) or re:<regex> matched in full")
     bits: Literal[4, 8, 16] = Field(description="16 keeps the layer float")
+    group_size: Optional[int] = Field(None, description="this layer's group; the stage's when unset")
 
     @field_validator("match")
     @classmethod
     def _pattern(cls, v: str) -> str:
         return check_patterns([v])[0]
 
+    _group = field_validator("group_size")(_group_size)
+
     def matches(self, name: str) -> bool:
         return matches(self.match, name)
+
+
+class MixChoice(Strict):
+    bits: Literal[4, 8, 16] = Field(description="16 keeps the layer float")
+    group_size: int = 64
+
+    _group = field_validator("group_size")(_group_size)
+
+    def choice(self) -> Choice:
+        return Choice(self.bits, self.group_size)
+
+
+DEFAULT_CHOICES = [MixChoice(bits=4, group_size=32), MixChoice(bits=4, group_size=64),
+                   MixChoice(bits=4, group_size=128), MixChoice(bits=8, group_size=64)]
+
+
+class MixedConfig(Strict):
+    """Per-layer bits and group chosen under a byte budget from each layer's measured harm."""
+
+    choices: list[MixChoice] = Field(DEFAULT_CHOICES, min_length=1,
+                                     description="what a layer may get; a group that does not divide a layer's "
+                                                 "inputs is skipped for that layer")
+    same_size_as: Optional[MixChoice] = Field(
+        None, description="budget: the bytes of every layer at this choice (default: the stage's bits and group)")
+    linear_mb: Optional[float] = Field(None, gt=0, description="budget: megabytes of the quantized linear layers")
+    windows: int = Field(2, ge=1, description="calibration windows the scan reads (each candidate reruns them)")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "MixedConfig":
+        if self.same_size_as is not None and self.linear_mb is not None:
+            raise ValueError("set one budget: same_size_as or linear_mb, not both")
+        return self
 
 
 class WeightOnlyConfig(StageConfig):
@@ -59,17 +102,14 @@ class WeightOnlyConfig(StageConfig):
     layers: list[LayerBits] = Field([], description="per-layer bits; the first entry that matches a layer wins")
     calibration_windows: Optional[int] = Field(None, ge=1, description="gptq: windows of data.calibration read; all if unset")
     percdamp: float = Field(0.01, gt=0.0, lt=1.0, description="gptq: dampening added to the Hessian's diagonal")
+    mixed: Optional[MixedConfig] = Field(
+        None, description="choose each layer's bits / group under a byte budget from a sensitivity scan "
+                          "(docs/llm.md#mixed-precision); overrides in `layers` stay as given")
     mse_search: Optional[bool] = Field(
         None, description="search each group's scale (shrinking its range) for the least squared weight error; "
                           "unset: on for gptq, off for rtn (docs/llm.md has the measurement)")
 
-    @field_validator("group_size")
-    @classmethod
-    def _group(cls, v: int) -> int:
-        if v not in BLOCK_SIZES:
-            raise ValueError(f"group_size must be one of {', '.join(map(str, BLOCK_SIZES))} (both runtimes' "
-                             f"block sizes), got {v}")
-        return v
+    _group = field_validator("group_size")(_group_size)
 
 
 def _linear_names(model: Any) -> list[str]:
@@ -78,18 +118,29 @@ def _linear_names(model: Any) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.split(".")[-1] != "lm_head"]
 
 
-def layer_bits(cfg: WeightOnlyConfig, names: list[str]) -> dict[str, int]:
-    """Each layer's bits; an override that matches no layer is a recipe error, since a typo
-    would otherwise quantize the layer the user meant to keep."""
-    bits = {}
+def layer_choices(cfg: WeightOnlyConfig, names: list[str], model: Any = None) -> tuple[dict[str, Choice], set[str]]:
+    """Each layer's bits and group, and the layers an override set; an override that matches no
+    layer is a recipe error, since a typo would otherwise quantize the layer the user meant to keep."""
     for i, o in enumerate(cfg.layers):
         if not any(o.matches(n) for n in names):
             raise RecipeError(f"layers[{i}].match: {o.match!r} matches no linear layer of this "
                               f"model; its layers are named like {names[0]} (the lm_head and embeddings are the "
                               "targets' to set)")
+    out, fixed = {}, set()
     for n in names:
-        bits[n] = next((o.bits for o in cfg.layers if o.matches(n)), cfg.bits)
-    return bits
+        o = next((o for o in cfg.layers if o.matches(n)), None)
+        out[n] = Choice(o.bits if o else cfg.bits, (o.group_size if o else None) or cfg.group_size)
+        if o is not None:
+            fixed.add(n)
+    if model is not None:
+        mods = dict(model.named_modules())
+        for i, o in enumerate(cfg.layers):
+            bad = next((n for n in names if o.matches(n) and out[n].bits != 16
+                        and mods[n].in_features % out[n].group), None)
+            if bad is not None:
+                raise RecipeError(f"layers[{i}].group_size: {out[bad].group} does not divide {bad}'s "
+                                  f"{mods[bad].in_features} inputs")
+    return out, fixed
 
 
 def _inc() -> Any:
@@ -114,20 +165,21 @@ def _mse_search(cfg: WeightOnlyConfig) -> bool:
     return cfg.algorithm == "gptq" if cfg.mse_search is None else cfg.mse_search
 
 
-def _inc_config(cfg: WeightOnlyConfig, bits: dict[str, int]) -> Any:
+def _inc_config(cfg: WeightOnlyConfig, choices: dict[str, Choice]) -> Any:
     q = _inc()
     Config = q.GPTQConfig if cfg.algorithm == "gptq" else q.RTNConfig
-    common: dict[str, Any] = {"group_size": cfg.group_size, "use_sym": cfg.symmetric}
+    common: dict[str, Any] = {"use_sym": cfg.symmetric}
     # measured on SmolLM2-135M, int4 g64 sym (docs/llm.md): GPTQ without the search scales a
     # symmetric group by 2·max|w|/15 and clips its largest weight, and lost to plain RTN; with
     # it GPTQ won. RTN with the search lost to RTN without it.
     common["use_mse_search"] = _mse_search(cfg)
     if cfg.algorithm == "gptq":
         common.update(act_order=False, percdamp=cfg.percdamp)  # act_order would need MatMulNBits' g_idx
-    config = Config(bits=cfg.bits, **common)
-    for name, b in bits.items():
-        if b not in (cfg.bits, 16):  # float layers are hidden from INC instead (see _hidden)
-            config.set_local(re.escape(name) + "$", Config(bits=b, **common))
+    config = Config(bits=cfg.bits, group_size=cfg.group_size, **common)
+    for name, c in choices.items():
+        # float layers are hidden from INC instead (see _hidden)
+        if c.bits != 16 and (c.bits, c.group) != (cfg.bits, cfg.group_size):
+            config.set_local(re.escape(name) + "$", Config(bits=c.bits, group_size=c.group, **common))
     return config
 
 
@@ -222,6 +274,85 @@ def _write_directory(lm: Any, layers: dict[str, QLayer], out: Path) -> None:
             shutil.copy2(f, out / f.name)
 
 
+def _windows(state: ModelState, n: Optional[int], field: str, what: str) -> list[np.ndarray]:
+    calib = state.calibration
+    if calib is None or len(calib) == 0:
+        raise DataError(f"quantize.weight_only: {what} needs calibration text: set data.calibration in the "
+                        "recipe, e.g. {builtin: pydoc_topics, split: train, samples: 16, seq_len: 256}")
+    n = n or len(calib)
+    if n > len(calib):
+        raise RecipeError(f"{field}: {n} is more than the {len(calib)} "
+                          "calibration windows; lower it or raise data.calibration.samples")
+    return [s["input_ids"] for s in calib.samples[:n]]
+
+
+def choose_mix(cfg: WeightOnlyConfig, mix: MixedConfig, model: Any, choices: dict[str, Choice], fixed: set[str],
+               windows: list[np.ndarray], state: ModelState) -> tuple[dict[str, Choice], dict[str, Any]]:
+    """Each layer's choice under the budget, from the scan on the float model, and the record of
+    every layer's harm at every choice, the chosen mix and the frontier around its budget."""
+    from edgekit.quantize import lm_mixed as mx
+
+    mods = dict(model.named_modules())
+    shapes = {n: tuple(mods[n].weight.shape) for n in choices}
+    offered = list(dict.fromkeys(c.choice() for c in mix.choices))
+    groups = mx.units(list(choices))
+
+    def costs(names: list[str], pick: dict[str, Choice]) -> tuple[float, ...]:
+        return tuple(sum(mx.layer_bytes(*shapes[n], pick[n], cfg.symmetric, sb) for n in names)
+                     for sb in mx.SCALE_BYTES.values())
+
+    candidates: dict[int, list[Choice]] = {}
+    for u, names in enumerate(groups):
+        if any(n in fixed for n in names):
+            candidates[u] = []  # an override holds it
+            continue
+        candidates[u] = [c for c in offered if c.bits == 16 or all(shapes[n][1] % c.group == 0 for n in names)]
+        if not candidates[u]:
+            raise RecipeError(f"mixed.choices: no group among {', '.join(c.key for c in offered)} divides "
+                              f"{names[0]}'s {shapes[names[0]][1]} inputs; add a choice whose group does")
+    reference = mix.same_size_as.choice() if mix.same_size_as else Choice(cfg.bits, cfg.group_size)
+    if mix.linear_mb is None:
+        bad = next((n for n in shapes if n not in fixed and reference.bits != 16 and shapes[n][1] % reference.group),
+                   None)
+        if bad is not None:
+            raise RecipeError(f"mixed.same_size_as.group_size: {reference.group} does not divide {bad}'s "
+                              f"{shapes[bad][1]} inputs; pick a group every layer takes")
+    budget = mx.budget_bytes(shapes, {n: choices[n] for n in fixed}, reference, mix.linear_mb, cfg.symmetric)
+    runs = sum(1 for cs in candidates.values() for c in cs if c.bits != 16)
+    tick = state.progress(f"mixed precision: each of {len(groups)} layers alone at each choice, on {len(windows)} "
+                          f"calibration windows ({runs} reruns, minutes on a real model)", runs)
+    t0 = time.perf_counter()
+    harm = mx.scan(model, windows, groups, candidates, cfg.symmetric, tick)
+    options = [[mx.Option(choices[names[0]], 0.0, costs(names, choices))] if not candidates[u] else
+               [mx.Option(c, harm[u][c], costs(names, dict.fromkeys(names, c))) for c in candidates[u]]
+               for u, names in enumerate(groups)]
+    pick = mx.choose(options, budget)
+    if pick is None:
+        least = [sum(min(o.cost[k] for o in opts) for opts in options) for k in range(len(budget))]
+        raise RecipeError(f"mixed: the budget ({max(budget) / 1e6:.2f} MB of linear layers) is below the smallest "
+                          f"mix these choices make ({max(least) / 1e6:.2f} MB); raise it or offer fewer bits")
+    out = dict(choices)
+    for u, names in enumerate(groups):
+        if candidates[u]:
+            out.update(dict.fromkeys(names, options[u][pick[u]].choice))
+    predicted = [sum(options[u][i].cost[k] for u, i in enumerate(pick)) for k in range(len(budget))]
+    chosen: dict[str, int] = {}
+    for c in out.values():
+        chosen[c.key] = chosen.get(c.key, 0) + 1
+    record = {
+        "scan_s": round(time.perf_counter() - t0, 1), "scan_windows": len(windows),
+        "budget_mb": {t: round(b / 1e6, 3) for t, b in zip(mx.SCALE_BYTES, budget)},
+        "predicted_mb": {t: round(b / 1e6, 3) for t, b in zip(mx.SCALE_BYTES, predicted)},
+        "predicted_kl": float(sum(options[u][i].loss for u, i in enumerate(pick))),
+        "chosen": chosen,
+        "layers": [{"names": names, "choice": out[names[0]].key,
+                    "kl": {c.key: float(f"{harm[u][c]:.4g}") for c in candidates[u]} if candidates[u] else None}
+                   for u, names in enumerate(groups)],
+        "frontier": mx.frontier(options, budget),
+    }
+    return out, record
+
+
 class WeightOnly(Stage):
     kind = "quantize.weight_only"
     Config = WeightOnlyConfig
@@ -234,25 +365,22 @@ class WeightOnly(Stage):
         q = _inc()
         check_block(cfg.group_size, json.loads((lm.directory / "config.json").read_text(encoding="utf-8")),
                     "group_size", BLOCK_SIZES)
-        windows: list[np.ndarray] = []
-        if cfg.algorithm == "gptq":
-            calib = state.calibration
-            if calib is None or len(calib) == 0:
-                raise DataError("quantize.weight_only: gptq needs calibration text: set data.calibration in the "
-                                "recipe, e.g. {builtin: pydoc_topics, split: train, samples: 16, seq_len: 256}")
-            n = cfg.calibration_windows or len(calib)
-            if n > len(calib):
-                raise RecipeError(f"calibration_windows: {n} is more than the {len(calib)} "
-                                  "calibration windows; lower it or raise data.calibration.samples")
-            windows = [s["input_ids"] for s in calib.samples[:n]]
+        windows = _windows(state, cfg.calibration_windows, "calibration_windows", "gptq") \
+            if cfg.algorithm == "gptq" else []
         model = dataclasses.replace(lm).torch_model()  # a fresh copy: INC changes it in place
         names = _linear_names(model)
-        bits = layer_bits(cfg, names)
+        choices, fixed = layer_choices(cfg, names, model)
+        mixed: dict[str, Any] = {}
+        if cfg.mixed is not None:
+            scan_windows = _windows(state, cfg.mixed.windows, "mixed.windows", "mixed")
+            choices, mixed = choose_mix(cfg, cfg.mixed, model, choices, fixed, scan_windows, state)
         t0 = time.perf_counter()
         what = f"{cfg.algorithm.upper()} {cfg.bits}-bit group {cfg.group_size}{'' if cfg.symmetric else ' asym'}"
-        kept = [n for n, b in bits.items() if b == 16]
+        if cfg.mixed is not None:
+            what = f"{cfg.algorithm.upper()} mixed ({', '.join(sorted({c.key for c in choices.values()}))})"
+        kept = [n for n, c in choices.items() if c.bits == 16]
         with _hidden(model, kept):
-            model = q.prepare(model, _inc_config(cfg, bits))
+            model = q.prepare(model, _inc_config(cfg, choices))
             if windows:
                 _calibrate(model, windows, state)
             hooks = _layer_ticks(model, state, f"{what}: neural-compressor, block by block"
@@ -280,10 +408,12 @@ class WeightOnly(Stage):
         version = version_of("neural_compressor")
         state.weight_only = QuantizedLM(out, layers, floats, f"neural-compressor {version} {cfg.algorithm}")
         by_bits: dict[str, int] = {}
-        for b in bits.values():
-            by_bits[str(b)] = by_bits.get(str(b), 0) + 1
+        for c in choices.values():
+            by_bits[str(c.bits)] = by_bits.get(str(c.bits), 0) + 1
         measured = {"neural_compressor": version, "quantize_s": round(seconds, 2), "calibration_windows": len(windows),
                     "mse_search": _mse_search(cfg),
                     "layers_by_bits": by_bits, "float_layers": kept,
                     "integer_bytes": int(sum(q.ints.size * q.bits // 8 for q in layers.values()))}
+        if mixed:
+            measured["mixed"] = mixed
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), measured=measured)
