@@ -137,6 +137,61 @@ def test_the_block_cached_rerun_gives_the_whole_forward(tiny_llama_dir):
     assert fast > 1e-6 and fast == pytest.approx(slow, rel=1e-3)
 
 
+def _tiny_scan_inputs(tiny_llama_dir):
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32).eval()
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
+    groups = mx.units(names)
+    candidates = {u: [mx.Choice(4, 64), mx.Choice(8, 64)] for u in range(len(groups))}
+    return model, [np.arange(24) % 50 + 3], groups, candidates
+
+
+def test_a_scan_is_kept_and_answered_again_only_for_the_same_model_and_windows(tmp_path, monkeypatch,
+                                                                                 tiny_llama_dir):
+    import torch
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    model, windows, groups, candidates = _tiny_scan_inputs(tiny_llama_dir)
+    started = []
+
+    def progress():
+        started.append(1)
+        return lambda n: None
+
+    first, cached = mx.cached_scan(model, windows, groups, candidates, True, progress)
+    assert not cached and started == [1]
+    again, cached = mx.cached_scan(model, windows, groups, candidates, True, progress)
+    assert cached and started == [1] and again == first
+    # another window, or one weight changed, is another scan
+    _, cached = mx.cached_scan(model, [windows[0] + 1], groups, candidates, True, progress)
+    assert not cached
+    with torch.no_grad():
+        dict(model.named_modules())[groups[-1][0]].weight[0, 0] += 1.0
+    _, cached = mx.cached_scan(model, windows, groups, candidates, True, progress)
+    assert not cached and len(started) == 3
+
+
+def test_a_budget_in_one_targets_storage_holds_that_target_only(tiny_llama_dir):
+    from types import SimpleNamespace
+
+    from edgekit.quantize.weight_only import WeightOnlyConfig, _linear_names, choose_mix, layer_choices
+
+    model, windows, _, _ = _tiny_scan_inputs(tiny_llama_dir)
+    state = SimpleNamespace(progress=lambda label, total: (lambda n: None))
+    cfg = WeightOnlyConfig(**{**MIX, "mixed": {**MIX["mixed"], "linear_mb": {"openvino-genai": 0.2}}})
+    names = _linear_names(model)
+    choices, fixed = layer_choices(cfg, names, model)
+    out, record = choose_mix(cfg, cfg.mixed, model, choices, fixed, windows, state)
+    assert record["budget_mb"] == {"openvino-genai": 0.2}
+    assert record["predicted_mb"]["openvino-genai"] <= 0.2
+    # ONNX Runtime GenAI keeps 4-byte scales: the same mix is larger there, and not held to 0.2
+    assert record["predicted_mb"]["onnxruntime-genai"] > record["predicted_mb"]["openvino-genai"]
+    assert all(set(f["mb"]) == {"openvino-genai"} for f in record["frontier"])
+    assert set(out) == set(names)
+
+
 # -- the stage end to end ---------------------------------------------------------------------
 
 pytest.importorskip("neural_compressor")
@@ -193,7 +248,8 @@ def test_a_budget_below_the_smallest_mix_is_one_line_and_writes_nothing(tmp_path
 
     stage = {**MIX, "mixed": {**MIX["mixed"], "linear_mb": 0.01}}
     recipe = _lm_recipe(tmp_path, tiny_llama_dir, [stage, {**ORT_INT4, "block_size": 64}])
-    with pytest.raises(RecipeError, match=r"mixed: the budget \(0.01 MB of linear layers\) is below the smallest mix"):
+    with pytest.raises(RecipeError, match=r"stages\[0\].mixed: the budget \(0.01 MB of linear layers in "
+                       r"onnxruntime-genai's storage\) is below the smallest mix these choices make \(0.16 MB\)"):
         run(load_recipe(recipe), tmp_path / "out")
     assert not (tmp_path / "out" / "tiny-lm").exists()
 
@@ -203,6 +259,8 @@ def test_a_budget_below_the_smallest_mix_is_one_line_and_writes_nothing(tmp_path
     ({"choices": [{"bits": 4, "group_size": 48}]}, "group_size must be one of 16, 32, 64, 128, 256"),
     ({"windows": 0}, "windows"),
     ({"budget": 3}, "budget"),
+    ({"linear_mb": {}}, "linear_mb: name at least one target"),
+    ({"linear_mb": {"tensorrt": 60}}, "linear_mb"),
 ])
 def test_bad_mixed_settings_are_one_recipe_line(tmp_path, tiny_llama_dir, mixed, message):
     from edgekit.errors import RecipeError

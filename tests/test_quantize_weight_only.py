@@ -126,7 +126,7 @@ def test_gptq_without_calibration_text_is_one_data_error(tmp_path, tiny_llama_di
 
 
 @pytest.mark.parametrize("stages, message", [
-    ([ORT_INT4, WO], "stages[1] (quantize.weight_only): give one, first"),
+    ([ORT_INT4, WO], "stages[1] (quantize.weight_only): give one, before the targets"),
     ([WO, {"kind": "target.onnxruntime-genai", "precision": "fp32"}],
      "no target after it has integer weights to take its result"),
     ([WO, {**ORT_INT4, "algorithm": "rtn"}], "stages[1] (target.onnxruntime-genai): algorithm 'rtn' is the builder's own"),

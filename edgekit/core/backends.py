@@ -39,6 +39,7 @@ KNOWN: dict[str, tuple[str, str]] = {
     "openvino_genai": ("openvino-genai", "llm"),
     "openvino_tokenizers": ("openvino-tokenizers", "llm"),
     "neural_compressor": ("neural-compressor", "inc"),
+    "peft": ("peft", "llm"),
 }
 
 # module -> what edgekit uses it for (`edgekit doctor` shows it beside the version)
@@ -66,6 +67,7 @@ USED_FOR: dict[str, str] = {
     "openvino_genai": "causal LMs: runtime openvino-genai (LLMPipeline)",
     "openvino_tokenizers": "causal LMs: target.openvino-genai's tokenizer IRs",
     "neural_compressor": "causal LMs: quantize.weight_only (RTN, GPTQ on the torch model)",
+    "peft": "causal LMs: finetune.lm's LoRA adapters",
 }
 
 # extra -> modules it provides; drives `edgekit validate`'s "needs" list

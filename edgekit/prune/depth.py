@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from edgekit.errors import RecipeError, StageError
+from edgekit.errors import DataError, RecipeError, StageError
 from edgekit.prune import common
 from edgekit.prune.history import new_history
 from edgekit.stages.base import Stage, StageConfig, StageRecord
@@ -37,8 +37,14 @@ class DepthConfig(StageConfig):
     parts: list[Literal["attention", "mlp"]] = Field(["attention", "mlp"],
                                                      description="sublayer kinds that may be dropped")
     ignore: list[str] = Field([], description="blocks never touched: names or 're:' regexes")
-    samples: int = Field(32, ge=1, description="calibration samples that score the candidates")
+    samples: int = Field(32, ge=1, description="calibration samples that score the candidates (a causal LM: "
+                                               "windows of data.calibration)")
     batch: int = Field(8, ge=1)
+    score: Literal["cosine", "angular", "greedy"] = Field(
+        "cosine", description="causal LMs: cosine (block influence), angular (the run of `drop` consecutive blocks "
+                              "whose ends differ least) or greedy (FinerCut: least KL from the unpruned model, "
+                              "re-scored after each removal); every value of the other two is recorded too where "
+                              "cheap")
 
 
 def family(block: Any) -> Optional[str]:
@@ -164,6 +170,11 @@ class PruneDepth(Stage):
     Config = DepthConfig
 
     def apply(self, state: ModelState, cfg: DepthConfig) -> tuple[ModelState, StageRecord]:
+        if state.causal_lm is not None:
+            return _apply_lm(state, cfg)
+        if cfg.score != "cosine":
+            raise RecipeError(f"score: {cfg.score} removes whole decoder blocks of a causal LM; encoders and ViTs "
+                              "are scored by cosine (remove the field)")
         model = common.working_copy(state, self.kind)
         blocks = find_blocks(model)
         if not blocks:
@@ -194,3 +205,61 @@ class PruneDepth(Stage):
         measured = {**common.summary(None, model, state.example, before), "candidates": rows,
                     "dropped": [f"{op['layer']}:{op['part']}" for op in history["ops"]], "history": history}
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), measured=measured)
+
+
+def _apply_lm(state: ModelState, cfg: DepthConfig) -> tuple[ModelState, StageRecord]:
+    """A causal LM's blocks: scored on calibration windows, the chosen ones removed, the model
+    written as a new directory the targets (and any stage after) build from. The unpruned model
+    stays the verification reference and the teacher a healing stage distils from."""
+    import dataclasses
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from edgekit.prune import lm_depth
+
+    if cfg.unit != "block":
+        raise RecipeError("unit: sublayer on a causal LM is not exportable: an attention-only or MLP-only decoder "
+                          "layer is a layout neither onnxruntime-genai's builder nor the model's config can express; "
+                          "set unit: block")
+    lm = state.causal_lm
+    calib = state.calibration
+    if calib is None or not len(calib):
+        raise DataError("prune.depth: scoring a causal LM's blocks needs calibration text: set data.calibration, "
+                        "e.g. {builtin: pydoc_topics, split: train, samples: 8, seq_len: 256}")
+    windows = [s["input_ids"] for s in calib.samples[: cfg.samples]]
+    model = dataclasses.replace(lm).torch_model()
+    n = len(lm_depth.decoder_blocks(model))
+    names = [f"model.layers.{i}" for i in range(n)]
+    unmatched = [p for p in cfg.ignore if not any(common.matches(p, x) for x in names)]
+    if unmatched:
+        raise RecipeError(f"ignore: {unmatched[0]!r} matches no block; blocks are named like {', '.join(names[:3])}")
+    allowed = {i for i, x in enumerate(names) if not any(common.matches(p, x) for p in cfg.ignore)}
+    if cfg.drop >= n or cfg.drop > len(allowed):
+        raise RecipeError(f"drop: {cfg.drop} blocks asked for; this {lm.architecture} has {n}, of which at most "
+                          f"{min(n - 1, len(allowed))} can go")
+    t0 = time.perf_counter()
+    tick = state.progress(f"prune.depth: hidden states of {n} blocks on {len(windows)} calibration windows", 1)
+    states = lm_depth.hidden_states(model, windows)
+    tick(1)
+    removed, scores = lm_depth.choose(states, "angular" if cfg.score == "angular" else "cosine", cfg.drop, allowed)
+    del states
+    steps: list[dict] = []
+    if cfg.score == "greedy":
+        runs = sum(len(allowed) - k for k in range(cfg.drop))
+        tick = state.progress(f"prune.depth greedy: each remaining block removed in turn, {cfg.drop} times "
+                              f"({runs} forwards of {len(windows)} windows)", runs)
+        removed, steps = lm_depth.greedy(model, windows, cfg.drop, allowed, tick)
+    del model
+    scratch = state.scratch or Path(tempfile.mkdtemp(prefix="edgekit-depth-"))
+    out = Path(scratch) / f"depth-{cfg.score}-{cfg.drop}"
+    tick = state.progress(f"prune.depth: writing the {n - cfg.drop}-block model and reloading it", 1)
+    changed = lm_depth.write_pruned(lm, removed, out)
+    tick(1)
+    if state.lm_teacher is None:
+        state.lm_teacher = lm
+    state.causal_lm = dataclasses.replace(lm, directory=out)
+    measured = {"unit": "block", "score": cfg.score, "blocks": n, "removed": sorted(removed),
+                "removal_order": removed, "calibration_windows": len(windows), **scores,
+                "greedy_steps": steps, "config": changed, "seconds": round(time.perf_counter() - t0, 2)}
+    return state, StageRecord(kind=PruneDepth.kind, settings=cfg.model_dump(), measured=measured)

@@ -16,18 +16,24 @@ end."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from edgekit.core.cache import cache_dir
 from edgekit.errors import RecipeError, StageError
 
 # bytes a scale takes in each target's graph: ONNX Runtime GenAI's fp32 CPU graph keeps MatMulNBits
 # scales in fp32, OpenVINO's decompression subgraph in f16. The chooser holds the budget on both.
 SCALE_BYTES = {"onnxruntime-genai": 4, "openvino-genai": 2}
-FUSED = ("q_proj", "k_proj", "v_proj")  # one MatMul in ONNX Runtime GenAI's builder: one choice
+FUSED = ("q_proj", "k_proj", "v_proj")
+SCAN_FORMAT = 1  # bump when what a stored scan holds, or how it is computed, changes  # one MatMul in ONNX Runtime GenAI's builder: one choice
 
 
 @dataclass(frozen=True)
@@ -271,15 +277,60 @@ def scan(model: Any, windows: list[np.ndarray], groups: list[list[str]], choices
 
 
 def budget_bytes(shapes: dict[str, tuple[int, int]], fixed: dict[str, Choice], choice: Optional[Choice],
-                 linear_mb: Optional[float], symmetric: bool) -> tuple[float, ...]:
-    """The budget in each target's cost model: the bytes of every layer at `choice` (the uniform
-    mix it must not outgrow), or `linear_mb` megabytes of linear-layer weights."""
-    out = []
-    for scale in SCALE_BYTES.values():
-        if linear_mb is not None:
-            out.append(linear_mb * 1e6)
-            continue
-        if choice is None:
-            raise RecipeError("mixed: set same_size_as or linear_mb")
-        out.append(sum(layer_bytes(*shapes[n], fixed.get(n, choice), symmetric, scale) for n in shapes))
-    return tuple(out)
+                 linear_mb: Union[None, float, dict[str, float]], symmetric: bool) -> dict[str, float]:
+    """The budget in bytes for each target it holds: the bytes of every layer at `choice` (the
+    uniform mix it must not outgrow) in each target's storage, or `linear_mb` megabytes of
+    linear-layer weights, in both targets' storage or in the ones it names."""
+    if isinstance(linear_mb, dict):
+        return {t: linear_mb[t] * 1e6 for t in SCALE_BYTES if t in linear_mb}
+    if linear_mb is not None:
+        return {t: linear_mb * 1e6 for t in SCALE_BYTES}
+    if choice is None:
+        raise RecipeError("mixed: set same_size_as or linear_mb")
+    return {t: sum(layer_bytes(*shapes[n], fixed.get(n, choice), symmetric, scale) for n in shapes)
+            for t, scale in SCALE_BYTES.items()}
+
+
+def scan_key(model: Any, windows: list[np.ndarray], groups: list[list[str]], choices: dict[int, list[Choice]],
+             symmetric: bool) -> str:
+    """What a scan's result depends on: every weight of the float model, the windows' tokens,
+    the units and their candidates, the rounding and the torch version that ran it."""
+    import torch
+
+    h = hashlib.sha256()
+    h.update(json.dumps([SCAN_FORMAT, torch.__version__, symmetric, groups,
+                         {str(u): [[c.bits, c.group] for c in cs] for u, cs in choices.items()}]).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
+    for w in windows:
+        h.update(np.asarray(w, np.int64).tobytes())
+    return h.hexdigest()
+
+
+def cached_scan(model: Any, windows: list[np.ndarray], groups: list[list[str]], choices: dict[int, list[Choice]],
+                symmetric: bool, progress: Callable[[], Callable[[int], None]]
+                ) -> tuple[dict[int, dict[Choice, float]], bool]:
+    """The scan, or its stored result when the same model, windows and candidates were scanned
+    before ($EDGEKIT_CACHE/mixed_scan): SmolLM2-135M's scan takes minutes and a user changing
+    only the budget should not pay it again. `progress` is called only when the scan runs.
+    Returns the harms and whether they came from the store."""
+    key = scan_key(model, windows, groups, choices, symmetric)
+    path = cache_dir("mixed_scan") / f"{key}.json"
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            harm: dict[int, dict[Choice, float]] = {u: {} for u in range(len(groups))}
+            for u, bits, group, kl in stored["harm"]:
+                harm[int(u)][Choice(int(bits), int(group))] = float(kl)
+            if all(set(harm[u]) == set(choices[u]) for u in harm):
+                return harm, True
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable entry is scanned again and overwritten
+    harm = scan(model, windows, groups, choices, symmetric, progress())
+    rows = [[u, c.bits, c.group, kl] for u, by in harm.items() for c, kl in by.items()]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"format": SCAN_FORMAT, "harm": rows}, f)
+    os.replace(tmp, path)
+    return harm, False

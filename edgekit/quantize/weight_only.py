@@ -13,15 +13,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import shutil
 import tempfile
 import time
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, Optional, Union
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from edgekit.core.backends import require, version_of
 from edgekit.core.patterns import check_patterns, matches
@@ -30,11 +29,10 @@ from edgekit.errors import DataError, RecipeError, StageError
 from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
 from edgekit.quantize.lm_layers import QLayer, QuantizedLM
 from edgekit.quantize.lm_mixed import Choice
-from edgekit.sources.causal_lm import transformers_quietly
+from edgekit.sources.causal_lm import save_lm_directory, transformers_quietly
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import ModelState
 
-WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def _group_size(v: Optional[int]) -> Optional[int]:
@@ -82,13 +80,18 @@ class MixedConfig(Strict):
                                                  "inputs is skipped for that layer")
     same_size_as: Optional[MixChoice] = Field(
         None, description="budget: the bytes of every layer at this choice (default: the stage's bits and group)")
-    linear_mb: Optional[float] = Field(None, gt=0, description="budget: megabytes of the quantized linear layers")
+    linear_mb: Optional[Union[PositiveFloat, dict[Literal["onnxruntime-genai", "openvino-genai"], PositiveFloat]]] = \
+        Field(None, description="budget: megabytes of the quantized linear layers in both targets' storage, or per "
+                                "target ({openvino-genai: 60}); a target not named is not held to it")
     windows: int = Field(2, ge=1, description="calibration windows the scan reads (each candidate reruns them)")
 
     @model_validator(mode="after")
     def _one_budget(self) -> "MixedConfig":
         if self.same_size_as is not None and self.linear_mb is not None:
             raise ValueError("set one budget: same_size_as or linear_mb, not both")
+        if self.linear_mb == {}:
+            raise ValueError("linear_mb: name at least one target (onnxruntime-genai, openvino-genai) or give one "
+                             "number for both")
         return self
 
 
@@ -268,10 +271,7 @@ def _write_directory(lm: Any, layers: dict[str, QLayer], out: Path) -> None:
     with torch.no_grad():
         for name, q in layers.items():
             modules[name].weight.copy_(torch.from_numpy(q.dequantized()))
-    model.save_pretrained(str(out))
-    for f in lm.directory.iterdir():
-        if f.is_file() and not f.name.endswith(WEIGHT_FILES) and not (out / f.name).exists():
-            shutil.copy2(f, out / f.name)
+    save_lm_directory(model, lm.directory, out)
 
 
 def _windows(state: ModelState, n: Optional[int], field: str, what: str) -> list[np.ndarray]:
@@ -297,9 +297,19 @@ def choose_mix(cfg: WeightOnlyConfig, mix: MixedConfig, model: Any, choices: dic
     offered = list(dict.fromkeys(c.choice() for c in mix.choices))
     groups = mx.units(list(choices))
 
+    reference = mix.same_size_as.choice() if mix.same_size_as else Choice(cfg.bits, cfg.group_size)
+    if mix.linear_mb is None:
+        bad = next((n for n in shapes if n not in fixed and reference.bits != 16 and shapes[n][1] % reference.group),
+                   None)
+        if bad is not None:
+            raise RecipeError(f"mixed.same_size_as.group_size: {reference.group} does not divide {bad}'s "
+                              f"{shapes[bad][1]} inputs; pick a group every layer takes")
+    budget = mx.budget_bytes(shapes, {n: choices[n] for n in fixed}, reference, mix.linear_mb, cfg.symmetric)
+    held = list(budget)  # the targets whose storage the budget holds
+
     def costs(names: list[str], pick: dict[str, Choice]) -> tuple[float, ...]:
-        return tuple(sum(mx.layer_bytes(*shapes[n], pick[n], cfg.symmetric, sb) for n in names)
-                     for sb in mx.SCALE_BYTES.values())
+        return tuple(sum(mx.layer_bytes(*shapes[n], pick[n], cfg.symmetric, mx.SCALE_BYTES[t]) for n in names)
+                     for t in held)
 
     candidates: dict[int, list[Choice]] = {}
     for u, names in enumerate(groups):
@@ -310,45 +320,41 @@ def choose_mix(cfg: WeightOnlyConfig, mix: MixedConfig, model: Any, choices: dic
         if not candidates[u]:
             raise RecipeError(f"mixed.choices: no group among {', '.join(c.key for c in offered)} divides "
                               f"{names[0]}'s {shapes[names[0]][1]} inputs; add a choice whose group does")
-    reference = mix.same_size_as.choice() if mix.same_size_as else Choice(cfg.bits, cfg.group_size)
-    if mix.linear_mb is None:
-        bad = next((n for n in shapes if n not in fixed and reference.bits != 16 and shapes[n][1] % reference.group),
-                   None)
-        if bad is not None:
-            raise RecipeError(f"mixed.same_size_as.group_size: {reference.group} does not divide {bad}'s "
-                              f"{shapes[bad][1]} inputs; pick a group every layer takes")
-    budget = mx.budget_bytes(shapes, {n: choices[n] for n in fixed}, reference, mix.linear_mb, cfg.symmetric)
     runs = sum(1 for cs in candidates.values() for c in cs if c.bits != 16)
-    tick = state.progress(f"mixed precision: each of {len(groups)} layers alone at each choice, on {len(windows)} "
-                          f"calibration windows ({runs} reruns, minutes on a real model)", runs)
     t0 = time.perf_counter()
-    harm = mx.scan(model, windows, groups, candidates, cfg.symmetric, tick)
+    harm, cached = mx.cached_scan(model, windows, groups, candidates, cfg.symmetric, lambda: state.progress(
+        f"mixed precision: each of {len(groups)} layers alone at each choice, on {len(windows)} calibration windows "
+        f"({runs} reruns, minutes on a real model; kept for the next run with the same model and windows)", runs))
     options = [[mx.Option(choices[names[0]], 0.0, costs(names, choices))] if not candidates[u] else
                [mx.Option(c, harm[u][c], costs(names, dict.fromkeys(names, c))) for c in candidates[u]]
                for u, names in enumerate(groups)]
-    pick = mx.choose(options, budget)
+    limits = tuple(budget.values())
+    pick = mx.choose(options, limits)
     if pick is None:
-        least = [sum(min(o.cost[k] for o in opts) for opts in options) for k in range(len(budget))]
-        raise RecipeError(f"mixed: the budget ({max(budget) / 1e6:.2f} MB of linear layers) is below the smallest "
-                          f"mix these choices make ({max(least) / 1e6:.2f} MB); raise it or offer fewer bits")
+        least = [sum(min(o.cost[k] for o in opts) for opts in options) for k in range(len(held))]
+        k = max(range(len(held)), key=lambda i: least[i] / limits[i])
+        raise RecipeError(f"mixed: the budget ({limits[k] / 1e6:.2f} MB of linear layers in {held[k]}'s storage) is "
+                          f"below the smallest mix these choices make ({least[k] / 1e6:.2f} MB); raise it or offer "
+                          "fewer bits")
     out = dict(choices)
     for u, names in enumerate(groups):
         if candidates[u]:
             out.update(dict.fromkeys(names, options[u][pick[u]].choice))
-    predicted = [sum(options[u][i].cost[k] for u, i in enumerate(pick)) for k in range(len(budget))]
+    every = {t: sum(mx.layer_bytes(*shapes[n], out[n], cfg.symmetric, sb) for n in shapes)
+             for t, sb in mx.SCALE_BYTES.items()}
     chosen: dict[str, int] = {}
     for c in out.values():
         chosen[c.key] = chosen.get(c.key, 0) + 1
     record = {
-        "scan_s": round(time.perf_counter() - t0, 1), "scan_windows": len(windows),
-        "budget_mb": {t: round(b / 1e6, 3) for t, b in zip(mx.SCALE_BYTES, budget)},
-        "predicted_mb": {t: round(b / 1e6, 3) for t, b in zip(mx.SCALE_BYTES, predicted)},
+        "scan_s": round(time.perf_counter() - t0, 1), "scan_windows": len(windows), "scan_from_cache": cached,
+        "budget_mb": {t: round(b / 1e6, 3) for t, b in budget.items()},
+        "predicted_mb": {t: round(b / 1e6, 3) for t, b in every.items()},
         "predicted_kl": float(sum(options[u][i].loss for u, i in enumerate(pick))),
         "chosen": chosen,
         "layers": [{"names": names, "choice": out[names[0]].key,
                     "kl": {c.key: float(f"{harm[u][c]:.4g}") for c in candidates[u]} if candidates[u] else None}
                    for u, names in enumerate(groups)],
-        "frontier": mx.frontier(options, budget),
+        "frontier": [{**f, "mb": dict(zip(held, f["mb"]))} for f in mx.frontier(options, limits)],
     }
     return out, record
 

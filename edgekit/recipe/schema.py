@@ -44,7 +44,20 @@ def stage_union() -> Any:
 
 
 def lm_stage_kinds() -> list[str]:
-    return [k for k, info in stage_registry.REGISTRY.items() if info.side == "lm"]
+    return [k for k, info in stage_registry.REGISTRY.items() if info.side == "lm" or info.lm_float]
+
+
+def _lm_order(stages: list[Any]) -> None:
+    """Stages that change a causal LM's float weights (prune.depth, finetune.lm) come before
+    anything that quantizes or exports it: those read the model as the float stages left it."""
+    seen_other = None
+    for i, s in enumerate(stages):
+        if stage_registry.get(s.kind).lm_float:
+            if seen_other is not None:
+                raise ValueError(f"stages[{i}] ({s.kind}): it changes the float model, so it goes before "
+                                 f"stages[{seen_other}] ({stages[seen_other].kind}), which reads that model")
+        elif seen_other is None:
+            seen_other = i
 
 
 def _weight_only_order(stages: list[Any]) -> None:
@@ -55,9 +68,11 @@ def _weight_only_order(stages: list[Any]) -> None:
     if "quantize.weight_only" not in kinds:
         return
     i = kinds.index("quantize.weight_only")
-    if kinds.count("quantize.weight_only") > 1 or i:
-        raise ValueError(f"stages[{i if i else kinds.index('quantize.weight_only', 1)}] (quantize.weight_only): give "
-                         "one, first: the generation targets after it place its integers")
+    first = next(j for j, k in enumerate(kinds) if not stage_registry.get(k).lm_float)
+    if kinds.count("quantize.weight_only") > 1 or i != first:
+        raise ValueError(f"stages[{i if i != first else kinds.index('quantize.weight_only', i + 1)}] "
+                         "(quantize.weight_only): give one, before the targets (after prune.depth / finetune.lm "
+                         "only): the generation targets after it place its integers")
     readers = [(j, s) for j, s in enumerate(stages) if getattr(s, "reads_weight_only", lambda: False)()]
     if not readers:
         raise ValueError("stages[0] (quantize.weight_only): no target after it has integer weights to take its "
@@ -133,11 +148,12 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
             sides = [stage_registry.get(k).side for k in kinds]
             lm_kinds = [k for k, side in zip(kinds, sides) if side == "lm"]
             if lm_kinds:
-                others = [k for k, side in zip(kinds, sides) if side != "lm"]
+                others = [k for k, side in zip(kinds, sides) if side != "lm" and not stage_registry.get(k).lm_float]
                 if others:
                     raise ValueError(f"stages: {', '.join(others)} cannot be combined with {lm_kinds[0]} "
                                      "(a causal LM goes to its generation targets from its source directory); "
                                      f"allowed with it: {', '.join(lm_stage_kinds())}")
+                _lm_order(self.stages)
                 _weight_only_order(self.stages)
                 if self.model.kind not in ("hf", "gguf"):
                     raise ValueError(f"stages: {lm_kinds[0]} builds from a causal LM's directory; model: needs hf "

@@ -305,3 +305,16 @@ def _convert_gguf(transformers: Any, path: Path, out: Path, sha: str) -> None:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     _marker(out).write_text(sha + "\n")
+
+
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def save_lm_directory(model: Any, source: Path, out: Path) -> None:
+    """A changed model as a Hugging Face directory beside its source's other files (tokenizer,
+    generation config): what the generation targets and any later stage read in place of the
+    source. The source's weight files are not copied; the model's own are written."""
+    model.save_pretrained(str(out))
+    for f in Path(source).iterdir():
+        if f.is_file() and not f.name.endswith(WEIGHT_FILES) and not (out / f.name).exists():
+            shutil.copy2(f, out / f.name)

@@ -39,6 +39,9 @@ class StageInfo:
     summary: str
     makes: str = ""  # the artifact format it writes ("" for a stage that changes the torch model)
     only: tuple[str, ...] = ()  # runtimes that alone run what it makes, of all that read the format
+    # changes a causal LM's float weights in an LM recipe (before any quantization or target),
+    # whatever its side for other models
+    lm_float: bool = False
 
     def runs_on(self, fmt: Optional[str] = None) -> tuple[str, ...]:
         """Runtimes that can run what it produces in `fmt` (its row's format by default): every
@@ -213,7 +216,19 @@ REGISTRY: dict[str, StageInfo] = {
             (),
             "torch",
             "Drop the transformer attention/MLP sublayers or blocks that change their input least "
-            "(cosine of input vs output on calibration data); every candidate's score recorded.",
+            "(cosine of input vs output on calibration data); a causal LM's decoder blocks by cosine, angular "
+            "distance or greedy least-KL removal; every candidate's score recorded.",
+            lm_float=True,
+        ),
+        StageInfo(
+            "finetune.lm",
+            "edgekit.finetune.lm:FinetuneLM",
+            ("llm",),
+            "lm",
+            "Heal a pruned causal LM by distillation from the unpruned one (KL on next-token logits) on "
+            "calibration text, all weights or LoRA adapters (peft) merged back; step and time budget, seeded, "
+            "loss curve recorded.",
+            lm_float=True,
         ),
     )
 }

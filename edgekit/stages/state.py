@@ -99,6 +99,8 @@ class ModelState:
     # generation targets place in their graphs instead of quantizing themselves
     weight_only: Any = None
     scratch: Optional[Path] = None  # files a run needs but does not ship (removed at the end)
+    # a causal LM as loaded, before prune.depth changed `causal_lm`: what finetune.lm distils from
+    lm_teacher: Any = None
 
     def source_model(self) -> Any:
         """The unmodified torch model; remembers the current one if no stage has copied yet."""
