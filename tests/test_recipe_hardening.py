@@ -192,3 +192,12 @@ def test_arbitrary_yaml_text_is_valid_or_one_recipe_error(tmp_path_factory, text
         load_recipe(p)
     except RecipeError as e:
         assert "\n" not in str(e), str(e)
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(path):
+    """A recipe the docs point users to must at least validate, whatever it needs installed to run."""
+    from edgekit.recipe import load_recipe
+
+    assert load_recipe(path).recipe.name

@@ -28,10 +28,11 @@ import numpy as np
 
 from edgekit.core.cache import cache_dir
 from edgekit.errors import RecipeError, StageError
+from edgekit.runtimes import genai, ov_genai
 
 # bytes a scale takes in each target's graph: ONNX Runtime GenAI's fp32 CPU graph keeps MatMulNBits
 # scales in fp32, OpenVINO's decompression subgraph in f16. The chooser holds the budget on both.
-SCALE_BYTES = {"onnxruntime-genai": 4, "openvino-genai": 2}
+SCALE_BYTES = {genai.NAME: 4, ov_genai.NAME: 2}
 FUSED = ("q_proj", "k_proj", "v_proj")
 SCAN_FORMAT = 1  # bump when what a stored scan holds, or how it is computed, changes  # one MatMul in ONNX Runtime GenAI's builder: one choice
 

