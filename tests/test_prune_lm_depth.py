@@ -148,6 +148,9 @@ def test_healing_distils_the_pruned_model_towards_the_unpruned_one(tmp_path, dee
     ([{"kind": "prune.depth", "unit": "block", "drop": 1, "ignore": ["model.layers.9"]}, ORT_INT4],
      "ignore: 'model.layers.9' matches no block"),
     ([{"kind": "finetune.lm", "steps": 1}, ORT_INT4], "finetune.lm distils from the unpruned model"),
+    ([{"kind": "prune.depth", "unit": "block", "drop": 1, "samples": 1},
+      {"kind": "finetune.lm", "steps": 1, "lora": {"modules": ["qproj"]}}, ORT_INT4],
+     "lora.modules: 'qproj' is no linear layer's name in this LlamaForCausalLM"),
 ])
 def test_bad_lm_depth_settings_are_one_line_and_write_nothing(tmp_path, deep_llama, stages, message):
     from edgekit.errors import RecipeError

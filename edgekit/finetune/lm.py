@@ -89,7 +89,7 @@ class FinetuneLM(Stage):
             missing = [m for m in cfg.lora.modules if m not in names]
             if missing:
                 raise RecipeError(f"lora.modules: {missing[0]!r} is no linear layer's name in this "
-                                  f"{state.causal_lm.architecture}; its are {', '.join(sorted(names))}")
+                                  f"{state.causal_lm.architecture}; its linear layers are named {', '.join(sorted(names))}")
             student = peft.get_peft_model(student, peft.LoraConfig(
                 r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, target_modules=cfg.lora.modules, lora_dropout=0.0,
                 bias="none"))
@@ -104,7 +104,7 @@ class FinetuneLM(Stage):
         curve: list[float] = []
         t0 = time.perf_counter()
         stopped = "steps"
-        for step in range(cfg.steps):
+        for _ in range(cfg.steps):
             if cfg.max_s is not None and time.perf_counter() - t0 >= cfg.max_s:
                 stopped = "max_s"
                 break
