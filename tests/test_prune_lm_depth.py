@@ -169,3 +169,19 @@ def test_a_float_stage_after_a_target_is_refused_before_any_work(tmp_path, deep_
     with pytest.raises(RecipeError, match=r"stages\[1\] \(prune.depth\): it changes the float model, so it goes "
                                           r"before stages\[0\] \(target.onnxruntime-genai\)"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "phi3"])
+def test_other_families_prune_heal_and_export(tmp_path, family):
+    """Qwen3 (per-layer layer_types, q/k norms) and Phi-3 (fused qkv_proj / gate_up_proj, which
+    the default LoRA modules must find by themselves)."""
+    pytest.importorskip("peft")
+    from tests.lm_helpers import tiny_lm_dir
+
+    src = tiny_lm_dir(tmp_path / "src", family, num_hidden_layers=4)
+    res = _run(tmp_path, src, [{"kind": "prune.depth", "unit": "block", "drop": 1, "samples": 2},
+                               {"kind": "finetune.lm", "steps": 2}, {**ORT_INT4, "block_size": 32}, OV_INT4])
+    rec = _records(res)
+    assert rec["prune.depth"]["config"]["num_hidden_layers"] == [4, 3]
+    assert rec["finetune.lm"]["trained_parameters"] > 0
+    assert set(res.manifest["metrics"]) >= {"int4", "ov_int4"}

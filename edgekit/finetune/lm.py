@@ -33,8 +33,9 @@ from edgekit.stages.state import ModelState
 class LoraSpec(Strict):
     rank: int = Field(16, ge=1, le=512)
     alpha: float = Field(32.0, gt=0)
-    modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                               min_length=1, description="names of the linear layers that get adapters")
+    modules: Optional[list[str]] = Field(
+        None, min_length=1, description="names of the linear layers that get adapters (q_proj, down_proj, ...); "
+                                        "unset: every linear layer but the lm_head, whatever the family calls them")
 
 
 class FinetuneLMConfig(StageConfig):
@@ -86,12 +87,13 @@ class FinetuneLM(Stage):
         if cfg.lora is not None:
             peft = require("peft", extra="llm", why="LoRA adapters for finetune.lm")
             names = {n.rsplit(".", 1)[-1] for n, m in student.named_modules() if isinstance(m, torch.nn.Linear)}
-            missing = [m for m in cfg.lora.modules if m not in names]
+            missing = [m for m in cfg.lora.modules or [] if m not in names]
             if missing:
                 raise RecipeError(f"lora.modules: {missing[0]!r} is no linear layer's name in this "
                                   f"{state.causal_lm.architecture}; its linear layers are named {', '.join(sorted(names))}")
             student = peft.get_peft_model(student, peft.LoraConfig(
-                r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, target_modules=cfg.lora.modules, lora_dropout=0.0,
+                r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, target_modules=cfg.lora.modules or "all-linear",
+                lora_dropout=0.0,
                 bias="none"))
             trained_params = sum(p.numel() for p in student.parameters() if p.requires_grad)
         student.train()
