@@ -7,15 +7,12 @@ plain model of the same architecture.
 Why distillation and not plain next-token loss: the teacher's full distribution carries far
 more signal per token than the one observed token, which matters with the few thousand tokens of
 calibration text a recipe has; and the goal is to be close to the unpruned model, which is what
-verification measures. Why by hand and not transformers' Trainer: a few dozen steps on CPU with a
-second model as teacher need nothing of its machinery, and a time budget and a recorded loss
-curve are simpler to honour in a plain loop."""
+verification measures. The loop is `edgekit.finetune.distill`'s, shared with QAT."""
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -24,6 +21,7 @@ from pydantic import Field
 
 from edgekit.core.backends import require
 from edgekit.core.strict import Strict
+from edgekit.finetune import distill
 from edgekit.errors import DataError, RecipeError
 from edgekit.sources.causal_lm import save_lm_directory
 from edgekit.stages.base import Stage, StageConfig, StageRecord
@@ -49,14 +47,6 @@ class FinetuneLMConfig(StageConfig):
     seed: int = 0
 
 
-def _kl(teacher_logits: Any, student_logits: Any, t: float) -> Any:
-    import torch
-
-    p = torch.log_softmax(teacher_logits / t, dim=-1)
-    q = torch.log_softmax(student_logits / t, dim=-1)
-    return (p.exp() * (p - q)).sum(-1).mean() * t * t
-
-
 class FinetuneLM(Stage):
     kind = "finetune.lm"
     Config = FinetuneLMConfig
@@ -79,8 +69,7 @@ class FinetuneLM(Stage):
             raise RecipeError(f"windows: {n} is more than the {len(calib)} calibration windows; lower it or raise "
                               "data.calibration.samples")
         windows = [torch.as_tensor(np.asarray(s["input_ids"], np.int64).reshape(1, -1)) for s in calib.samples[:n]]
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)  # LoRA's initial adapters
         teacher = dataclasses.replace(state.lm_teacher).torch_model()
         student = dataclasses.replace(state.causal_lm).torch_model()
         trained_params = sum(p.numel() for p in student.parameters())
@@ -90,55 +79,27 @@ class FinetuneLM(Stage):
             missing = [m for m in cfg.lora.modules or [] if m not in names]
             if missing:
                 raise RecipeError(f"lora.modules: {missing[0]!r} is no linear layer's name in this "
-                                  f"{state.causal_lm.architecture}; its linear layers are named {', '.join(sorted(names))}")
+                                  f"{state.causal_lm.architecture}; its linear layers are named "
+                                  f"{', '.join(sorted(names))}")
             student = peft.get_peft_model(student, peft.LoraConfig(
                 r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, target_modules=cfg.lora.modules or "all-linear",
-                lora_dropout=0.0,
-                bias="none"))
+                lora_dropout=0.0, bias="none"))
             trained_params = sum(p.numel() for p in student.parameters() if p.requires_grad)
-        student.train()
         params = [p for p in student.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        before = self._loss(teacher, student, windows, cfg.temperature)
+        before = distill.mean_kl(teacher, student, windows, cfg.temperature)
         tick = state.progress(f"finetune.lm: distilling from the unpruned model, {cfg.steps} steps"
                               + (f" or {cfg.max_s:g} s" if cfg.max_s else "")
                               + f" ({'LoRA' if cfg.lora else 'every weight'}, {trained_params:,} trained)", cfg.steps)
-        curve: list[float] = []
-        t0 = time.perf_counter()
-        stopped = "steps"
-        for _ in range(cfg.steps):
-            if cfg.max_s is not None and time.perf_counter() - t0 >= cfg.max_s:
-                stopped = "max_s"
-                break
-            x = windows[int(rng.integers(len(windows)))]
-            with torch.no_grad():
-                target = teacher(x, use_cache=False).logits
-            loss = _kl(target, student(x, use_cache=False).logits, cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            curve.append(round(float(loss.detach()), 6))
-            tick(1)
-        train_s = time.perf_counter() - t0
-        student.eval()
+        run = distill.distill(student, teacher, windows, [{"params": params, "lr": cfg.lr}], cfg.steps, cfg.max_s,
+                              cfg.seed, cfg.temperature, tick)
         if cfg.lora is not None:
             student = student.merge_and_unload()
-        after = self._loss(teacher, student, windows, cfg.temperature)
+        after = distill.mean_kl(teacher, student, windows, cfg.temperature)
         scratch = state.scratch or Path(tempfile.mkdtemp(prefix="edgekit-finetune-lm-"))
-        out = Path(scratch) / f"healed-{len(curve)}"
+        out = Path(scratch) / f"healed-{len(run.curve)}"
         save_lm_directory(student, state.causal_lm.directory, out)
         state.causal_lm = dataclasses.replace(state.causal_lm, directory=out)
-        measured = {"steps": len(curve), "stopped_by": stopped, "train_s": round(train_s, 2),
+        measured = {"steps": len(run.curve), "stopped_by": run.stopped_by, "train_s": run.seconds,
                     "trained_parameters": trained_params, "windows": n,
-                    "kl_before": round(before, 6), "kl_after": round(after, 6), "loss_curve": curve}
+                    "kl_before": round(before, 6), "kl_after": round(after, 6), "loss_curve": run.curve}
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), measured=measured)
-
-    @staticmethod
-    def _loss(teacher: Any, student: Any, windows: list[Any], t: float) -> float:
-        """Mean distillation loss over the training windows: the record's before / after."""
-        import torch
-
-        with torch.no_grad():
-            return float(np.mean([float(_kl(teacher(x, use_cache=False).logits, student(x, use_cache=False).logits, t))
-                                  for x in windows]))
