@@ -29,6 +29,7 @@ from edgekit.errors import DataError, RecipeError, StageError
 from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
 from edgekit.quantize.lm_layers import QLayer, QuantizedLM
 from edgekit.quantize.lm_mixed import Choice
+from edgekit.quantize.lm_qat import QATSpec
 from edgekit.sources.causal_lm import save_lm_directory, transformers_quietly
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import ModelState
@@ -107,8 +108,10 @@ class MixedConfig(Strict):
 
 class WeightOnlyConfig(StageConfig):
     kind: Literal["quantize.weight_only"]
-    algorithm: Literal["rtn", "gptq"] = Field(
-        "gptq", description="rtn: round to nearest (data-free); gptq: error-compensating rounding on calibration text")
+    algorithm: Literal["rtn", "gptq", "qat"] = Field(
+        "gptq", description="rtn: round to nearest (data-free); gptq: error-compensating rounding on calibration text; "
+                            "qat: weights and scales trained through the rounding by distillation (docs/llm.md#qat)")
+    qat: Optional[QATSpec] = Field(None, description="algorithm qat: its steps and learning rates (defaults if unset)")
     bits: Literal[4, 8] = 4
     group_size: int = Field(64, description="weights per scale along each layer's input dimension")
     symmetric: bool = True
@@ -123,6 +126,15 @@ class WeightOnlyConfig(StageConfig):
                           "unset: on for gptq, off for rtn (docs/llm.md has the measurement)")
 
     _group = field_validator("group_size")(_group_size)
+
+    @model_validator(mode="after")
+    def _qat_only(self) -> "WeightOnlyConfig":
+        if self.qat is not None and self.algorithm != "qat":
+            raise ValueError(f"qat: settings for algorithm qat, but algorithm is {self.algorithm}; remove qat or set "
+                             "algorithm: qat")
+        if self.algorithm == "qat" and self.mse_search is not None:
+            raise ValueError("mse_search: INC's scale search; qat searches each group's clipping itself, then trains")
+        return self
 
 
 def _linear_names(model: Any) -> list[str]:
@@ -378,11 +390,10 @@ class WeightOnly(Stage):
 
         lm = causal_lm_of(state, self.kind)
         transformers_quietly()
-        q = _inc()
         check_block(cfg.group_size, json.loads((lm.directory / "config.json").read_text(encoding="utf-8")),
                     "group_size", BLOCK_SIZES)
-        windows = _windows(state, cfg.calibration_windows, "calibration_windows", "gptq") \
-            if cfg.algorithm == "gptq" else []
+        windows = _windows(state, cfg.calibration_windows, "calibration_windows", cfg.algorithm) \
+            if cfg.algorithm in ("gptq", "qat") else []
         model = dataclasses.replace(lm).torch_model()  # a fresh copy: INC changes it in place
         names = _linear_names(model)
         choices, fixed = layer_choices(cfg, names, model)
@@ -395,21 +406,33 @@ class WeightOnly(Stage):
         if cfg.mixed is not None:
             what = f"{cfg.algorithm.upper()} mixed ({', '.join(sorted({c.key for c in choices.values()}))})"
         kept = [n for n, c in choices.items() if c.bits == 16]
-        with _hidden(model, kept):
-            model = q.prepare(model, _inc_config(cfg, choices))
-            if windows:
-                _calibrate(model, windows, state)
-            hooks = _layer_ticks(model, state, f"{what}: neural-compressor, block by block"
-                                 + (" (minutes on a real model)" if windows else ""))
-            model = q.convert(model)
-            for h in hooks:
-                h.remove()
+        qat: dict[str, Any] = {}
+        if cfg.algorithm == "qat":
+            from edgekit.quantize import lm_qat
+
+            teacher = dataclasses.replace(lm).torch_model()
+            layers, qat = lm_qat.train(model, teacher, choices, cfg.symmetric, windows, cfg.qat or lm_qat.QATSpec(),
+                                       state.progress)
+            del teacher
+            tool = "edgekit qat"
+        else:
+            q = _inc()
+            with _hidden(model, kept):
+                model = q.prepare(model, _inc_config(cfg, choices))
+                if windows:
+                    _calibrate(model, windows, state)
+                hooks = _layer_ticks(model, state, f"{what}: neural-compressor, block by block"
+                                     + (" (minutes on a real model)" if windows else ""))
+                model = q.convert(model)
+                for h in hooks:
+                    h.remove()
+            layers = _extract(model)
+            tool = f"neural-compressor {version_of('neural_compressor')} {cfg.algorithm}"
         seconds = time.perf_counter() - t0
-        layers = _extract(model)
         del model
         if len(layers) + len(kept) != len(names):
             missing = sorted(set(names) - set(layers) - set(kept))
-            raise StageError(f"quantize.weight_only: neural-compressor left {len(missing)} layer(s) unquantized "
+            raise StageError(f"quantize.weight_only: {tool} left {len(missing)} layer(s) unquantized "
                              f"({', '.join(missing[:3])})")
         # not under the artifact: the dequantized copy is the targets' input, not something to ship
         scratch = state.scratch or Path(tempfile.mkdtemp(prefix="edgekit-weight-only-"))
@@ -421,15 +444,16 @@ class WeightOnly(Stage):
         if kept:
             mods = dict(dataclasses.replace(lm).torch_model().named_modules())
             floats = {n: mods[n].weight.detach().numpy().copy() for n in kept}
-        version = version_of("neural_compressor")
-        state.weight_only = QuantizedLM(out, layers, floats, f"neural-compressor {version} {cfg.algorithm}")
+        state.weight_only = QuantizedLM(out, layers, floats, tool)
         by_bits: dict[str, int] = {}
         for c in choices.values():
             by_bits[str(c.bits)] = by_bits.get(str(c.bits), 0) + 1
-        measured = {"neural_compressor": version, "quantize_s": round(seconds, 2), "calibration_windows": len(windows),
-                    "mse_search": _mse_search(cfg),
+        measured = {"tool": tool, "quantize_s": round(seconds, 2), "calibration_windows": len(windows),
+                    "mse_search": _mse_search(cfg) if cfg.algorithm != "qat" else None,
                     "layers_by_bits": by_bits, "float_layers": kept,
                     "integer_bytes": int(sum(q.ints.size * q.bits // 8 for q in layers.values()))}
         if mixed:
             measured["mixed"] = mixed
+        if qat:
+            measured["qat"] = qat
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), measured=measured)
