@@ -56,6 +56,33 @@ def test_the_angular_choice_keeps_out_of_ignored_blocks():
         lm_depth.choose(_states(h), "angular", 2, {0, 2})
 
 
+def test_greedy_scores_from_cached_block_inputs_equal_whole_forwards(monkeypatch, tmp_path):
+    import torch
+    import transformers
+
+    from edgekit.quantize import lm_mixed
+    from tests.lm_helpers import tiny_lm_dir
+
+    src = tiny_lm_dir(tmp_path, "llama", num_hidden_layers=5)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32).eval()
+    windows = [np.arange(32) % 50 + 3, np.arange(32)[::-1] % 50 + 3]
+    order, steps = lm_depth.greedy(model, windows, 2, {0, 1, 2, 3, 4}, lambda n: None)
+
+    class Whole(lm_mixed.Scanner):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            assert self.fast  # the tiny Llama takes the cached path; this test forces the other
+            self.fast = False
+
+    monkeypatch.setattr(lm_mixed, "Scanner", Whole)
+    order_slow, steps_slow = lm_depth.greedy(model, windows, 2, {0, 1, 2, 3, 4}, lambda n: None)
+    assert order == order_slow and len(model.model.layers) == 5
+    for a, b in zip(steps, steps_slow):
+        assert a["kl"].keys() == b["kl"].keys()
+        for k in a["kl"]:
+            assert a["kl"][k] == pytest.approx(b["kl"][k], rel=1e-3, abs=1e-6)
+
+
 # -- through the pipeline, on tiny random models ---------------------------------------------
 
 pytest.importorskip("onnxruntime_genai")

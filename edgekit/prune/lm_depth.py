@@ -119,12 +119,18 @@ def greedy(model: Any, windows: Sequence[np.ndarray], drop: int, allowed: set[in
            tick: Callable[[int], None]) -> tuple[list[int], list[dict[str, Any]]]:
     """Remove `drop` blocks one at a time, each time the one whose removal gives the least KL
     per token from the unpruned model's next-token distribution. Returns the removed indices
-    (original numbering, in removal order) and every step's score of every candidate."""
+    (original numbering, in removal order) and every step's score of every candidate.
+
+    Each step caches the inputs of the remaining blocks once, so that a candidate's removal
+    reruns only the blocks after it (quantize.lm_mixed's Scanner, with its whole-forward
+    fallback for a model whose head is more than norm and lm_head)."""
     import torch
 
-    blocks = decoder_blocks(model)
+    from edgekit.quantize.lm_mixed import Scanner
+
+    decoder_blocks(model)
     inner = model.model
-    original = list(blocks)
+    original = list(inner.layers)
     ids = [torch.as_tensor(np.asarray(w, np.int64).reshape(1, -1)) for w in windows]
     with torch.no_grad():
         ref = [torch.log_softmax(model(x, use_cache=False).logits[0].to(torch.float32), -1) for x in ids]
@@ -132,11 +138,20 @@ def greedy(model: Any, windows: Sequence[np.ndarray], drop: int, allowed: set[in
     steps: list[dict[str, Any]] = []
     try:
         for _ in range(drop):
+            kept = [i for i in range(len(original)) if i not in removed]
+            inner.layers = torch.nn.ModuleList([original[i] for i in kept])
+            scanner = Scanner(model, list(windows))
             scores: dict[int, float] = {}
             for c in sorted(allowed - set(removed)):
-                inner.layers = torch.nn.ModuleList([b for i, b in enumerate(original) if i not in removed and i != c])
+                j = kept.index(c)
                 with torch.no_grad():
-                    scores[c] = float(np.mean([_kl(r, model(x, use_cache=False).logits[0]) for r, x in zip(ref, ids)]))
+                    if scanner.fast:
+                        got = [scanner._tail(j, w, skip=True) for w in range(len(ids))]
+                    else:
+                        inner.layers = torch.nn.ModuleList([original[i] for i in kept if i != c])
+                        got = [model(x, use_cache=False).logits[0] for x in ids]
+                        inner.layers = torch.nn.ModuleList([original[i] for i in kept])
+                scores[c] = float(np.mean([_kl(r, g) for r, g in zip(ref, got)]))
                 tick(1)
             best = min(scores, key=lambda c: scores[c])
             removed.append(best)

@@ -214,9 +214,11 @@ class Scanner:
                 got = self._tail(0, 0)
             self.fast = bool(torch.allclose(torch.log_softmax(got.to(torch.float32), -1), self.ref[0], atol=1e-3))
 
-    def _tail(self, start: int, w: int) -> Any:
+    def _tail(self, start: int, w: int, skip: bool = False) -> Any:
+        """Logits of window w from block `start`'s cached input on (without block `start` itself
+        when `skip`: what removing it gives)."""
         h = self.inputs[start][w][0][0]
-        for j in range(start, len(self.blocks)):
+        for j in range(start + int(skip), len(self.blocks)):
             a, kw = self.inputs[j][w]
             out = self.blocks[j](h, *a[1:], **kw)
             h = out[0] if isinstance(out, tuple) else out
