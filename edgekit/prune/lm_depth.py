@@ -108,13 +108,6 @@ def angular(states: list[list[Any]], run: int) -> list[float]:
     return out
 
 
-def _kl(ref_logp: Any, logits: Any) -> float:
-    import torch
-
-    logp = torch.log_softmax(logits.to(torch.float32), dim=-1)
-    return float((ref_logp.exp() * (ref_logp - logp)).sum(-1).mean())
-
-
 def greedy(model: Any, windows: Sequence[np.ndarray], drop: int, allowed: set[int],
            tick: Callable[[int], None]) -> tuple[list[int], list[dict[str, Any]]]:
     """Remove `drop` blocks one at a time, each time the one whose removal gives the least KL
@@ -126,7 +119,7 @@ def greedy(model: Any, windows: Sequence[np.ndarray], drop: int, allowed: set[in
     fallback for a model whose head is more than norm and lm_head)."""
     import torch
 
-    from edgekit.quantize.lm_mixed import Scanner
+    from edgekit.quantize.lm_mixed import Scanner, kl_from
 
     decoder_blocks(model)
     inner = model.model
@@ -151,7 +144,7 @@ def greedy(model: Any, windows: Sequence[np.ndarray], drop: int, allowed: set[in
                         inner.layers = torch.nn.ModuleList([original[i] for i in kept if i != c])
                         got = [model(x, use_cache=False).logits[0] for x in ids]
                         inner.layers = torch.nn.ModuleList([original[i] for i in kept])
-                scores[c] = float(np.mean([_kl(r, g) for r, g in zip(ref, got)]))
+                scores[c] = float(np.mean([kl_from(r, g) for r, g in zip(ref, got)]))
                 tick(1)
             best = min(scores, key=lambda c: scores[c])
             removed.append(best)

@@ -173,7 +173,8 @@ def fake_quantize(w: Any, c: Choice, symmetric: bool) -> Any:
     return q.reshape(rows, cols).to(w.dtype)
 
 
-def _kl(ref_logp: Any, logits: Any) -> float:
+def kl_from(ref_logp: Any, logits: Any) -> float:
+    """KL per token of `logits`' next-token distribution from the reference log-probabilities."""
     import torch
 
     logp = torch.log_softmax(logits.to(torch.float32), dim=-1)
@@ -244,7 +245,7 @@ class Scanner:
         with torch.no_grad():
             for w, x in enumerate(self.ids):
                 logits = self._tail(start, w) if self.fast else self.model(x, use_cache=False).logits[0]
-                total += _kl(self.ref[w], logits)
+                total += kl_from(self.ref[w], logits)
         return total / len(self.ids)
 
 
