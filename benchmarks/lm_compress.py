@@ -59,6 +59,17 @@ LABELS = {
 }
 
 
+def lm_args(description: str, calibration_help: str) -> argparse.ArgumentParser:
+    """The options the causal-LM benchmarks share: held-out windows, calibration windows, and
+    another model's directory in place of SmolLM2."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--calibration", type=int, default=16, help=f"calibration windows of 256 tokens ({calibration_help})")
+    ap.add_argument("--hf", type=Path, help="another causal LM's Hugging Face directory instead of SmolLM2")
+    return ap
+
+
 def build(src: Path, out: Path, name: str, stages: list[dict[str, Any]], windows: int, seq_len: int,
           calibration: int) -> tuple[dict[str, Any], float]:
     import yaml

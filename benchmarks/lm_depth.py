@@ -17,7 +17,6 @@ prints the tables and writes benchmarks/results/<cpu-class>/lm_depth.json."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 import time
@@ -28,7 +27,7 @@ import numpy as np
 
 from benchmarks._results import print_tables, save, table
 from benchmarks.llm import paired, timing
-from benchmarks.lm_compress import GGUF, GROUP, ORT, OVG, _windows, build
+from benchmarks.lm_compress import GGUF, GROUP, ORT, OVG, _windows, build, lm_args
 from edgekit.recipe.sections import ModelSpec
 from edgekit.runtimes.cpu_classes import local_class
 
@@ -92,17 +91,13 @@ def _progress(label: str, total: int) -> Any:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--windows", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=512)
-    ap.add_argument("--calibration", type=int, default=16, help="calibration windows of 256 tokens")
+    ap = lm_args(__doc__.split("\n")[0], "scores, healing")
     ap.add_argument("--score-windows", type=int, default=4, help="calibration windows the scores read")
     ap.add_argument("--heal-steps", type=int, default=150)
     ap.add_argument("--heal-count", type=int, default=4, help="blocks removed in the healed and exported models")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--hf", type=Path, help="another causal LM's Hugging Face directory instead of SmolLM2")
     ap.add_argument("--counts", type=int, nargs="+", default=list(COUNTS))
     args = ap.parse_args()
 

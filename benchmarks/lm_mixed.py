@@ -26,7 +26,6 @@ prints the tables and writes benchmarks/results/<cpu-class>/lm_mixed.json (about
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 
 from benchmarks._results import print_tables, save, table
 from benchmarks.llm import paired, timing
-from benchmarks.lm_compress import GGUF, GROUP, ORT, ORT_INT4, OV_INT4, OVG, _windows, build
+from benchmarks.lm_compress import GGUF, GROUP, ORT, ORT_INT4, OV_INT4, OVG, _windows, build, lm_args
 from edgekit.recipe.sections import ModelSpec
 from edgekit.runtimes.cpu_classes import local_class
 
@@ -76,15 +75,11 @@ def uniform_linear_mb(cl: Any) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--windows", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=512)
-    ap.add_argument("--calibration", type=int, default=16, help="calibration windows of 256 tokens (GPTQ, NNCF)")
+    ap = lm_args(__doc__.split("\n")[0], "GPTQ, NNCF")
     ap.add_argument("--ratio", type=float, default=0.8, help="NNCF's share of INT4 layers in its ratio mode")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--hf", type=Path, help="another causal LM's Hugging Face directory instead of SmolLM2")
     args = ap.parse_args()
 
     from edgekit.sources.causal_lm import load_causal_lm

@@ -12,12 +12,11 @@ prints the tables and writes benchmarks/results/<cpu-class>/lm_qat.json."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 from benchmarks._results import print_tables, save, table
-from benchmarks.lm_compress import GGUF, GROUP, ORT_INT4, OV_INT4, build
+from benchmarks.lm_compress import GGUF, GROUP, ORT_INT4, OV_INT4, build, lm_args
 from edgekit.recipe.sections import ModelSpec
 from edgekit.runtimes.cpu_classes import local_class
 
@@ -25,13 +24,9 @@ RUNTIMES = {"ort": "onnxruntime-genai", "ov": "openvino-genai"}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--windows", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=512)
-    ap.add_argument("--calibration", type=int, default=16, help="calibration windows of 256 tokens")
+    ap = lm_args(__doc__.split("\n")[0], "GPTQ, QAT")
     ap.add_argument("--steps", type=int, default=100, help="QAT phase 1: weights and scales")
     ap.add_argument("--scale-steps", type=int, default=50, help="QAT phase 2: scales alone")
-    ap.add_argument("--hf", type=Path, help="another causal LM's Hugging Face directory instead of SmolLM2")
     args = ap.parse_args()
 
     import tempfile
