@@ -158,7 +158,8 @@ REGISTRY: dict[str, StageInfo] = {
             ("inc", "llm"),
             "lm",
             "Data-aware weight-only INT4 / INT8 of a causal LM's linear layers on the torch model by Intel "
-            "Neural Compressor (RTN, GPTQ; group size, symmetric or not, per-layer bits by name or re:); "
+            "Neural Compressor (RTN, GPTQ) or quantization-aware training (qat); group size, symmetric or not, "
+            "per-layer bits by name or re:, or a mix under a byte budget; "
             "the generation targets after it place these integers as they are.",
         ),
         StageInfo(
