@@ -250,11 +250,11 @@ def _apply_lm(state: ModelState, cfg: DepthConfig) -> tuple[ModelState, StageRec
         tick = state.progress(f"prune.depth greedy: each remaining block removed in turn, {cfg.drop} times "
                               f"({runs} forwards of {len(windows)} windows)", runs)
         removed, steps = lm_depth.greedy(model, windows, cfg.drop, allowed, tick)
-    del model
     scratch = state.scratch or Path(tempfile.mkdtemp(prefix="edgekit-depth-"))
     out = Path(scratch) / f"depth-{cfg.score}-{cfg.drop}"
     tick = state.progress(f"prune.depth: writing the {n - cfg.drop}-block model and reloading it", 1)
-    changed = lm_depth.write_pruned(lm, removed, out)
+    changed = lm_depth.write_pruned(lm, removed, out, model)
+    del model
     tick(1)
     if state.lm_teacher is None:
         state.lm_teacher = lm

@@ -161,13 +161,14 @@ def per_layer_fields(config: Any, n: int) -> list[str]:
             if isinstance(v, list) and len(v) == n and k not in ("architectures",)]
 
 
-def write_pruned(lm: Any, removed: Sequence[int], out: Path) -> dict[str, Any]:
+def write_pruned(lm: Any, removed: Sequence[int], out: Path, model: Any = None) -> dict[str, Any]:
     """The source directory without the removed blocks, renumbered, with the config's layer
     count and per-layer lists cut to match; reloaded and compared with the pruned model in
-    memory. Returns what changed in the config."""
+    memory. `model`: the source's torch model already loaded (it is changed), else a fresh
+    copy is loaded. Returns what changed in the config."""
     import torch
 
-    model = dataclasses.replace(lm).torch_model()
+    model = dataclasses.replace(lm).torch_model() if model is None else model
     blocks = decoder_blocks(model)
     n = len(blocks)
     keep = [i for i in range(n) if i not in set(removed)]

@@ -142,13 +142,9 @@ def init_grid(w: Any, choice: Choice, symmetric: bool) -> tuple[Any, Optional[An
     return best_s, (None if symmetric else best_z)
 
 
-def _swap(model: Any, name: str, new: Any) -> Any:
-    modules = dict(model.named_modules())
+def _swap(model: Any, modules: dict[str, Any], name: str, new: Any) -> None:
     parent, _, attr = name.rpartition(".")
-    owner = modules[parent] if parent else model
-    old = getattr(owner, attr)
-    setattr(owner, attr, new)
-    return old
+    setattr(modules[parent] if parent else model, attr, new)
 
 
 def train(model: Any, teacher: Any, choices: dict[str, Choice], symmetric: bool, windows: list[np.ndarray],
@@ -163,11 +159,12 @@ def train(model: Any, teacher: Any, choices: dict[str, Choice], symmetric: bool,
     for p in model.parameters():
         p.requires_grad_(False)
     fq = {}
+    modules = dict(model.named_modules())  # parents stay the same objects while children are swapped
     for name, c in choices.items():
         if c.bits == 16:
             continue
-        fq[name] = fake_quant_linear(dict(model.named_modules())[name], c, symmetric)
-        _swap(model, name, fq[name])
+        fq[name] = fake_quant_linear(modules[name], c, symmetric)
+        _swap(model, modules, name, fq[name])
     ids = [torch.as_tensor(np.asarray(w, np.int64).reshape(1, -1)) for w in windows]
     kl_init = distill.mean_kl(teacher, model, ids, spec.temperature)
     weights = [m.weight for m in fq.values()]
