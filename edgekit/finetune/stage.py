@@ -28,6 +28,9 @@ ENTRYPOINT = r"^[\w.]+:[\w.]+$"
 class DistillSpec(Strict):
     weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the loss from the teacher (1: distil only)")
     temperature: float = Field(2.0, gt=0.0, le=20.0)
+    # auto: KL for outputs shaped like logits, MSE otherwise; an embedding model whose metric is
+    # cosine fidelity learns it best from `cosine` (its 384 outputs look like logits by shape)
+    loss: Literal["auto", "kl", "mse", "cosine"] = "auto"
 
 
 class TrainSpec(Strict):
@@ -155,7 +158,9 @@ def _distill_loss(out: Any, teacher: Any, spec: DistillSpec) -> Any:
 
     from edgekit.checks import metrics
 
-    if metrics.looks_like_logits(teacher.numpy()):
+    if spec.loss == "cosine":
+        return (1.0 - F.cosine_similarity(out.flatten(1), teacher.flatten(1), dim=1)).mean()
+    if spec.loss == "kl" or (spec.loss == "auto" and metrics.looks_like_logits(teacher.numpy())):
         t = spec.temperature
         return F.kl_div((out / t).log_softmax(-1), (teacher / t).softmax(-1), reduction="batchmean") * t * t
     return F.mse_loss(out, teacher)
@@ -163,8 +168,11 @@ def _distill_loss(out: Any, teacher: Any, spec: DistillSpec) -> Any:
 
 def train(model: Any, inputs: tuple[Any, ...], targets: Optional[Any], cfg: TrainSpec,
           teacher: Optional[Any] = None, masks: Optional[dict[str, Any]] = None,
-          tick: Callable[[int], None] = lambda n: None, epochs: Optional[int] = None) -> list[float]:
-    """Train `model` in place; mean loss per epoch. `masks` are re-applied after every step."""
+          tick: Callable[[int], None] = lambda n: None, epochs: Optional[int] = None,
+          train_mode: bool = True, epoch_end: Callable[[], None] = lambda: None) -> list[float]:
+    """Train `model` in place; mean loss per epoch. `masks` are re-applied after every step.
+    `train_mode=False` keeps dropout off and batch norm statistics frozen while training;
+    `epoch_end` runs after each epoch (in that mode)."""
     import torch
 
     if targets is None and cfg.distill is None:
@@ -191,7 +199,7 @@ def train(model: Any, inputs: tuple[Any, ...], targets: Optional[Any], cfg: Trai
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     gen = torch.Generator().manual_seed(cfg.seed)
     history = []
-    model.train()
+    model.train(train_mode)
     try:
         for _ in range(total_epochs):
             perm = torch.randperm(n, generator=gen)
@@ -213,6 +221,8 @@ def train(model: Any, inputs: tuple[Any, ...], targets: Optional[Any], cfg: Trai
                     apply_masks(model, masks)
                 total += float(loss.detach()) * len(j)
             history.append(round(total / n, 6))
+            epoch_end()
+            model.train(train_mode)
             tick(1)
     finally:
         model.eval()

@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from edgekit.core.strict import Strict
+from edgekit.quantize.fake_quant import ste_round as _ste
 from edgekit.quantize.lm_layers import QLayer
 from edgekit.quantize.lm_mixed import Choice
 
@@ -42,11 +43,6 @@ class QATSpec(Strict):
     max_s: Optional[float] = Field(None, gt=0, description="stop each phase after this many seconds")
     temperature: float = Field(1.0, gt=0.0, le=20.0)
     seed: int = 0
-
-
-def _ste(x: Any) -> Any:
-    """Round to nearest forward, identity backward."""
-    return x + (x.round() - x).detach()
 
 
 def _fp16(x: Any) -> Any:

@@ -11,6 +11,11 @@ weight and leaves their outputs float, so softmax, layer norm, residual adds, th
 path, the activation x activation attention products and the residual stream (whose outlier
 channels a per-tensor scale cannot hold) stay float unless `op_types` asks for them. Measured on
 all-MiniLM-L6-v2: quantizing those outputs too gives cosine 0.95, leaving them float 0.993.
+ONNX Runtime's `MatMulConstBOnly` option keeps activation x activation MatMuls float only in its
+QOperator format; its QDQ quantizer ignores it (onnxruntime 1.32) and quantizes the softmax
+output and q/k/v, so the preset names those MatMuls in `nodes_to_exclude` itself. On the digits
+ViT with entropy calibration that is the difference between a 3-point top-1 drop (the softmax
+clipped at a third of its range) and none (benchmarks/encoder_qat.py).
 
 The overflow fix for CPUs whose int8 kernels saturate (x86-avx2) is chosen for the recipe's
 deploy.cpus by edgekit.quantize.overflow."""
@@ -119,6 +124,7 @@ class Plan:
     extra: dict[str, Any]
     cfg: StaticInt8Config
     overflow: OverflowChoice
+    always_float: tuple[str, ...] = ()  # the transformer preset's activation x activation MatMuls
 
     @property
     def ort_options(self) -> dict[str, Any]:
@@ -157,10 +163,23 @@ class Plan:
                 reduce_range=self.overflow.reduce_range,
                 activation_type=at,
                 weight_type=wt,
-                nodes_to_exclude=list(excluded),
+                nodes_to_exclude=list(dict.fromkeys([*excluded, *self.always_float])),
                 calibrate_method=q.CalibrationMethod.MinMax,
                 extra_options=self.extra,
             )
+
+
+def activation_matmuls(path: Path) -> list[str]:
+    """MatMul nodes whose second input is computed from the model's inputs (attention's q x k
+    and probabilities x v), not from constants alone."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    const = {i.name for i in graph.initializer}
+    for n in graph.node:  # topological order: a node of constants only is a constant
+        if all(not x or x in const for x in n.input):
+            const.update(n.output)
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in const]
 
 
 def plan(state: ModelState, cfg: StaticInt8Config, kind: str) -> tuple[Plan, dict[str, Any]]:
@@ -195,9 +214,11 @@ def plan(state: ModelState, cfg: StaticInt8Config, kind: str) -> tuple[Plan, dic
         "WeightSymmetric": cfg.weights.symmetric,
         "ActivationSymmetric": cfg.activations.symmetric,
     }
+    always_float: tuple[str, ...] = ()
     if preset == "transformer" and cfg.op_types is None:
         extra["MatMulConstBOnly"] = True
         extra["OpTypesToExcludeOutputQuantization"] = TRANSFORMER_OPS
+        always_float = tuple(activation_matmuls(prepared))
     t0 = time.perf_counter()
     hists = calibrate.collect(prepared, samples, op_types, threads=state.threads,
                               tick=state.progress(f"calibrating {cfg.name}", len(samples)))
@@ -211,9 +232,10 @@ def plan(state: ModelState, cfg: StaticInt8Config, kind: str) -> tuple[Plan, dic
         "calibration_samples": len(samples),
         "calibrated_tensors": len(rng),
         "calibration_s": round(time.perf_counter() - t0, 3),
+        "float_activation_matmuls": len(always_float),
     })
     overflow = choose_overflow_fix(cfg.overflow_fix, cfg.weights.dtype, deploy_classes(state))
-    return Plan(prepared, cache, op_types, extra, cfg, overflow), info
+    return Plan(prepared, cache, op_types, extra, cfg, overflow, always_float), info
 
 
 class StaticInt8(Stage):

@@ -170,6 +170,18 @@ def _build_recipe_model(union: Any) -> type[BaseModel]:
             return self
 
         @model_validator(mode="after")
+        def _stages_fit_recipe(self) -> "Recipe":
+            """A stage whose settings depend on other stages or on deploy.cpus (finetune.qat trains
+            for the quantizer after it) says what does not fit before any work."""
+            classes = self.deploy.classes()
+            for i, s in enumerate(self.stages):
+                check = getattr(s, "recipe_problem", None)
+                why = check(self.stages, i, classes) if check else None
+                if why:
+                    raise ValueError(f"stages[{i}] ({s.kind}): {why}")
+            return self
+
+        @model_validator(mode="after")
         def _saturation_safe(self) -> "Recipe":
             """A stage that asks for a scheme known to saturate on one of deploy.cpus is refused
             here, before any work, unless deploy.accept_saturation says the user means it."""

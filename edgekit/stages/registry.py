@@ -196,6 +196,15 @@ REGISTRY: dict[str, StageInfo] = {
             "optional distillation from the unpruned model; zero weights stay zero.",
         ),
         StageInfo(
+            "finetune.qat",
+            "edgekit.finetune.qat:FinetuneQAT",
+            ("onnx",),
+            "torch",
+            "Quantization-aware training for the quantize.int8 / quantize.int4 stage after it: its exact "
+            "weight grid (and INT8 activation ranges) in the forward pass, distillation from the float model; "
+            "weights snapped so the quantizer keeps the trained integers.",
+        ),
+        StageInfo(
             "prune.magnitude",
             "edgekit.prune.magnitude:PruneMagnitude",
             (),
