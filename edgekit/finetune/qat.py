@@ -228,7 +228,9 @@ class FinetuneQAT(Stage):
         from edgekit.stages.torch_side import working_copy
 
         stages = list(state.recipe.stages)
-        index = next(i for i, s in enumerate(stages) if s is cfg)
+        # the recipe's own config object; an equal copy (a sweep trial) finds the same position
+        index = next((i for i, s in enumerate(stages) if s is cfg), None)
+        index = index if index is not None else next((i for i, s in enumerate(stages) if s == cfg), -1)
         q = paired_quantizer(stages, index, cfg.quantizer)
         wgrid, agrid, kinds = grids(q, deploy_classes(state))
         model = working_copy(state, self.kind)
