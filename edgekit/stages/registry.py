@@ -197,7 +197,7 @@ REGISTRY: dict[str, StageInfo] = {
         ),
         StageInfo(
             "finetune.qat",
-            "edgekit.finetune.qat:FinetuneQAT",
+            "edgekit.quantize.qat:FinetuneQAT",
             ("onnx",),
             "torch",
             "Quantization-aware training for the quantize.int8 / quantize.int4 stage after it: its exact "

@@ -1,6 +1,7 @@
 """Stage `finetune.qat`: quantization-aware training of an encoder (CNN, ViT, BERT) for the ONNX
 Runtime quantizer that follows it in the recipe (`quantize.int8`, static QDQ, or
-`quantize.int4`, MatMulNBits).
+`quantize.int4`, MatMulNBits). It lives with the quantizers because it trains on their grids
+(edgekit.quantize.fake_quant) and calibrator; the training loop is edgekit.finetune's.
 
 The stage reads that quantizer's settings and trains the float model with its grid in the
 forward pass: every weight the quantizer will round is rounded the same way (per channel or per

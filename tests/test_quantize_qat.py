@@ -64,7 +64,7 @@ def test_int8_snapped_weights_keep_their_integers_in_quantize_static(tmp_path_fa
                                                                      per_channel, skew):
     from onnxruntime import quantization as q
 
-    from edgekit.finetune.qat import grids
+    from edgekit.quantize.qat import grids
     from edgekit.quantize.static_int8 import StaticInt8Config
 
     cfg = StaticInt8Config(kind="quantize.int8", overflow_fix="reduce_range" if reduce_range else "none",
@@ -158,7 +158,8 @@ def test_qat_hf_bert_int4_computes_with_the_exported_weights(cli, tmp_path):
                                   intermediate_size=64, max_position_embeddings=128)
     transformers.BertModel(cfg).eval().save_pretrained(tmp_path / "hf")
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "calib.npz", input_ids=rng.integers(1, 99, (48, 128)), attention_mask=np.ones((48, 128), np.int64))
+    np.savez(tmp_path / "calib.npz", input_ids=rng.integers(1, 99, (48, 128)),
+             attention_mask=np.ones((48, 128), np.int64))
     data = fast_profile({
         "edgekit": 1, "name": "bert-qat4", "model": {"hf": str(tmp_path / "hf")},
         "data": {"calibration": {"npz": str(tmp_path / "calib.npz")}},
@@ -177,8 +178,9 @@ def test_qat_hf_bert_int4_computes_with_the_exported_weights(cli, tmp_path):
     ops = [n.op_type for n in onnx.load(out / "models" / "int4.onnx").graph.node]
     assert ops.count("MatMulNBits") == 12 and "GatherBlockQuantized" in ops
     feeds = {"input_ids": rng.integers(1, 99, (1, 128)), "attention_mask": np.ones((1, 128), np.int64)}
-    got = [ort.InferenceSession(str(out / "models" / f"{m}.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-           for m in ("fp32", "int4")]
+    sessions = [ort.InferenceSession(str(out / "models" / f"{m}.onnx"), providers=["CPUExecutionProvider"])
+                for m in ("fp32", "int4")]
+    got = [s.run(None, feeds)[0] for s in sessions]
     np.testing.assert_allclose(got[1], got[0], rtol=0, atol=2e-4)
 
 
