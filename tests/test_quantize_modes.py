@@ -176,3 +176,47 @@ def test_accuracy_aware_fails_naming_the_best_drop_and_the_nodes_tried(tmp_path)
     msg = str(exc.value)
     assert "could not meet accuracy.max_drop 0.0" in msg and "after 2 trials" in msg
     assert "nodes moved to float: fc" in msg
+
+
+def _attention(path: Path) -> Path:
+    """One self-attention head: q, k, v projections (constant weights, k's through a Transpose of
+    a constant), q x k^T, softmax, probabilities x v, an output projection."""
+    rng = np.random.default_rng(0)
+    w = {n: (rng.normal(size=(16, 16)) / 4).astype(np.float32) for n in ("wq", "wk", "wv", "wo")}
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"], name="q_proj"),
+             helper.make_node("Transpose", ["wk"], ["wk_t"], name="wk_t", perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "wk_t"], ["k"], name="k_proj"),
+             helper.make_node("MatMul", ["x", "wv"], ["v"], name="v_proj"),
+             helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"], name="scores"),
+             helper.make_node("Softmax", ["s"], ["p"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["o"], name="mix"),
+             helper.make_node("MatMul", ["o", "wo"], ["y"], name="o_proj")]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 16])],
+                              [numpy_helper.from_array(v, k) for k, v in w.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+def test_transformer_preset_keeps_attention_products_float(tmp_path):
+    """ONNX Runtime's QDQ quantizer ignores MatMulConstBOnly; the preset excludes q x k^T and
+    probabilities x v itself, so neither they nor the softmax output are quantized."""
+    from edgekit.quantize.static_int8 import activation_matmuls
+
+    work = tmp_path / "models"
+    work.mkdir()
+    src = _attention(work / "fp32.onnx")
+    assert activation_matmuls(src) == ["scores", "mix"]
+    rng = np.random.default_rng(1)
+    cal = [{"x": rng.normal(size=(1, 6, 16)).astype(np.float32)} for _ in range(16)]
+    state = ModelState(torch_model=None, input_names=["x"], output_names=["y"], example=cal[0], workdir=work,
+                       onnx_path=src, calibration=Dataset("cal", cal, None, list(range(16))), recipe=_recipe())
+    state, rec = _run("quantize.int8", state, preset="transformer", overflow_fix="none")
+    assert rec.measured["float_activation_matmuls"] == 2
+    g = onnx.load(str(state.artifacts[-1].path)).graph
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    fed = {n.name: [producer.get(i) for i in n.input] for n in g.node if n.op_type == "MatMul"}
+    assert all("DequantizeLinear" not in ops for name, ops in fed.items() if name in ("scores", "mix"))
+    assert all(ops[0] == "DequantizeLinear" for name, ops in fed.items() if name.endswith("_proj"))
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == "p" for n in g.node)
