@@ -17,6 +17,7 @@ end."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -85,24 +86,94 @@ def _total(options: Sequence[Sequence[Option]], pick: Sequence[int], dims: int) 
     return [sum(options[u][i].cost[k] for u, i in enumerate(pick)) for k in range(dims)]
 
 
+EXHAUSTIVE = 4096  # assignments: below this many, a start that fits is searched for exhaustively
+
+
+def _starts(options: Sequence[Sequence[Option]], budget: Sequence[float]) -> list[list[int]]:
+    """Candidate starting assignments: each unit's cheapest option under several weightings of
+    the cost models (the largest budget fraction, each model alone, their sum). With more than
+    one cost model no single weighting is sure to find an assignment that fits when one exists."""
+    dims = len(budget)
+    weightings: list[Any] = [lambda c: max(x / b for x, b in zip(c, budget)),
+                             lambda c: sum(x / b for x, b in zip(c, budget))]
+    weightings += [lambda c, k=k: c[k] / budget[k] for k in range(dims)] if dims > 1 else []
+    out = []
+    for w in weightings:
+        out.append([min(range(len(opts)), key=lambda i: (w(opts[i].cost), max(
+            x / b for x, b in zip(opts[i].cost, budget)), opts[i].loss)) for opts in options])
+    return out
+
+
+def _overflow(total: Sequence[float], budget: Sequence[float]) -> float:
+    return sum(max(0.0, t - b * (1 + 1e-12)) / b for t, b in zip(total, budget))
+
+
+def _repair(options: Sequence[Sequence[Option]], pick: list[int], budget: Sequence[float]) -> Optional[list[int]]:
+    """From `pick`, the single swaps that most reduce the overflow over the budget, until it fits;
+    exhaustively for small problems when the swaps stall."""
+    dims = len(budget)
+    pick = list(pick)
+    total = _total(options, pick, dims)
+    while _overflow(total, budget) > 0:
+        best: Optional[tuple[float, int, int]] = None
+        for u, opts in enumerate(options):
+            for i, o in enumerate(opts):
+                t = [a + c - d for a, c, d in zip(total, o.cost, opts[pick[u]].cost)]
+                over = _overflow(t, budget)
+                if over < _overflow(total, budget) and (best is None or over < best[0]):
+                    best = (over, u, i)
+        if best is None:
+            break
+        _, u, i = best
+        total = [a + c - d for a, c, d in zip(total, options[u][i].cost, options[u][pick[u]].cost)]
+        pick[u] = i
+    if _overflow(total, budget) == 0:
+        return pick
+    if math.prod(len(o) for o in options) <= EXHAUSTIVE:
+        fits = [list(p) for p in itertools.product(*[range(len(o)) for o in options])
+                if _overflow(_total(options, p, dims), budget) == 0]
+        if fits:
+            return min(fits, key=lambda p: sum(options[u][i].loss for u, i in enumerate(p)))
+    return None
+
+
 def choose(options: Sequence[Sequence[Option]], budget: Sequence[float]) -> Optional[list[int]]:
     """One option index per unit whose costs stay within `budget` in every cost model, with the
-    least total loss found; None when even the cheapest options do not fit.
+    least total loss found; None when no assignment fits (sure below EXHAUSTIVE assignments;
+    above, when neither the weighted starts nor the repair swaps find one).
 
-    A multiple-choice knapsack. Greedy on the best loss saved per budget fraction spent (the
-    largest fraction over the cost models), which is optimal on the convex hull of each unit's
-    options and near it otherwise; a uniform assignment that fits and loses less is taken
-    instead, so the mix is never worse, by the scan's measure, than any uniform choice it could
-    have made."""
+    A multiple-choice knapsack. From an assignment that fits, greedy on the best loss saved per
+    budget fraction spent (the largest fraction over the cost models), which is optimal on the
+    convex hull of each unit's options and near it otherwise; a uniform assignment that fits
+    and loses less is taken instead, so the mix is never worse, by the scan's measure, than any
+    uniform choice it could have made."""
     dims = len(budget)
+    starts = _starts(options, budget)
+    fitting = [p for p in starts if _overflow(_total(options, p, dims), budget) == 0]
+    if not fitting:
+        repaired = _repair(options, min(starts, key=lambda p: _overflow(_total(options, p, dims), budget)), budget)
+        if repaired is None:
+            return None
+        fitting = [repaired]
+    results = [_improve(options, p, budget) for p in fitting]
+    pick = min(results, key=lambda p: sum(options[u][i].loss for u, i in enumerate(p)))
+    loss = sum(options[u][i].loss for u, i in enumerate(pick))
+    for c in {o.choice for opts in options if len(opts) > 1 for o in opts}:
+        # a unit with one option (an override holds it) keeps it in a uniform assignment too
+        if not all(len(opts) == 1 or any(o.choice == c for o in opts) for opts in options):
+            continue
+        uniform = [0 if len(opts) == 1 else next(i for i, o in enumerate(opts) if o.choice == c) for opts in options]
+        t = _total(options, uniform, dims)
+        got = sum(options[u][i].loss for u, i in enumerate(uniform))
+        if all(a <= b * (1 + 1e-12) for a, b in zip(t, budget)) and got < loss:
+            pick, loss = uniform, got
+    return pick
 
-    def frac(cost: Sequence[float]) -> float:
-        return max(c / b for c, b in zip(cost, budget))
 
-    pick = [min(range(len(opts)), key=lambda i: (frac(opts[i].cost), opts[i].loss)) for opts in options]
-    total = _total(options, pick, dims)
-    if any(t > b * (1 + 1e-12) for t, b in zip(total, budget)):
-        return None
+def _improve(options: Sequence[Sequence[Option]], pick: list[int], budget: Sequence[float]) -> list[int]:
+    """The greedy: the swap saving the most loss per budget fraction spent, while it fits."""
+    pick = list(pick)
+    total = _total(options, pick, len(budget))
     while True:
         best: Optional[tuple[float, float, int, int]] = None
         for u, opts in enumerate(options):
@@ -119,21 +190,10 @@ def choose(options: Sequence[Sequence[Option]], budget: Sequence[float]) -> Opti
                 if best is None or (ratio, saved) > best[:2]:
                     best = (ratio, saved, u, i)
         if best is None:
-            break
+            return pick
         _, _, u, i = best
         total = [t + a - b for t, a, b in zip(total, options[u][i].cost, options[u][pick[u]].cost)]
         pick[u] = i
-    loss = sum(options[u][i].loss for u, i in enumerate(pick))
-    for c in {o.choice for opts in options if len(opts) > 1 for o in opts}:
-        # a unit with one option (an override holds it) keeps it in a uniform assignment too
-        if not all(len(opts) == 1 or any(o.choice == c for o in opts) for opts in options):
-            continue
-        uniform = [0 if len(opts) == 1 else next(i for i, o in enumerate(opts) if o.choice == c) for opts in options]
-        t = _total(options, uniform, dims)
-        got = sum(options[u][i].loss for u, i in enumerate(uniform))
-        if all(a <= b * (1 + 1e-12) for a, b in zip(t, budget)) and got < loss:
-            pick, loss = uniform, got
-    return pick
 
 
 def frontier(options: Sequence[Sequence[Option]], budget: Sequence[float],
