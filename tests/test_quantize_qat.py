@@ -221,3 +221,16 @@ def test_shipped_qat_recipe_validates(cli):
 def test_fake_quant_grid_describes_itself():
     assert Grid(0, 15, False, "block", 32).describe() == "0..15 asymmetric, block 32"
     assert Grid(-64, 64, True, "channel").describe() == "-64..64 symmetric, per channel"
+
+
+def test_auto_preset_resolves_on_the_torch_model_as_on_the_graph():
+    """quantize.int8's `auto` picks transformer for the ViT (its patch Conv then stays float, so
+    QAT must not train it as INT8) and cnn for the CNN."""
+    from edgekit.models.digits_nets import DigitsCNN, DigitsViT
+    from edgekit.quantize.qat import grids, torch_preset
+    from edgekit.quantize.static_int8 import StaticInt8Config
+
+    q = StaticInt8Config(kind="quantize.int8", overflow_fix="reduce_range")
+    assert torch_preset(q, DigitsViT()) == "transformer" and torch_preset(q, DigitsCNN()) == "cnn"
+    assert grids(q, ["x86-vnni"], torch_preset(q, DigitsViT()))[2] == {"linear"}
+    assert torch_preset(q.model_copy(update={"preset": "cnn"}), DigitsViT()) == "cnn"

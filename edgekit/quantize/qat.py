@@ -14,7 +14,8 @@ plain layers put back: export writes ordinary float weights that the quantizer t
 exactly the integers training used (edgekit.quantize.fake_quant says why that holds).
 
 Which layers: INT8 `cnn` preset Conv and Linear, `transformer` preset Linear only (it quantizes
-MatMul/Gemm), explicit `op_types` as they say; INT4 Linear (and embedding tables with
+MatMul/Gemm), explicit `op_types` as they say (`auto` resolved on the torch model, see
+`torch_preset`); INT4 Linear (and embedding tables with
 `embeddings: true`). A node the quantizer excludes by name keeps its float weight in the
 artifact, slightly moved by snapping (ONNX node names cannot be mapped back to torch modules
 in general). The model trains in eval mode: dropout off, batch norm statistics frozen (the
@@ -51,10 +52,10 @@ class QATConfig(StageConfig, TrainSpec):
         except ValueError as exc:
             return str(exc)
         if q.kind == "quantize.int8":
-            from edgekit.quantize.overflow import AUTO_FIX, choose_overflow_fix
+            from edgekit.quantize.overflow import choose_overflow_fix
 
             chosen = choose_overflow_fix(q.overflow_fix, q.weights.dtype, classes)
-            if q.overflow_fix == "auto" and chosen.fix == AUTO_FIX and q.weights.dtype == "int8":
+            if q.scheme_measured(chosen):
                 return (f"quantize.int8 {q.name!r} picks its weight grid at run time (overflow_fix auto with "
                         f"{', '.join(chosen.cpus)} in deploy.cpus, some of which saturate full-range int8); set its "
                         "overflow_fix to reduce_range, runtime or none, or narrow deploy.cpus, so that training "
@@ -78,8 +79,23 @@ def paired_quantizer(stages: list[Any], index: int, name: Optional[str]) -> Any:
     return later[0]
 
 
-def grids(q: Any, classes: list[str]) -> tuple[Any, Optional[Any], set[str]]:
-    """(weight grid, activation grid or None, torch layer kinds quantized) of quantizer `q`."""
+def torch_preset(q: Any, model: Any) -> str:
+    """quantize.int8's preset as it will resolve: `auto` picks `transformer` on the ONNX graph when
+    it holds softmax / layer norm / attention ops; on the torch model a LayerNorm or an attention
+    module stands for them (attention written out by hand still has its layer norms)."""
+    import torch
+
+    if q.preset != "auto":
+        return q.preset
+    for m in model.modules():
+        if isinstance(m, (torch.nn.LayerNorm, torch.nn.MultiheadAttention)) or "Attention" in type(m).__name__:
+            return "transformer"
+    return "cnn"
+
+
+def grids(q: Any, classes: list[str], preset: str = "cnn") -> tuple[Any, Optional[Any], set[str]]:
+    """(weight grid, activation grid or None, torch layer kinds quantized) of quantizer `q`, whose
+    INT8 preset resolves to `preset`."""
     from edgekit.core.backends import require
     from edgekit.quantize.fake_quant import Grid
 
@@ -102,7 +118,7 @@ def grids(q: Any, classes: list[str]) -> tuple[Any, Optional[Any], set[str]]:
     wgrid = Grid(int(wlo), int(whi), q.weights.symmetric,
                  "channel" if q.weights.granularity == "per_channel" else "tensor")
     agrid = Grid(int(alo), int(ahi), q.activations.symmetric)
-    preset_ops = q.op_types or (TRANSFORMER_OPS if q.preset == "transformer" else ["Conv", "MatMul", "Gemm"])
+    preset_ops = q.op_types or (TRANSFORMER_OPS if preset == "transformer" else ["Conv", "MatMul", "Gemm"])
     kinds = ({"conv"} if {"Conv", "ConvTranspose"} & set(preset_ops) else set()) | \
             ({"linear"} if {"MatMul", "Gemm"} & set(preset_ops) else set())
     return wgrid, agrid, kinds
@@ -233,8 +249,14 @@ class FinetuneQAT(Stage):
         index = next((i for i, s in enumerate(stages) if s is cfg), None)
         index = index if index is not None else next((i for i, s in enumerate(stages) if s == cfg), -1)
         q = paired_quantizer(stages, index, cfg.quantizer)
-        wgrid, agrid, kinds = grids(q, deploy_classes(state))
+        if q.kind == "quantize.int8" and (state.calibration is None or not len(state.calibration)):
+            from edgekit.errors import DataError
+
+            raise DataError(f"{self.kind}: {q.kind} {q.name!r} calibrates its activation ranges, and training "
+                            "uses the same ranges: set data.calibration in the recipe")
         model = working_copy(state, self.kind)
+        preset = torch_preset(q, model) if q.kind == "quantize.int8" else None
+        wgrid, agrid, kinds = grids(q, deploy_classes(state), preset or "cnn")
         teacher = state.source_model()
         inputs, targets = training_data(cfg, state)
         masks = zero_masks(model)
@@ -246,12 +268,6 @@ class FinetuneQAT(Stage):
                              f"{q.name!r} to quantize; nothing to train")
         teacher.eval()
         model.eval()
-
-        if agrid is not None and (state.calibration is None or not len(state.calibration)):
-            from edgekit.errors import DataError
-
-            raise DataError(f"{self.kind}: {q.kind} {q.name!r} calibrates its activation ranges, and training "
-                            "uses the same ranges: set data.calibration in the recipe")
 
         def recalibrate() -> None:
             if agrid is not None:
@@ -269,7 +285,7 @@ class FinetuneQAT(Stage):
         state.torch_model = model
         counts = {k: sum(1 for w in wrapped.values() if w.kind == k) for k in sorted(kinds)}
         measured: dict[str, Any] = {
-            "for": f"{q.kind} {q.name!r}", "weight_grid": wgrid.describe(),
+            "for": f"{q.kind} {q.name!r}", "preset": preset, "weight_grid": wgrid.describe(),
             "activation_grid": agrid.describe() if agrid is not None else None,
             "layers": counts, "samples": int(len(inputs[0])), "loss_per_epoch": history,
             "fake_quant_fidelity_before": before, "fake_quant_fidelity_after": after,

@@ -14,8 +14,8 @@ all-MiniLM-L6-v2: quantizing those outputs too gives cosine 0.95, leaving them f
 ONNX Runtime's `MatMulConstBOnly` option keeps activation x activation MatMuls float only in its
 QOperator format; its QDQ quantizer ignores it (onnxruntime 1.32) and quantizes the softmax
 output and q/k/v, so the preset names those MatMuls in `nodes_to_exclude` itself. On the digits
-ViT with entropy calibration that is the difference between a 3-point top-1 drop (the softmax
-clipped at a third of its range) and none (benchmarks/encoder_qat.py).
+ViT with entropy calibration a quantized softmax output is clipped to a third of its range
+(docs/quantization.md#transformers).
 
 The overflow fix for CPUs whose int8 kernels saturate (x86-avx2) is chosen for the recipe's
 deploy.cpus by edgekit.quantize.overflow."""
@@ -94,6 +94,11 @@ class StaticInt8Config(StageConfig):
     accuracy_aware: AccuracyAwareConfig = AccuracyAwareConfig()
 
     _patterns = field_validator("exclude")(classmethod(lambda cls, v: check_patterns(v)))
+
+    def scheme_measured(self, overflow: OverflowChoice) -> bool:
+        """Whether the weight scheme is picked at run time by measuring the safe candidates
+        (overflow_fix auto where a deploy class saturates full-range int8)."""
+        return self.overflow_fix == "auto" and overflow.fix == AUTO_FIX and self.weights.dtype == "int8"
 
     def saturation_problem(self, classes: list[str]) -> Optional[str]:
         """Why this config saturates on one of `classes`, or None (checked at validate time)."""
@@ -252,7 +257,7 @@ class StaticInt8(Stage):
         excluded = nodes_matching(cfg.exclude, nodes, "exclude")
         search = cfg.sensitivity or cfg.accuracy_aware.enabled
         built = False
-        if cfg.overflow_fix == "auto" and p.overflow.fix == AUTO_FIX and cfg.weights.dtype == "int8":
+        if cfg.scheme_measured(p.overflow):
             from edgekit.quantize import scheme_choice
 
             tick = state.progress(f"choosing {cfg.name}'s INT8 scheme (3 safe schemes, fidelity and speed)", 4)
