@@ -39,6 +39,7 @@ KNOWN: dict[str, tuple[str, str]] = {
     "openvino_genai": ("openvino-genai", "llm"),
     "openvino_tokenizers": ("openvino-tokenizers", "llm"),
     "neural_compressor": ("neural-compressor", "inc"),
+    "auto_round": ("auto-round", "inc"),
     "peft": ("peft", "llm"),
 }
 
@@ -67,6 +68,7 @@ USED_FOR: dict[str, str] = {
     "openvino_genai": "causal LMs: runtime openvino-genai (LLMPipeline)",
     "openvino_tokenizers": "causal LMs: target.openvino-genai's tokenizer IRs",
     "neural_compressor": "causal LMs: quantize.weight_only (RTN, GPTQ on the torch model)",
+    "auto_round": "causal LMs: quantize.weight_only algorithm autoround",
     "peft": "causal LMs: finetune.lm's LoRA adapters",
 }
 
@@ -81,7 +83,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "prune": ("torch_pruning",),
     "sweep": ("ray", "optuna"),
     "llm": ("onnxruntime_genai", "onnx_ir", "gguf", "accelerate", "openvino_genai", "openvino_tokenizers"),
-    "inc": ("neural_compressor",),
+    "inc": ("neural_compressor", "auto_round"),
 }
 
 

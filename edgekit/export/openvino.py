@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from edgekit.core.backends import require, version_of
 from edgekit.core.patterns import check_patterns
 from edgekit.errors import DataError, RecipeError
+from edgekit.export import ov_save
 from edgekit.runtimes import ov as ov_runtime
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
@@ -256,7 +257,7 @@ class TargetOpenVINO(Stage):
             measured.update(info, nncf=version_of("nncf"), compress_s=round(time.perf_counter() - t1, 3))
         xml = state.workdir / f"{cfg.artifact_name}.xml"
         # keep the weights as computed: fp16 storage would silently change an fp32 artifact's numbers
-        ov.save_model(model, str(xml), compress_to_fp16=False)
+        ov_save.save(model, xml, compress_to_fp16=False)
         options = {} if cfg.inference_precision == "auto" else {ov_runtime.NAME: {"precision": cfg.inference_precision}}
         state.add(Artifact(
             cfg.artifact_name, xml, ov_runtime.FORMAT, {"int8_weights": "int8"}.get(cfg.precision, cfg.precision),

@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edgekit.core.backends import require, version_of
 from edgekit.errors import DataError, RecipeError, StageError, first_line
+from edgekit.export import ov_save
 from edgekit.sources.lm_shapes import causal_lm_of, check_block
 from edgekit.runtimes import ov_genai
 from edgekit.stages.base import Stage, StageConfig, StageRecord
@@ -252,7 +253,7 @@ class TargetOVGenai(Stage):
             tick(1)
         tick = state.progress(f"{cfg.artifact_name}: saving the IR and converting the tokenizer", 1)
         xml = out / ov_genai.MODEL
-        ov.save_model(model, str(xml), compress_to_fp16=cfg.weights == "fp16")
+        ov_save.save(model, xml, compress_to_fp16=cfg.weights == "fp16")
         del model
         ov_stateful.write_tokenizers(lm.tokenizer(), out)
         for name in COPIED:

@@ -21,6 +21,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from edgekit.export import ov_save
+
 INPUTS = ("input_ids", "attention_mask", "position_ids", "beam_idx")
 EXAMPLE_PAST, EXAMPLE_NEW = 3, 4  # tokens in the example's cache and in its new chunk
 
@@ -136,11 +138,10 @@ def make_stateful(ovm: Any, layers: int) -> Any:
 
 def write_tokenizers(tokenizer: Any, out: Path) -> list[Path]:
     """openvino_tokenizer.xml / openvino_detokenizer.xml, which LLMPipeline reads beside the model."""
-    import openvino as ov
     import openvino_tokenizers
 
     tok, detok = openvino_tokenizers.convert_tokenizer(tokenizer, with_detokenizer=True)
     paths = [out / "openvino_tokenizer.xml", out / "openvino_detokenizer.xml"]
     for model, path in zip((tok, detok), paths):
-        ov.save_model(model, str(path))
+        ov_save.save(model, path)
     return paths

@@ -27,6 +27,7 @@ from edgekit.core.patterns import check_patterns, matches
 from edgekit.core.strict import Strict
 from edgekit.errors import DataError, RecipeError, StageError
 from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
+from edgekit.quantize.autoround import AutoRoundSpec
 from edgekit.quantize.lm_layers import QLayer, QuantizedLM
 from edgekit.quantize.lm_mixed import Choice
 from edgekit.quantize.lm_qat import QATSpec
@@ -108,10 +109,13 @@ class MixedConfig(Strict):
 
 class WeightOnlyConfig(StageConfig):
     kind: Literal["quantize.weight_only"]
-    algorithm: Literal["rtn", "gptq", "qat"] = Field(
+    algorithm: Literal["rtn", "gptq", "autoround", "qat"] = Field(
         "gptq", description="rtn: round to nearest (data-free); gptq: error-compensating rounding on calibration text; "
+                            "autoround: each block's rounding and clipping tuned on calibration text (auto-round); "
                             "qat: weights and scales trained through the rounding by distillation (docs/llm.md#qat)")
     qat: Optional[QATSpec] = Field(None, description="algorithm qat: its steps and learning rates (defaults if unset)")
+    autoround: Optional[AutoRoundSpec] = Field(None, description="algorithm autoround: its steps and batch (defaults "
+                                                                 "if unset)")
     bits: Literal[4, 8] = 4
     group_size: int = Field(64, description="weights per scale along each layer's input dimension")
     symmetric: bool = True
@@ -129,11 +133,12 @@ class WeightOnlyConfig(StageConfig):
 
     @model_validator(mode="after")
     def _qat_only(self) -> "WeightOnlyConfig":
-        if self.qat is not None and self.algorithm != "qat":
-            raise ValueError(f"qat: settings for algorithm qat, but algorithm is {self.algorithm}; remove qat or set "
-                             "algorithm: qat")
-        if self.algorithm == "qat" and self.mse_search is not None:
-            raise ValueError("mse_search: INC's scale search; qat searches each group's clipping itself, then trains")
+        for own in ("qat", "autoround"):
+            if getattr(self, own) is not None and self.algorithm != own:
+                raise ValueError(f"{own}: settings for algorithm {own}, but algorithm is {self.algorithm}; remove "
+                                 f"{own} or set algorithm: {own}")
+        if self.algorithm in ("qat", "autoround") and self.mse_search is not None:
+            raise ValueError(f"mse_search: INC's scale search; {self.algorithm} tunes each group's clipping itself")
         return self
 
 
@@ -393,7 +398,7 @@ class WeightOnly(Stage):
         check_block(cfg.group_size, json.loads((lm.directory / "config.json").read_text(encoding="utf-8")),
                     "group_size", BLOCK_SIZES)
         windows = _windows(state, cfg.calibration_windows, "calibration_windows", cfg.algorithm) \
-            if cfg.algorithm in ("gptq", "qat") else []
+            if cfg.algorithm in ("gptq", "autoround", "qat") else []
         model = dataclasses.replace(lm).torch_model()  # a fresh copy: INC changes it in place
         names = _linear_names(model)
         choices, fixed = layer_choices(cfg, names, model)
@@ -415,6 +420,12 @@ class WeightOnly(Stage):
                                        state.progress)
             del teacher
             tool = "edgekit qat"
+        elif cfg.algorithm == "autoround":
+            from edgekit.quantize import autoround
+
+            layers, qat = autoround.quantize(model, lm.tokenizer(), choices, cfg.bits, cfg.group_size, cfg.symmetric,
+                                             windows, cfg.autoround or autoround.AutoRoundSpec(), state.progress)
+            tool = f"auto-round {version_of('auto_round')}"
         else:
             q = _inc()
             with _hidden(model, kept):
@@ -449,11 +460,11 @@ class WeightOnly(Stage):
         for c in choices.values():
             by_bits[str(c.bits)] = by_bits.get(str(c.bits), 0) + 1
         measured = {"tool": tool, "quantize_s": round(seconds, 2), "calibration_windows": len(windows),
-                    "mse_search": _mse_search(cfg) if cfg.algorithm != "qat" else None,
+                    "mse_search": _mse_search(cfg) if cfg.algorithm in ("rtn", "gptq") else None,
                     "layers_by_bits": by_bits, "float_layers": kept,
                     "integer_bytes": int(sum(q.ints.size * q.bits // 8 for q in layers.values()))}
         if mixed:
             measured["mixed"] = mixed
         if qat:
-            measured["qat"] = qat
+            measured[cfg.algorithm] = qat
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), measured=measured)
