@@ -96,13 +96,21 @@ def against_stored(runner: Any, windows: np.ndarray, ref_argmax: np.ndarray) -> 
     """`edgekit verify` of a language-model artifact later or elsewhere, without the source
     model: its perplexity on the stored windows, and next-token agreement with the reference's
     stored argmax (KL needs the reference's whole distribution, which is not kept)."""
+    return score_stored([runner.logits(ids) for ids in windows], windows, ref_argmax)
+
+
+def score_stored(logits: list[Any], windows: np.ndarray, ref_argmax: np.ndarray) -> dict[str, Any]:
+    """Perplexity of `logits` (one [tokens, vocab] per window) on the windows' next tokens, and
+    their agreement with the reference's argmax. Windows may be cut to a prefix: the model is
+    causal, so the reference's argmax over a prefix is the stored one's prefix."""
     tokens, nll, agree = 0, 0.0, 0
-    for ids, ref in zip(windows, ref_argmax):
-        logp = log_softmax(runner.logits(ids))[:-1]
-        targets = np.asarray(ids)[1:]
+    for lg, ids, ref in zip(logits, windows, ref_argmax):
+        ids = np.asarray(ids)
+        logp = log_softmax(np.asarray(lg).reshape(len(ids), -1))[:-1]
+        targets = ids[1:]
         tokens += len(targets)
         nll += float(-logp[np.arange(len(targets)), targets].sum())
-        agree += int((logp.argmax(-1) == np.asarray(ref)[:-1]).sum())
+        agree += int((logp.argmax(-1) == np.asarray(ref)[: len(ids)][:-1]).sum())
     n = max(tokens, 1)
     return {"samples": int(len(windows)), "tokens": tokens, "perplexity": float(np.exp(nll / n)),
             "top1_agreement": agree / n, "cosine_mean": None, "cosine_worst": None}

@@ -244,3 +244,58 @@ def _float_precisions(recipe: Any, floats: list[tuple[Any, str]], windows: np.nd
                   if covered else {"runtime": rt, **done})
         ver.verified_on[a.name].append({**record, "cpu_class": cls, "mode": "native-precision",
                                         "cpu_model": f"this {here} host, at {at}", "precision": at})
+
+
+def reverify(root: Path, manifest: dict[str, Any], pairs: list[tuple[dict[str, Any], str]], inputs: dict[str, Any],
+             ref_argmax: np.ndarray, spec: Any, p: Any, threads: int) -> list[dict[str, Any]]:
+    """`edgekit verify --cpu CLASS` of a language-model folder: the integer artifacts' prefill on
+    the stored windows, cut, natively and under each emulated class, as compress does. Without
+    the source model there is no reference distribution (so no KL), but the stored reference
+    argmax and the windows' own tokens give top-1 agreement and perplexity on the cut windows
+    exactly; the class is judged by the stored native measures moved by what it changed."""
+    from edgekit.checks import emulate
+    from edgekit.errors import BackendUnavailable, ParityError
+    from edgekit.runtimes.cpu_classes import FLOAT_PRECISIONS, local_class
+
+    jobs = [(a, rt) for a, rt in pairs if a.get("precision") not in FLOAT_PRECISIONS and rt in ENGINES]
+    if not jobs:
+        return []
+    windows = np.asarray(inputs["input_ids"])
+    n = min(len(windows), spec.emulate_samples or len(windows))
+    cut = windows[:n, :EMULATE_TOKENS]
+    models = [engine_model(f"{a['name']}/{rt}", rt, root / a["path"], (a.get("runtime_options") or {}).get(rt, {}))
+              for a, rt in jobs]
+    feed = feeds(cut, models)
+    native = emulate.run_job(local_class(), [], None, models, feed, threads, None)
+    results = []
+    for cls, qemu_model in p.emulated.items():
+        try:
+            run = emulate.run_outputs(cls, models, feed, threads, spec.emulate_budget_s, spec.emulate_min_samples,
+                                      spec.emulate_cache)
+        except emulate.EmulationError as exc:
+            raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
+        for a, rt in jobs:
+            key = f"{a['name']}/{rt}"
+            failed = run.errors.get(key) or native.errors.get(key)
+            if failed:
+                raise ParityError(f"verify: artifact {a['name']!r} on {rt} did not run under emulated {cls} "
+                                  f"(qemu {qemu_model}): {failed}")
+            short = emulate.budget_shortfall(run, key, spec.emulate_min_samples, spec.emulate_budget_s)
+            if short:
+                raise BackendUnavailable(f"verify: --cpu {cls}: artifact {a['name']!r} on {rt}: {short}")
+            got = list(run.outputs[key])
+            k = len(got)
+            base = lmcheck.score_stored(list(native.outputs[key][:k]), cut[:k], ref_argmax[:k])
+            moved = lmcheck.score_stored(got, cut[:k], ref_argmax[:k])
+            stored = manifest["metrics"][a["name"]][rt]
+            est = {"perplexity": stored["value"] * moved["perplexity"] / base["perplexity"],
+                   "top1_agreement": min(1.0, max(0.0, stored["top1_agreement"] + moved["top1_agreement"]
+                                                  - base["top1_agreement"]))}
+            where = (f"artifact {a['name']!r} on {rt} under emulated {cls} (qemu {qemu_model}; the stored native "
+                     f"measures moved by what the class changed on {k} {cut.shape[1]}-token windows)")
+            lmcheck.check_stored(est, manifest, where)
+            results.append({"artifact": a["name"], "runtime": rt, **run.record(key), "samples": k,
+                            "cosine_mean": None, "cosine_worst": None, "top1_agreement": est["top1_agreement"],
+                            "perplexity": est["perplexity"],
+                            "cut_windows": {"native": base, "emulated": moved, "window_tokens": int(cut.shape[1])}})
+    return results

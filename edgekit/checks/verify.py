@@ -104,12 +104,6 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     spec = VerifySpec(**manifest["recipe"]["verify"])
     inputs, ref = read_reference(root, manifest)
     lm = manifest["source_model"].get("task") == "causal-lm"  # reference.npz: windows, reference argmax
-    if lm and p.emulated:
-        # reference.npz keeps the reference's argmax, not its distribution, and its perplexity
-        # over whole windows: not enough to score the cut windows an emulated prefill runs
-        raise UsageError(f"verify: --cpu {next(iter(p.emulated))}: a language-model folder is verified under "
-                         f"emulation by edgekit compress (its deploy.cpus), not by verify in this version; allowed "
-                         f"here: --cpu {native}")
     pairs = [(art, rt) for art in manifest["artifacts"] for rt in art["runs_on"]
              if rt in (runtimes or manifest["recipe"]["targets"])]
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -136,7 +130,11 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
                 res = parity(ref, got)
                 check(res, spec, f"artifact {art['name']!r} on {rt}")
             results.append({"artifact": art["name"], "runtime": rt, **at, **res})
-    for cls, qemu_model in p.emulated.items():
+    if lm and p.emulated:
+        from edgekit.checks import lm_emulate
+
+        results += lm_emulate.reverify(root, manifest, pairs, inputs, ref, spec, p, threads)
+    for cls, qemu_model in ({} if lm else p.emulated).items():
         jobs = [(art, rt) for art, rt in pairs if rt_registry.get(rt).cpu_bound and rt_registry.runs_device_side(rt)]
         n = min(len(ref), spec.emulate_samples or len(ref))
         try:
