@@ -132,3 +132,17 @@ def test_autoround_without_calibration_text_is_one_data_error(tmp_path, tiny_lla
     with pytest.raises(DataError, match="quantize.weight_only: autoround needs calibration text"):
         run(load_recipe(recipe), tmp_path / "out")
     assert not (tmp_path / "out" / "tiny-lm").exists()
+
+
+def test_importing_auto_round_leaves_every_loggers_warning_once_as_it_was():
+    """A fresh process (an import happens once): after edgekit's import of auto_round,
+    transformers' warning_once is still transformers', and torchao said nothing."""
+    import subprocess
+    import sys
+
+    code = ("import logging, transformers; before = logging.Logger.warning_once; "
+            "from edgekit.quantize.autoround import _import; _import(); "
+            "print('same' if logging.Logger.warning_once is before else 'replaced')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip() == "same", proc.stdout + proc.stderr
+    assert "Failed to load" not in proc.stderr, proc.stderr

@@ -58,6 +58,29 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(lv)
 
 
+def _import() -> Any:
+    """auto_round, without what its import does to every logger: it replaces
+    logging.Logger.warning_once / info_once (transformers' own) with versions that print through
+    its handler whatever the calling logger's level, so transformers' load-time notes would show
+    in edgekit's output for the rest of the run."""
+    saved = {n: logging.Logger.__dict__[n] for n in ("warning_once", "info_once") if n in logging.Logger.__dict__}
+    # torchao, which it imports, warns of CUDA kernels it cannot load and of a torch deprecation
+    noisy = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in noisy]
+    for lg in noisy:
+        lg.setLevel(logging.ERROR)
+    try:
+        return require("auto_round", extra="inc", why="quantize.weight_only algorithm autoround")
+    finally:
+        for lg, lv in zip(noisy, levels):
+            lg.setLevel(lv)
+        for n in ("warning_once", "info_once"):
+            if n in saved:
+                setattr(logging.Logger, n, saved[n])
+            elif n in logging.Logger.__dict__:
+                delattr(logging.Logger, n)
+
+
 def layer_config(choices: dict[str, Choice], bits: int, group: int, symmetric: bool) -> dict[str, dict[str, Any]]:
     """auto-round's per-layer table for every layer that differs from the stage's default
     (16 bits keeps a layer float)."""
@@ -112,7 +135,7 @@ def quantize(model: Any, tokenizer: Any, choices: dict[str, Choice], bits: int, 
     """Tunes `model` in place; returns each quantized layer's integers and what the run did."""
     import torch
 
-    auto_round = require("auto_round", extra="inc", why="quantize.weight_only algorithm autoround")
+    auto_round = _import()
     seqlen = int(np.asarray(windows[0]).size)
     data = [{"input_ids": torch.as_tensor(np.asarray(w, np.int64).reshape(1, -1)),
              "attention_mask": torch.ones((1, seqlen), dtype=torch.long)} for w in windows]
