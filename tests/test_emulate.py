@@ -86,6 +86,8 @@ def test_default_artifact_verified_on_emulated_avx2(digits_run):
     assert skipped and all(s["artifact"] == "fp32" and "no integer kernel computes it" in s["reason"] for s in skipped)
     emulated = [v for a in m["artifacts"] for v in a["verified_on"] if v["mode"] == "emulated"]
     assert all(v["emulator"].startswith("qemu-x86_64 -cpu ") and v["cosine_mean"] >= 0.99 for v in emulated)
+    fresh = [v for v in emulated if not v.get("from_cache")]
+    assert all(0 <= v["model_load_seconds"] <= v["model_seconds"] for v in fresh)
     if local_class() != "x86-amx":
         assert "x86-amx" in m["deploy"]["not_verified"]
     int8 = next(s for s in m["stages"] if s["kind"] == "quantize.int8")["measured"]

@@ -76,7 +76,11 @@ class EmulatedRun:
 
     def record(self, key: str) -> dict[str, Any]:
         """The verification record's fields for one model: where, how long, whether from cache."""
-        out = {**self.where(), "seconds": round(self.seconds, 1), "model_seconds": self.ran.get(key, {}).get("seconds")}
+        ran = self.ran.get(key, {})
+        # model_seconds includes loading (the budget's share covers both); load_s says how much
+        # of it was loading, which under QEMU (OpenVINO compiling a graph) can be most of it
+        out = {**self.where(), "seconds": round(self.seconds, 1), "model_seconds": ran.get("seconds"),
+               "model_load_seconds": ran.get("load_s")}
         if key in self.cached:
             meta = self.cached[key]
             out.update(from_cache=True, seconds=0.0, emulated_at=meta.get("stored_at"))
@@ -93,7 +97,7 @@ class EmulationError(RuntimeError):
 
 
 def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,
-                budget_s: Optional[float] = None, min_samples: int = 1, cache: bool = True) -> EmulatedRun:
+                budget_s: Optional[float] = None, cache: bool = True) -> EmulatedRun:
     """Run every model in `models` ({key, runtime, model, options}) on `inputs` (stacked batch-1
     samples) under the QEMU model of `cls`. With `cache`, a model whose bytes, runtime, class,
     inputs and threads were emulated before is answered from that run (emulation_cache) and the
@@ -113,7 +117,7 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
                                     digest, threads)
         except OSError:  # a missing model is the run's error to report, not the cache's
             continue
-        entry = ec.load(keys[m["key"]], planned, budget_s, min_samples)
+        entry = ec.load(keys[m["key"]], planned, budget_s)
         if entry is not None:
             hits[m["key"]] = entry
     todo = [m for m in models if m["key"] not in hits]

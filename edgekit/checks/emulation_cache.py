@@ -5,8 +5,9 @@ QEMU's 50-300x again.
 The key is the model's bytes (the file and its same-stem siblings: external data, an IR's
 .bin), the runtime with its version and options, the class with its QEMU CPU model, the input
 samples' bytes and the thread count. A run cut short by its budget is kept with that budget
-and reused only under a budget no larger (a rerun would stop at the same place) and only if it
-reached the minimum sample count; a model that failed is never kept."""
+and reused under a budget no larger (a rerun would stop at the same place or sooner), also when
+it fell short of the minimum sample count: a rerun would spend the budget on the same "not
+verified: budget". A model that failed is never kept."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def _paths(k: str) -> tuple[Path, Path]:
     return root / f"{k}.npz", root / f"{k}.json"
 
 
-def load(k: str, planned: int, budget_s: Optional[float], min_samples: int) -> Optional[Entry]:
+def load(k: str, planned: int, budget_s: Optional[float]) -> Optional[Entry]:
     """The stored run for `k` if it stands for what a new run would give, else None."""
     data, meta_path = _paths(k)
     try:
@@ -81,9 +82,11 @@ def load(k: str, planned: int, budget_s: Optional[float], min_samples: int) -> O
         return None
     if len(outputs) >= planned:
         return Entry(outputs[:planned], meta)
+    # cut short by its budget: a rerun under a budget no larger stops at the same place or
+    # sooner, so it is answered from here, short of the minimum included (the verdict is then
+    # "not verified: budget" again, without spending the budget again)
     cached_budget = meta.get("budget_s")
-    if (len(outputs) >= min_samples and cached_budget is not None and budget_s is not None
-            and budget_s <= cached_budget):
+    if cached_budget is not None and budget_s is not None and budget_s <= cached_budget:
         return Entry(outputs, meta)
     return None
 

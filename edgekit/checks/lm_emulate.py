@@ -270,8 +270,7 @@ def reverify(root: Path, manifest: dict[str, Any], pairs: list[tuple[dict[str, A
     results = []
     for cls, qemu_model in p.emulated.items():
         try:
-            run = emulate.run_outputs(cls, models, feed, threads, spec.emulate_budget_s, spec.emulate_min_samples,
-                                      spec.emulate_cache)
+            run = emulate.run_outputs(cls, models, feed, threads, spec.emulate_budget_s, spec.emulate_cache)
         except emulate.EmulationError as exc:
             raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
         for a, rt in jobs:

@@ -141,7 +141,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
             run = emulate.run_outputs(cls, [{"key": f"{a['name']}/{rt}", "runtime": rt, "model": str(root / a["path"]),
                                              "options": (a.get("runtime_options") or {}).get(rt, {})} for a, rt in jobs],
                                       {k: v[:n] for k, v in inputs.items()}, threads, spec.emulate_budget_s,
-                                      spec.emulate_min_samples, spec.emulate_cache)
+                                      spec.emulate_cache)
         except emulate.EmulationError as exc:
             raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
         for art, rt in jobs:

@@ -209,11 +209,14 @@ def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
     results: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
     ran: dict[str, dict[str, float]] = {}
-    # each model gets an equal share of the budget, its loading included; it runs samples (at
-    # least one) until its share is spent or the samples end
-    share = float(job.get("budget_s") or float("inf")) / max(1, len(job["models"]))
-    for m in job["models"]:
+    # each model gets an equal share of what is left of the budget, its loading included (so a
+    # model that finishes early leaves its rest to the ones after it); it runs samples (at least
+    # one) until its share is spent or the samples end
+    budget = float(job.get("budget_s") or float("inf"))
+    start = time.perf_counter()
+    for j, m in enumerate(job["models"]):
         t0 = time.perf_counter()
+        share = (budget - (t0 - start)) / (len(job["models"]) - j)
         try:
             model = _open({**m, "threads": job["threads"]})
             outs = []
@@ -222,7 +225,8 @@ def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
                 if time.perf_counter() - t0 >= share:
                     break
             results[m["key"]] = np.concatenate(outs)
-            ran[m["key"]] = {"samples": len(outs), "seconds": round(time.perf_counter() - t0, 1)}
+            ran[m["key"]] = {"samples": len(outs), "seconds": round(time.perf_counter() - t0, 1),
+                             "load_s": round(float(getattr(model, "load_s", 0.0)), 1)}
         except Exception as exc:  # one model failing must not hide the others' results
             first = (str(exc).strip().splitlines() or [""])[0]
             errors[m["key"]] = f"{type(exc).__name__}: {first}"
