@@ -188,6 +188,35 @@ def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models:
                        dict(reply.get("ran") or {}))
 
 
+def reverify_run(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,
+                 spec: Any) -> EmulatedRun:
+    """`edgekit verify --cpu CLASS`'s emulated run under the recipe's budget and cache; QEMU's own
+    failure is the class's (BackendUnavailable), not a model's."""
+    from edgekit.errors import BackendUnavailable
+
+    try:
+        return run_outputs(cls, models, inputs, threads, spec.emulate_budget_s, spec.emulate_cache)
+    except EmulationError as exc:
+        raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
+
+
+def reverified_samples(run: EmulatedRun, key: str, artifact: str, runtime: str, spec: Any,
+                       failed: Optional[str] = None) -> int:
+    """How many samples `key` ran under `run`'s class, for `edgekit verify --cpu`; a model that did
+    not run (or `failed` natively beside it) is a ParityError, a run short of the minimum
+    BackendUnavailable ("not verified: budget" is never a pass)."""
+    from edgekit.errors import BackendUnavailable, ParityError
+
+    failed = run.errors.get(key) or failed
+    if failed:
+        raise ParityError(f"verify: artifact {artifact!r} on {runtime} did not run under emulated {run.cls} "
+                          f"(qemu {run.qemu_model}): {failed}")
+    short = budget_shortfall(run, key, spec.emulate_min_samples, spec.emulate_budget_s)
+    if short:
+        raise BackendUnavailable(f"verify: --cpu {run.cls}: artifact {artifact!r} on {runtime}: {short}")
+    return len(run.outputs[key])
+
+
 def budget_shortfall(run: EmulatedRun, key: str, min_samples: int, budget_s: float) -> Optional[str]:
     """Why a model's emulated run does not count ("not verified: budget"), or None: it ran fewer
     samples than the minimum in its share of the class's budget. Never a pass."""

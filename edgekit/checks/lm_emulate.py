@@ -254,7 +254,6 @@ def reverify(root: Path, manifest: dict[str, Any], pairs: list[tuple[dict[str, A
     argmax and the windows' own tokens give top-1 agreement and perplexity on the cut windows
     exactly; the class is judged by the stored native measures moved by what it changed."""
     from edgekit.checks import emulate
-    from edgekit.errors import BackendUnavailable, ParityError
     from edgekit.runtimes.cpu_classes import FLOAT_PRECISIONS, local_class
 
     jobs = [(a, rt) for a, rt in pairs if a.get("precision") not in FLOAT_PRECISIONS and rt in ENGINES]
@@ -269,21 +268,11 @@ def reverify(root: Path, manifest: dict[str, Any], pairs: list[tuple[dict[str, A
     native = emulate.run_job(local_class(), [], None, models, feed, threads, None)
     results = []
     for cls, qemu_model in p.emulated.items():
-        try:
-            run = emulate.run_outputs(cls, models, feed, threads, spec.emulate_budget_s, spec.emulate_cache)
-        except emulate.EmulationError as exc:
-            raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
+        run = emulate.reverify_run(cls, models, feed, threads, spec)
         for a, rt in jobs:
             key = f"{a['name']}/{rt}"
-            failed = run.errors.get(key) or native.errors.get(key)
-            if failed:
-                raise ParityError(f"verify: artifact {a['name']!r} on {rt} did not run under emulated {cls} "
-                                  f"(qemu {qemu_model}): {failed}")
-            short = emulate.budget_shortfall(run, key, spec.emulate_min_samples, spec.emulate_budget_s)
-            if short:
-                raise BackendUnavailable(f"verify: --cpu {cls}: artifact {a['name']!r} on {rt}: {short}")
+            k = emulate.reverified_samples(run, key, a["name"], rt, spec, native.errors.get(key))
             got = list(run.outputs[key])
-            k = len(got)
             base = lmcheck.score_stored(list(native.outputs[key][:k]), cut[:k], ref_argmax[:k])
             moved = lmcheck.score_stored(got, cut[:k], ref_argmax[:k])
             stored = manifest["metrics"][a["name"]][rt]

@@ -137,22 +137,12 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     for cls, qemu_model in ({} if lm else p.emulated).items():
         jobs = [(art, rt) for art, rt in pairs if rt_registry.get(rt).cpu_bound and rt_registry.runs_device_side(rt)]
         n = min(len(ref), spec.emulate_samples or len(ref))
-        try:
-            run = emulate.run_outputs(cls, [{"key": f"{a['name']}/{rt}", "runtime": rt, "model": str(root / a["path"]),
-                                             "options": (a.get("runtime_options") or {}).get(rt, {})} for a, rt in jobs],
-                                      {k: v[:n] for k, v in inputs.items()}, threads, spec.emulate_budget_s,
-                                      spec.emulate_cache)
-        except emulate.EmulationError as exc:
-            raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
+        run = emulate.reverify_run(cls, [{"key": f"{a['name']}/{rt}", "runtime": rt, "model": str(root / a["path"]),
+                                          "options": (a.get("runtime_options") or {}).get(rt, {})} for a, rt in jobs],
+                                   {k: v[:n] for k, v in inputs.items()}, threads, spec)
         for art, rt in jobs:
             key = f"{art['name']}/{rt}"
-            if key in run.errors:
-                raise ParityError(f"verify: artifact {art['name']!r} on {rt} did not run under emulated {cls} "
-                                  f"(qemu {qemu_model}): {run.errors[key]}")
-            short = emulate.budget_shortfall(run, key, spec.emulate_min_samples, spec.emulate_budget_s)
-            if short:
-                raise BackendUnavailable(f"verify: --cpu {cls}: artifact {art['name']!r} on {rt}: {short}")
-            k = len(run.outputs[key])
+            k = emulate.reverified_samples(run, key, art["name"], rt, spec)
             res = parity(ref[:k], run.outputs[key])
             check(res, spec, f"artifact {art['name']!r} on {rt} under emulated {cls} (qemu {qemu_model})")
             results.append({"artifact": art["name"], "runtime": rt, **run.record(key), **res})

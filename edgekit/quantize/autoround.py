@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 from pydantic import Field
 
 from edgekit.core.backends import require
+from edgekit.core.progress import Progress, block_ticks
 from edgekit.core.strict import Strict
 from edgekit.errors import StageError
 from edgekit.quantize.lm_layers import QLayer
@@ -131,7 +132,7 @@ def integers(name: str, linear: Any, bits: int, group: int) -> QLayer:
 
 def quantize(model: Any, tokenizer: Any, choices: dict[str, Choice], bits: int, group: int, symmetric: bool,
              windows: list[np.ndarray], spec: AutoRoundSpec,
-             progress: Callable[[str, int], Callable[[int], None]]) -> tuple[dict[str, QLayer], dict[str, Any]]:
+             progress: Progress) -> tuple[dict[str, QLayer], dict[str, Any]]:
     """Tunes `model` in place; returns each quantized layer's integers and what the run did."""
     import torch
 
@@ -140,20 +141,8 @@ def quantize(model: Any, tokenizer: Any, choices: dict[str, Choice], bits: int, 
     data = [{"input_ids": torch.as_tensor(np.asarray(w, np.int64).reshape(1, -1)),
              "attention_mask": torch.ones((1, seqlen), dtype=torch.long)} for w in windows]
     kwargs: dict[str, Any] = {} if spec.lr is None else {"lr": spec.lr}
-    blocks = getattr(getattr(model, "model", None), "layers", None)
-    tick = progress(f"AutoRound {bits}-bit group {group}: {spec.iters} steps per block on {len(windows)} windows "
-                    "(minutes on a real model)", len(blocks) if blocks is not None else 1)
-    seen: set[int] = set()
-
-    def hook(i: int) -> Any:
-        def pre(*_: Any) -> None:
-            # a block's first forward is the input caching pass; ticks mark blocks reached in tuning
-            if i not in seen:
-                seen.add(i)
-                tick(1)
-        return pre
-
-    hooks = [b.register_forward_pre_hook(hook(i)) for i, b in enumerate(blocks or [])]
+    hooks = block_ticks(model, progress, f"AutoRound {bits}-bit group {group}: {spec.iters} steps per block on "
+                                         f"{len(windows)} windows (minutes on a real model)")
     try:
         with _quiet():
             # amp off: tuning in fp32 gives the same result on every CPU class (bf16 autocast

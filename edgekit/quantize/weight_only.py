@@ -24,6 +24,7 @@ from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from edgekit.core.backends import require, version_of
 from edgekit.core.patterns import check_patterns, matches
+from edgekit.core.progress import block_ticks
 from edgekit.core.strict import Strict
 from edgekit.errors import DataError, RecipeError, StageError
 from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
@@ -252,25 +253,6 @@ def _calibrate(model: Any, windows: list[np.ndarray], state: ModelState) -> None
             tick(1)
 
 
-def _layer_ticks(model: Any, state: ModelState, what: str) -> list[Any]:
-    """A tick the first time each decoder block runs: INC quantizes block by block and shows no
-    progress of its own."""
-    blocks = getattr(getattr(model, "model", None), "layers", None)
-    if blocks is None:
-        return []
-    tick = state.progress(what, len(blocks))
-    seen: set[int] = set()
-
-    def hook(i: int) -> Any:
-        def pre(*_: Any) -> None:
-            if i not in seen:
-                seen.add(i)
-                tick(1)
-        return pre
-
-    return [b.register_forward_pre_hook(hook(i)) for i, b in enumerate(blocks)]
-
-
 def _extract(model: Any) -> dict[str, QLayer]:
     out = {}
     for name, mod in model.named_modules():
@@ -432,7 +414,7 @@ class WeightOnly(Stage):
                 model = q.prepare(model, _inc_config(cfg, choices))
                 if windows:
                     _calibrate(model, windows, state)
-                hooks = _layer_ticks(model, state, f"{what}: neural-compressor, block by block"
+                hooks = block_ticks(model, state.progress, f"{what}: neural-compressor, block by block"
                                      + (" (minutes on a real model)" if windows else ""))
                 model = q.convert(model)
                 for h in hooks:
