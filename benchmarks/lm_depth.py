@@ -11,9 +11,11 @@ orders for fewer, as does each run of hidden states), and the unhealed perplexit
 the model with the blocks taken out in memory, which is what the stage writes.
 
     .venv/bin/python -m benchmarks.lm_depth [--windows 8] [--seq-len 512] [--calibration 16]
-        [--heal-steps 150] [--heal-count 4] [--rounds 3] [--hf DIR]
+        [--heal-steps 150] [--heal-count 4] [--heal-scores ...] [--rounds 3] [--hf DIR]
+        [--int4 rtn|autoround]
 
-prints the tables and writes benchmarks/results/<cpu-class>/lm_depth.json."""
+prints the tables and writes benchmarks/results/<cpu-class>/lm_depth.json (with `--int4
+autoround`, where the INT4 weights are AutoRound's on both runtimes: lm_depth_autoround.json)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from benchmarks._results import print_tables, save, table
 from benchmarks.llm import paired, timing
-from benchmarks.lm_compress import GGUF, GROUP, ORT, OVG, _windows, build, lm_args
+from benchmarks.lm_compress import GGUF, GROUP, ORT, ORT_INT4, OV_INT4, OVG, _windows, build, lm_args
 from edgekit.recipe.sections import ModelSpec
 from edgekit.runtimes.cpu_classes import local_class
 
@@ -39,6 +41,20 @@ TARGETS = [{"kind": "target.onnxruntime-genai", "name": "ort_fp32", "precision":
            {"kind": "target.openvino-genai", "name": "ov_fp32", "weights": "fp32"},
            {"kind": "target.openvino-genai", "name": "ov_int4", "weights": "int4_sym", "group_size": GROUP}]
 PPL_GOAL, SPEED_GOAL, COMBINED_PPL = 0.10, 1.08, 0.20
+INT4_LABEL = {"rtn": "each runtime's RTN", "autoround": "AutoRound (edgekit quantize.weight_only)"}
+
+
+def recipes(int4: str, calibration: int) -> dict[str, list[dict[str, Any]]]:
+    """The exports of one model: in one recipe with the runtimes' own INT4, or the float targets
+    apart from AutoRound's (a recipe's weight-only stage quantizes every target after it)."""
+    if int4 == "rtn":
+        return {"all": TARGETS}
+    tuned = {"kind": "quantize.weight_only", "algorithm": "autoround", "bits": 4, "group_size": GROUP,
+             "symmetric": True, "calibration_windows": calibration}
+    # as benchmarks.lm_compress's AutoRound variant places them (lm_head at INT8 on both)
+    return {"fp32": [t for t in TARGETS if not t["name"].endswith("int4")],
+            "int4": [tuned, {**ORT_INT4, "name": "ort_int4"}, {**OV_INT4, "name": "ov_int4"}]}
+
 
 
 def perplexity(model: Any, ref_logp: list[Any], held_out: Any) -> dict[str, float]:
@@ -99,6 +115,11 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--counts", type=int, nargs="+", default=list(COUNTS))
+    ap.add_argument("--heal-scores", nargs="+", choices=SCORES, default=list(SCORES),
+                    help="the scores whose removal is healed (the best healed one is exported)")
+    ap.add_argument("--int4", choices=("rtn", "autoround"), default="rtn",
+                    help="the INT4 weights: each runtime's round-to-nearest, or AutoRound's integers "
+                         "(quantize.weight_only, 50 steps per block) placed on both runtimes")
     args = ap.parse_args()
 
     import torch
@@ -150,7 +171,7 @@ def main() -> None:
         if hk not in args.counts:
             ap.error(f"--heal-count {hk} must be one of --counts {args.counts}")
         best_dir = None
-        for score in SCORES:
+        for score in args.heal_scores:
             print(f"healing {score} -{hk} ({args.heal_steps} steps)", flush=True)
             lm, rec = heal(cl, orders[score][hk], calib, tmp, args.heal_steps, f"heal-{score}")
             got = perplexity(lm.torch_model(), ref_logp, held_out)
@@ -164,13 +185,15 @@ def main() -> None:
         found: dict[str, dict[str, Any]] = {}
         paths: dict[str, tuple[str, Path]] = {}
         for name, src in (("full", cl.directory), ("pruned", best_dir[1])):
-            manifest, _ = build(src, tmp, f"depth-{name}", TARGETS, args.windows, args.seq_len, args.calibration)
-            out = tmp / "out" / manifest["name"]
-            for a in manifest["artifacts"]:
-                rt = a["runs_on"][0]
-                found[f"{name}/{a['name']}"] = {"runtime": rt, "mb": a["bytes"] / 1e6,
-                                                **manifest["metrics"][a["name"]][rt]}
-                paths[f"{name}/{a['name']}"] = (rt, out / a["path"])
+            for part, stages in recipes(args.int4, args.calibration).items():
+                manifest, _ = build(src, tmp, f"depth-{name}-{part}", stages, args.windows, args.seq_len,
+                                    args.calibration)
+                out = tmp / "out" / manifest["name"]
+                for a in manifest["artifacts"]:
+                    rt = a["runs_on"][0]
+                    found[f"{name}/{a['name']}"] = {"runtime": rt, "mb": a["bytes"] / 1e6,
+                                                    **manifest["metrics"][a["name"]][rt]}
+                    paths[f"{name}/{a['name']}"] = (rt, out / a["path"])
         prompt = np.asarray(_windows(cl, "test", 1, args.prompt)[0])
         timed = {key: (rt, p, {"precision": "f32"} if key.endswith("ov_fp32") else {}) for key, (rt, p) in paths.items()}
         t = timing(timed, prompt, args.new_tokens, args.rounds, cl.tokenizer().eos_token_id, None)
@@ -201,7 +224,7 @@ def main() -> None:
         both = paired(per_round, f"full/{int4}", f"pruned/{int4}")
         both_ppl = found[f"pruned/{int4}"]["value"]
         depth_only = paired(per_round, f"pruned/{fp32}", f"pruned/{int4}")
-        targets.append([f"{rt}: depth + INT4 vs INT4 alone and vs depth alone (decode), perplexity",
+        targets.append([f"{rt}: depth + INT4 ({args.int4}) vs INT4 alone and vs depth alone (decode), perplexity",
                         f"{both:.2f}x, {depth_only:.2f}x, {inc(both_ppl)}", f"> 1x, > 1x, <= +{COMBINED_PPL:.0%}",
                         "met" if both > 1 and depth_only > 1 and both_ppl / reference - 1 <= COMBINED_PPL
                         else "not met"])
@@ -218,8 +241,8 @@ def main() -> None:
               f"{args.heal_steps} steps on {args.calibration} windows of 256 tokens)",
               ["score", "blocks", "perplexity before", "perplexity healed", "vs fp32", "KL before (train)",
                "KL after (train)", "steps", "train s"], heal_rows),
-        table(f"Healed -{hk} ({best}) on both runtimes, decode vs the unpruned fp32 paired over {args.rounds} "
-              "interleaved rounds (OpenVINO fp32 at f32)",
+        table(f"Healed -{hk} ({best}) on both runtimes, INT4 g{GROUP} sym by {INT4_LABEL[args.int4]}, decode vs "
+              f"the unpruned fp32 paired over {args.rounds} interleaved rounds (OpenVINO fp32 at f32)",
               ["runtime", "variant", "size MB", "perplexity", "vs fp32", "decode vs unpruned fp32"], speed_rows),
         table("Targets", ["target", "measured", "goal", "status"], targets),
         table("The greedy removal order and the scores' values", ["what", "values"],
@@ -227,9 +250,11 @@ def main() -> None:
                ["score seconds", str({s: round(v, 1) for s, v in score_s.items()})]]),
     ]
     print_tables(tables)
-    save("lm_depth", tables, {"reference": reference, "curve": curve, "healed": healed, "found": found,
-                              "decode_ms_rounds": per_round, "greedy_steps": steps, "scores": values,
-                              "seconds": time.perf_counter() - t_start})
+    # the AutoRound composition is a result of its own, beside the curve of every score and count
+    result = {"reference": reference, "curve": curve, "healed": healed, "found": found, "int4": args.int4,
+              "decode_ms_rounds": per_round, "greedy_steps": steps, "scores": values,
+              "seconds": time.perf_counter() - t_start}
+    save("lm_depth" if args.int4 == "rtn" else "lm_depth_autoround", tables, result, module="lm_depth")
 
 
 if __name__ == "__main__":

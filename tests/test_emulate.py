@@ -119,14 +119,41 @@ def test_verify_cli_emulated_class_is_recorded(cli, digits_run, tmp_path):
     m = json.loads((art / "manifest.json").read_text())
     for a in m["artifacts"]:
         got = [v for v in a["verified_on"] if v["cpu_class"] == "x86-avx2"]
-        assert len(got) == 1 and got[0]["mode"] == "emulated" and got[0]["by"] == "edgekit verify"
+        assert len(got) == 1 and got[0]["by"] == "edgekit verify"
         assert got[0]["runtime"] == "onnxruntime" and got[0]["passed"]
-        # compress emulated the INT8 bytes on these samples: verify answers from that run; the
-        # float artifact, which compress checked natively at each class's precision, is emulated now
-        if a["precision"] == "fp32":
-            assert "from_cache" not in got[0] and got[0]["seconds"] > 0
-        else:
+        if a["precision"] == "fp32":  # as compress does: not emulated, checked natively as stored
+            assert got[0]["mode"] == "native-precision" and got[0]["precision"] == "fp32 as stored"
+        else:  # compress emulated the INT8 bytes on these samples: verify answers from that run
+            assert got[0]["mode"] == "emulated"
             assert got[0]["from_cache"] is True and got[0]["seconds"] == 0.0 and got[0]["emulated_at"]
+
+
+def test_verify_cli_float_artifacts_at_another_class_precision(cli, digits_run, tmp_path):
+    """`verify --cpu x86-amx` of OpenVINO's float artifact needs no QEMU: it is checked at the
+    bf16 an AMX CPU computes it in, forced here, or refused in one line where this CPU cannot
+    compute bf16; an INT8 artifact beside it still needs emulation, which no QEMU model of AMX
+    gives, so asking for both is refused."""
+    import json
+
+    import openvino
+
+    if local_class() == "x86-amx":
+        pytest.skip("this host is x86-amx: that class is verified natively here")
+    art = _copy(digits_run, tmp_path)
+    m = json.loads((art / "manifest.json").read_text())
+    m["artifacts"] = [a for a in m["artifacts"] if a["precision"] == "fp32"]
+    (art / "manifest.json").write_text(json.dumps(m))
+    result = cli("verify", art, "--cpu", "x86-amx", "--runtime", "openvino")
+    if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert result.exit_code == 0, result.output
+        got = [v for v in json.loads((art / "manifest.json").read_text())["artifacts"][0]["verified_on"]
+               if v["cpu_class"] == "x86-amx" and v["runtime"] == "openvino"]
+        assert [(v["mode"], v["precision"], v["passed"], v["by"]) for v in got] == [
+            ("native-precision", "bf16", True, "edgekit verify")]
+    else:
+        assert result.exit_code == 4 and "which this machine cannot compute" in result.output
+    both = cli("verify", digits_run.out_dir, "--cpu", "x86-amx", "--runtime", "openvino")
+    assert both.exit_code == 4 and "--cpu x86-amx: cannot verify here: no x86-amx CPU here and QEMU cannot" in both.output
 
 
 def test_verify_cli_refuses_unknown_and_impossible_classes(cli, digits_run):
@@ -192,3 +219,51 @@ def test_fewer_emulated_samples_than_the_minimum_is_refused_in_the_recipe(tmp_pa
     with pytest.raises(RecipeError, match=r"verify: .*emulate_samples 4 is below emulate_min_samples 8: no artifact "
                                           r"could count as verified under emulation"):
         load_recipe(path)
+
+
+_SLOW_LAUNCHER = '''
+import importlib.util, sys, time
+import numpy as np
+spec = importlib.util.spec_from_file_location("device_side", sys.argv[2])
+ds = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ds)
+
+
+class Slow:
+    """A model whose second sample takes far longer than any budget (a window under QEMU)."""
+    load_s = 0.0
+
+    def __init__(self):
+        self.calls = 0
+
+    def run(self, feeds):
+        self.calls += 1
+        time.sleep(0.2 if self.calls == 1 else 120)
+        return [feeds["x"] * 2]
+
+
+ds._open = lambda job: Slow()
+sys.exit(ds.main(sys.argv[3:]))
+'''
+
+
+def test_a_sample_past_the_deadline_is_stopped_and_what_finished_is_kept(tmp_path, monkeypatch):
+    """The budget is a deadline, not a check between samples: a job whose sample in flight would
+    run for minutes is stopped at its budget plus the grace, and answers with the samples that
+    finished before it (here 1 of 5: "not verified: budget", never a pass)."""
+    import time
+
+    launcher = tmp_path / "slow.py"
+    launcher.write_text(_SLOW_LAUNCHER)
+    monkeypatch.setattr(emulate, "GRACE_S", 1.0)
+    models = [{"key": k, "runtime": "onnxruntime", "model": str(tmp_path / "m.onnx"), "options": {}} for k in "ab"]
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    t0 = time.perf_counter()
+    run = emulate.run_job("x86-avx2", [__import__("sys").executable, str(launcher)], None, models, {"x": x}, 1, 2.0)
+    assert time.perf_counter() - t0 < 30
+    assert "stopped at its deadline (verify.emulate_budget_s 2 s + 1 s)" in run.stopped
+    np.testing.assert_array_equal(run.outputs["a"], x[:1] * 2)
+    assert "b" not in run.outputs and run.ran["a"]["samples"] == 1
+    assert run.record("a")["stopped"] == run.stopped
+    why = emulate.budget_shortfall(run, "b", 4, 2.0)
+    assert why.startswith("not verified: budget: 0 sample(s)")

@@ -73,6 +73,7 @@ class EmulatedRun:
     host_cpu: str
     ran: dict[str, dict[str, float]] = field(default_factory=dict)  # key -> samples run and seconds taken
     cached: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> the stored run it came from
+    stopped: Optional[str] = None  # why the job was stopped before it ended (its deadline), if it was
 
     def record(self, key: str) -> dict[str, Any]:
         """The verification record's fields for one model: where, how long, whether from cache."""
@@ -81,6 +82,8 @@ class EmulatedRun:
         # of it was loading, which under QEMU (OpenVINO compiling a graph) can be most of it
         out = {**self.where(), "seconds": round(self.seconds, 1), "model_seconds": ran.get("seconds"),
                "model_load_seconds": ran.get("load_s")}
+        if self.stopped:
+            out["stopped"] = self.stopped
         if key in self.cached:
             meta = self.cached[key]
             out.update(from_cache=True, seconds=0.0, emulated_at=meta.get("stored_at"))
@@ -141,18 +144,27 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
 def _emulate(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,
              budget_s: Optional[float]) -> EmulatedRun:
     """One emulated process for all of `models`, each for its share of `budget_s` (loading
-    included). The process is stopped at twice the budget plus ten minutes (QEMU's start and a
-    last sample can run past a share; a hang cannot)."""
+    included), stopped at the budget's deadline (run_job)."""
     qemu = qemu_binary()
     if qemu is None:
         raise EmulationError(f"qemu-x86_64 not found: {INSTALL_HINT}")
     return run_job(cls, [qemu, "-cpu", QEMU_MODELS[cls]], None, models, inputs, threads, budget_s)
 
 
+# a budgeted job is stopped this long after its budget (counted from when it began, after its
+# imports): the sample running when the budget ran out may finish, one that would take minutes
+# under QEMU may not (a 135M-parameter LM's x86-avx2 check ran 16 minutes past a 15-minute
+# budget on one last sample before this deadline existed)
+GRACE_S = 60.0
+START_LIMIT_S = 600.0  # QEMU's start and the runtime's import, before the job's clock starts
+UNBUDGETED_LIMIT_S = 1800.0
+
+
 def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models: list[dict[str, Any]],
             inputs: dict[str, np.ndarray], threads: int, budget_s: Optional[float]) -> EmulatedRun:
     """The target-side runner (device_side.py, outputs mode) in a fresh process under `wrapper`
-    (QEMU, or nothing) with `env` added: the one job an emulated and a capped native run share."""
+    (QEMU, or nothing) with `env` added: the one job an emulated and a capped native run share.
+    A budgeted job is stopped at its deadline and answers with the samples that finished."""
     import time
 
     from edgekit.artifact.environment import cpu_info
@@ -163,29 +175,81 @@ def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models:
     what = f"emulated {cls} (qemu {model_name})" if wrapper else f"native run as {cls} ({env or {}})"
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as d:
         tmp = Path(d)
+        (tmp / "partial").mkdir()
         np.savez(tmp / "inputs.npz", **inputs)
-        job = {"mode": "outputs", "models": [{**m, **device_job(m["runtime"], m.get("options")), "model": str(m["model"])}
-                                             for m in models],
-               "inputs": str(tmp / "inputs.npz"), "output": str(tmp / "outputs.npz"), "threads": threads,
+        entries = [{**m, **device_job(m["runtime"], m.get("options")), "model": str(m["model"])} for m in models]
+        job = {"mode": "outputs", "models": entries, "inputs": str(tmp / "inputs.npz"),
+               "output": str(tmp / "outputs.npz"), "partial": str(tmp / "partial"), "threads": threads,
                "budget_s": budget_s}
         (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
         cmd = [*wrapper, sys.executable, device_side.__file__, str(tmp / "job.json")]
-        timeout_s = 2 * budget_s + 600.0 if budget_s else 1800.0
         t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                                  env={**os.environ, **env} if env else None)
-        except subprocess.TimeoutExpired:
-            raise EmulationError(f"{what} exceeded {timeout_s:.0f} s") from None
+        stdout, stderr, stopped = _run_until_deadline(cmd, env, tmp / "partial", budget_s)
         seconds = time.perf_counter() - t0
-        reply = _last_json(proc.stdout)
+        if stopped:
+            outputs, errors, ran = _partial_results(tmp / "partial", [m["key"] for m in models])
+            if not outputs:
+                raise EmulationError(f"{what} {stopped}, before any sample finished")
+            return EmulatedRun(cls, model_name, outputs, errors, seconds, cpu_info()["model"], ran, stopped=stopped)
+        reply = _last_json(stdout)
         if reply is None or not reply.get("ok"):
-            why = (reply or {}).get("error") or _first_real_line(proc.stderr) or f"exit code {proc.returncode}"
+            why = (reply or {}).get("error") or _first_real_line(stderr) or "no reply"
             raise EmulationError(f"{what} failed: {why}")
         with np.load(tmp / "outputs.npz") as z:
             outputs = {k: z[k] for k in z.files}
     return EmulatedRun(cls, model_name, outputs, dict(reply.get("errors") or {}), seconds, cpu_info()["model"],
                        dict(reply.get("ran") or {}))
+
+
+def _run_until_deadline(cmd: list[str], env: Optional[dict[str, str]], partial: Path,
+                        budget_s: Optional[float]) -> tuple[str, str, Optional[str]]:
+    """(stdout, stderr, why it was stopped or None). The deadline is the job's start (its
+    progress file says when) plus the budget and GRACE_S; before the job has started, START_LIMIT_S."""
+    import time
+
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env} if env else None)
+    while True:
+        try:
+            out, err = proc.communicate(timeout=2.0)
+            return out, err, None
+        except subprocess.TimeoutExpired:
+            pass
+        started = _progress(partial).get("started")
+        if budget_s is None:
+            deadline, why = t0 + UNBUDGETED_LIMIT_S, f"exceeded {UNBUDGETED_LIMIT_S:.0f} s"
+        elif started is None:
+            deadline, why = t0 + START_LIMIT_S, f"did not start within {START_LIMIT_S:.0f} s"
+        else:
+            deadline = float(started) + budget_s + GRACE_S
+            why = f"stopped at its deadline (verify.emulate_budget_s {budget_s:g} s + {GRACE_S:.0f} s)"
+        if time.time() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            return out, err, why
+
+
+def _progress(partial: Path) -> dict[str, Any]:
+    try:
+        return json.loads((partial / "progress.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not written yet, or being replaced this instant
+        return {}
+
+
+def _partial_results(partial: Path, keys: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str],
+                                                              dict[str, dict[str, Any]]]:
+    """What a stopped job finished: each model's samples in order (the one running at the
+    deadline with what it had done), its errors, and how many samples each ran."""
+    state = _progress(partial)
+    ran = {k: dict(v) for k, v in (state.get("ran") or {}).items()}
+    outputs = {}
+    for j, key in enumerate(keys):
+        count = int(ran.get(key, {}).get("samples", 0))
+        files = [partial / f"{j}-{i}.npy" for i in range(count)]
+        if count and all(f.is_file() for f in files):
+            outputs[key] = np.concatenate([np.load(f) for f in files])
+    return outputs, dict(state.get("errors") or {}), ran
 
 
 def reverify_run(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,

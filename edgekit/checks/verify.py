@@ -84,7 +84,7 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
     from edgekit.recipe import VerifySpec
     from edgekit.runtimes import open_runner
     from edgekit.runtimes import registry as rt_registry
-    from edgekit.runtimes.cpu_classes import local_class, native_where
+    from edgekit.runtimes.cpu_classes import FLOAT_PRECISIONS, X86_CLASSES, local_class, native_where
     from edgekit.runtimes.refusal import refused_artifact
 
     root = Path(artifact_dir)
@@ -96,16 +96,22 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
                          f"allowed: {', '.join(available)}")
     native = local_class()
     wanted = list(dict.fromkeys(cpus or [native]))
+    lm = manifest["source_model"].get("task") == "causal-lm"  # reference.npz: windows, reference argmax
+    pairs = [(art, rt) for art in manifest["artifacts"] for rt in art["runs_on"]
+             if rt in (runtimes or manifest["recipe"]["targets"])]
+    on_cpu = [(a, rt) for a, rt in pairs if rt_registry.get(rt).cpu_bound and rt_registry.runs_device_side(rt)]
+    # an encoder's float artifacts are checked natively at the precisions another class runs, as
+    # compress does (no QEMU, so any x86 class, AMX's included); the integer ones need emulation
+    floats = [] if lm else [(a, rt) for a, rt in on_cpu if a.get("precision") in FLOAT_PRECISIONS]
+    needs_qemu = lm or len(floats) < len(on_cpu)
     p = emulate.plan([c for c in wanted if c != native], native)
-    if p.unverified:
-        cls, why = next(iter(p.unverified.items()))
+    refused = {c: why for c, why in p.unverified.items() if needs_qemu or c not in X86_CLASSES}
+    if refused:
+        cls, why = next(iter(refused.items()))
         raise BackendUnavailable(f"verify: --cpu {cls}: cannot verify here: {why}")
     _check_files(root, manifest)
     spec = VerifySpec(**manifest["recipe"]["verify"])
     inputs, ref = read_reference(root, manifest)
-    lm = manifest["source_model"].get("task") == "causal-lm"  # reference.npz: windows, reference argmax
-    pairs = [(art, rt) for art in manifest["artifacts"] for rt in art["runs_on"]
-             if rt in (runtimes or manifest["recipe"]["targets"])]
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     results = []
     if native in wanted:
@@ -134,8 +140,13 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
         from edgekit.checks import lm_emulate
 
         results += lm_emulate.reverify(root, manifest, pairs, inputs, ref, spec, p, threads)
+    others = [c for c in wanted if c != native and c in X86_CLASSES]
+    if floats and others:
+        results += _float_precisions(root, floats, others, native, inputs, ref, spec, threads)
     for cls, qemu_model in ({} if lm else p.emulated).items():
-        jobs = [(art, rt) for art, rt in pairs if rt_registry.get(rt).cpu_bound and rt_registry.runs_device_side(rt)]
+        jobs = [j for j in on_cpu if j not in floats]
+        if not jobs:
+            continue
         n = min(len(ref), spec.emulate_samples or len(ref))
         run = emulate.reverify_run(cls, [{"key": f"{a['name']}/{rt}", "runtime": rt, "model": str(root / a["path"]),
                                           "options": (a.get("runtime_options") or {}).get(rt, {})} for a, rt in jobs],
@@ -155,4 +166,46 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
                     if (v.get("runtime"), v.get("cpu_class"), v.get("mode")) != (r["runtime"], r["cpu_class"], r["mode"])]
             by_name[r["artifact"]]["verified_on"] = kept + [entry]
         write_json(root / "manifest.json", manifest)
+    return results
+
+
+def _float_precisions(root: Any, pairs: list[tuple[dict[str, Any], str]], classes: list[str], here: str,
+                      inputs: dict[str, np.ndarray], ref: np.ndarray, spec: Any, threads: int) -> list[dict[str, Any]]:
+    """`verify --cpu CLASS` of float artifacts: what a class changes for them is the precision
+    its runtime computes in (OpenVINO: bf16 on AMX and AVX-512 BF16), not integer kernels, so
+    each precision the class may run is forced and checked here, natively, as compress does;
+    one this machine cannot compute is BackendUnavailable (verify it on such a CPU)."""
+    from edgekit.errors import BackendUnavailable
+    from edgekit.runtimes import open_runner, ov
+    from edgekit.runtimes.cpu_classes import float_precisions
+
+    done: dict[tuple[str, str, Optional[str]], Any] = {}
+    results = []
+    for art, rt in pairs:
+        options = (art.get("runtime_options") or {}).get(rt, {})
+        for cls in classes:
+            for prec in float_precisions(rt, cls, options) or (None,):  # None: as stored
+                at = prec or f"{art['precision']} as stored"
+                key = (art["name"], rt, prec)
+                if key not in done:
+                    runner = open_runner(rt, root / art["path"], threads, **({**options, "precision": prec} if prec
+                                                                               else options))
+                    try:
+                        ran = ov.type_name((getattr(runner, "details", None) or {}).get("inference_precision", prec))
+                        got = None if prec and ran != prec else np.concatenate(
+                            [np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0])
+                             for i in range(len(ref))])
+                    finally:
+                        runner.close()
+                    if got is None:
+                        done[key] = f"{rt} ran {ran} when asked for {prec}"
+                    else:
+                        done[key] = parity(ref, got)
+                        check(done[key], spec, f"artifact {art['name']!r} on {rt} at {at} (a precision {cls} runs)")
+                if isinstance(done[key], str):
+                    raise BackendUnavailable(f"verify: --cpu {cls}: artifact {art['name']!r} on {rt}: {cls} may run it "
+                                             f"at {prec}, which this machine cannot compute ({done[key]}); verify it "
+                                             f"on such a {cls} CPU")
+                results.append({"artifact": art["name"], "runtime": rt, **done[key], "cpu_class": cls,
+                                "mode": "native-precision", "cpu_model": f"this {here} host, at {at}", "precision": at})
     return results

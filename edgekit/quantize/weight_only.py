@@ -393,20 +393,21 @@ class WeightOnly(Stage):
         if cfg.mixed is not None:
             what = f"{cfg.algorithm.upper()} mixed ({', '.join(sorted({c.key for c in choices.values()}))})"
         kept = [n for n, c in choices.items() if c.bits == 16]
-        qat: dict[str, Any] = {}
+        trained: dict[str, Any] = {}  # what QAT's or AutoRound's own run measured (its record)
         if cfg.algorithm == "qat":
             from edgekit.quantize import lm_qat
 
             teacher = dataclasses.replace(lm).torch_model()
-            layers, qat = lm_qat.train(model, teacher, choices, cfg.symmetric, windows, cfg.qat or lm_qat.QATSpec(),
-                                       state.progress)
+            layers, trained = lm_qat.train(model, teacher, choices, cfg.symmetric, windows,
+                                           cfg.qat or lm_qat.QATSpec(), state.progress)
             del teacher
             tool = "edgekit qat"
         elif cfg.algorithm == "autoround":
             from edgekit.quantize import autoround
 
-            layers, qat = autoround.quantize(model, lm.tokenizer(), choices, cfg.bits, cfg.group_size, cfg.symmetric,
-                                             windows, cfg.autoround or autoround.AutoRoundSpec(), state.progress)
+            layers, trained = autoround.quantize(model, lm.tokenizer(), choices, cfg.bits, cfg.group_size,
+                                                 cfg.symmetric, windows, cfg.autoround or autoround.AutoRoundSpec(),
+                                                 state.progress)
             tool = f"auto-round {version_of('auto_round')}"
         else:
             q = _inc()
@@ -447,6 +448,6 @@ class WeightOnly(Stage):
                     "integer_bytes": int(sum(q.ints.size * q.bits // 8 for q in layers.values()))}
         if mixed:
             measured["mixed"] = mixed
-        if qat:
-            measured[cfg.algorithm] = qat
+        if trained:
+            measured[cfg.algorithm] = trained
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), measured=measured)

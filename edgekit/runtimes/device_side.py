@@ -202,18 +202,25 @@ def _open(job: dict[str, Any]) -> Any:
 
 def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run each listed model over the same batch-1 samples and save its first output: what
-    verification under an emulated CPU (QEMU user-mode) executes, in a process of its own."""
+    verification under an emulated CPU (QEMU user-mode) executes, in a process of its own.
+
+    With `partial` (a folder), every sample's output and the progress so far are written there as
+    they come, so that the caller, which stops this process at the budget's deadline (one sample
+    under QEMU can take minutes), keeps what ran before it."""
     with np.load(job["inputs"]) as z:
         inputs = {k: z[k] for k in z.files}
     n = len(next(iter(inputs.values())))
     results: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
     ran: dict[str, dict[str, float]] = {}
+    partial = job.get("partial")
     # each model gets an equal share of what is left of the budget, its loading included (so a
     # model that finishes early leaves its rest to the ones after it); it runs samples (at least
     # one) until its share is spent or the samples end
     budget = float(job.get("budget_s") or float("inf"))
-    start = time.perf_counter()
+    start, began = time.perf_counter(), time.time()
+    if partial:
+        _progress(partial, {"started": began, "ran": ran, "errors": errors})
     for j, m in enumerate(job["models"]):
         t0 = time.perf_counter()
         share = (budget - (t0 - start)) / (len(job["models"]) - j)
@@ -222,17 +229,32 @@ def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
             outs = []
             for i in range(n):
                 outs.append(np.asarray(model.run({k: v[i:i + 1] for k, v in inputs.items()})[0]))
+                ran[m["key"]] = {"samples": len(outs), "seconds": round(time.perf_counter() - t0, 1),
+                                 "load_s": round(float(getattr(model, "load_s", 0.0)), 1)}
+                if partial:
+                    np.save(os.path.join(partial, f"{j}-{i}.npy"), outs[-1])
+                    _progress(partial, {"started": began, "ran": ran, "errors": errors})
                 if time.perf_counter() - t0 >= share:
                     break
             results[m["key"]] = np.concatenate(outs)
-            ran[m["key"]] = {"samples": len(outs), "seconds": round(time.perf_counter() - t0, 1),
-                             "load_s": round(float(getattr(model, "load_s", 0.0)), 1)}
         except Exception as exc:  # one model failing must not hide the others' results
             first = (str(exc).strip().splitlines() or [""])[0]
             errors[m["key"]] = f"{type(exc).__name__}: {first}"
+            if partial:
+                _progress(partial, {"started": began, "ran": ran, "errors": errors})
     np.savez(job["output"], **results)
     return {"ok": True, "samples": n, "ran": ran, "errors": errors, "cpu": cpu_info(),
             "python": platform.python_version()}
+
+
+def _progress(folder: str, state: dict[str, Any]) -> None:
+    """progress.json in `folder`, replaced whole so that a reader never sees half of it;
+    `started` is the wall-clock time the job began, after its imports (the caller's deadline
+    counts from there: importing a runtime under QEMU can take a minute)."""
+    path = os.path.join(folder, "progress.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(state, f)
+    os.replace(path + ".tmp", path)
 
 
 class LoadFailed(Exception):
