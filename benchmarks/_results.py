@@ -54,11 +54,10 @@ def versions() -> dict[str, Optional[str]]:
     return out
 
 
-def command(benchmark: str, argv: Optional[Sequence[str]] = None, module: Optional[str] = None) -> str:
-    """The command that reproduces a run: `python -m benchmarks.<module>` (the benchmark's own
-    name unless one script writes several results) and the arguments as given."""
+def command(benchmark: str, argv: Optional[Sequence[str]] = None) -> str:
+    """The command that reproduces a run: `python -m benchmarks.<name>` and the arguments as given."""
     args = list(sys.argv[1:] if argv is None else argv)
-    return shlex.join(["python", "-m", f"benchmarks.{module or benchmark}", *args])
+    return shlex.join(["python", "-m", f"benchmarks.{benchmark}", *args])
 
 
 def path_for(benchmark: str, cpu_class: Optional[str] = None, root: Path = RESULTS) -> Path:
@@ -78,7 +77,7 @@ def previous(benchmark: str, root: Path = RESULTS) -> Optional[dict[str, Any]]:
 
 
 def save(benchmark: str, tables: list[dict[str, Any]], result: Any, argv: Optional[Sequence[str]] = None,
-         root: Path = RESULTS, module: Optional[str] = None) -> Path:
+         root: Path = RESULTS) -> Path:
     """Write benchmarks/results/<cpu-class>/<benchmark>.json and return its path."""
     import edgekit
     from edgekit.runtimes.cpu_classes import local_class
@@ -90,7 +89,7 @@ def save(benchmark: str, tables: list[dict[str, Any]], result: Any, argv: Option
         "cpu_class": cls,
         "cpu_model": cpu_info().get("model") or "unknown",
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        "command": command(benchmark, argv, module),
+        "command": command(benchmark, argv),
         "edgekit_version": edgekit.__version__,
         "versions": versions(),
         "tables": tables,

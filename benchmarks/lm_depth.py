@@ -15,7 +15,8 @@ the model with the blocks taken out in memory, which is what the stage writes.
         [--int4 rtn|autoround]
 
 prints the tables and writes benchmarks/results/<cpu-class>/lm_depth.json (with `--int4
-autoround`, where the INT4 weights are AutoRound's on both runtimes: lm_depth_autoround.json)."""
+autoround`, where the INT4 weights are AutoRound's on both runtimes, lm_depth_autoround.json:
+benchmarks/lm_depth_autoround.py runs that composition)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def _progress(label: str, total: int) -> Any:
     return tick
 
 
-def main() -> None:
+def main(argv: Optional[list[str]] = None) -> None:
     ap = lm_args(__doc__.split("\n")[0], "scores, healing")
     ap.add_argument("--score-windows", type=int, default=4, help="calibration windows the scores read")
     ap.add_argument("--heal-steps", type=int, default=150)
@@ -120,7 +121,7 @@ def main() -> None:
     ap.add_argument("--int4", choices=("rtn", "autoround"), default="rtn",
                     help="the INT4 weights: each runtime's round-to-nearest, or AutoRound's integers "
                          "(quantize.weight_only, 50 steps per block) placed on both runtimes")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     import torch
 
@@ -254,7 +255,7 @@ def main() -> None:
     result = {"reference": reference, "curve": curve, "healed": healed, "found": found, "int4": args.int4,
               "decode_ms_rounds": per_round, "greedy_steps": steps, "scores": values,
               "seconds": time.perf_counter() - t_start}
-    save("lm_depth" if args.int4 == "rtn" else "lm_depth_autoround", tables, result, module="lm_depth")
+    save("lm_depth" if args.int4 == "rtn" else "lm_depth_autoround", tables, result)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from edgekit.core.progress import block_ticks
 from edgekit.core.strict import Strict
 from edgekit.errors import DataError, RecipeError, StageError
 from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
+from edgekit.quantize import awq
 from edgekit.quantize.autoround import AutoRoundSpec
 from edgekit.quantize.lm_layers import QLayer, QuantizedLM
 from edgekit.quantize.lm_mixed import Choice
@@ -110,9 +111,10 @@ class MixedConfig(Strict):
 
 class WeightOnlyConfig(StageConfig):
     kind: Literal["quantize.weight_only"]
-    algorithm: Literal["rtn", "gptq", "autoround", "qat"] = Field(
+    algorithm: Literal["rtn", "gptq", "awq", "autoround", "qat"] = Field(
         "gptq", description="rtn: round to nearest (data-free); gptq: error-compensating rounding on calibration text; "
-                            "autoround: each block's rounding and clipping tuned on calibration text (auto-round); "
+                            "awq: activation-aware input scales and clipping on calibration text (Llama-layout "
+                            "families); autoround: each block's rounding and clipping tuned on calibration text (auto-round); "
                             "qat: weights and scales trained through the rounding by distillation (docs/llm.md#qat)")
     qat: Optional[QATSpec] = Field(None, description="algorithm qat: its steps and learning rates (defaults if unset)")
     autoround: Optional[AutoRoundSpec] = Field(None, description="algorithm autoround: its steps and batch (defaults "
@@ -196,10 +198,12 @@ def _mse_search(cfg: WeightOnlyConfig) -> bool:
     return cfg.algorithm == "gptq" if cfg.mse_search is None else cfg.mse_search
 
 
-def _inc_config(cfg: WeightOnlyConfig, choices: dict[str, Choice]) -> Any:
+def _inc_config(cfg: WeightOnlyConfig, choices: dict[str, Choice], absorb: Optional[dict[str, Any]] = None) -> Any:
     q = _inc()
-    Config = q.GPTQConfig if cfg.algorithm == "gptq" else q.RTNConfig
+    Config = {"gptq": q.GPTQConfig, "awq": q.AWQConfig}.get(cfg.algorithm, q.RTNConfig)
     common: dict[str, Any] = {"use_sym": cfg.symmetric}
+    if cfg.algorithm == "awq":  # scales and clipping searched; only where a layer absorbs them (awq.py)
+        common.update(use_auto_scale=True, use_auto_clip=True, folding=True, absorb_layer_dict=absorb or {})
     # measured on SmolLM2-135M, int4 g64 sym (docs/llm.md): GPTQ without the search scales a
     # symmetric group by 2·max|w|/15 and clips its largest weight, and lost to plain RTN; with
     # it GPTQ won. RTN with the search lost to RTN without it.
@@ -243,10 +247,10 @@ def _hidden(model: Any, names: list[str]) -> Iterator[None]:
             setattr(owner, attr, linear)
 
 
-def _calibrate(model: Any, windows: list[np.ndarray], state: ModelState) -> None:
+def _calibrate(model: Any, windows: list[np.ndarray], state: ModelState, what: str) -> None:
     import torch
 
-    tick = state.progress(f"GPTQ: reading {len(windows)} calibration windows", len(windows))
+    tick = state.progress(f"{what}: reading {len(windows)} calibration windows", len(windows))
     with torch.no_grad():
         for w in windows:
             model(torch.as_tensor(np.asarray(w, dtype=np.int64).reshape(1, -1)))
@@ -270,9 +274,10 @@ def _extract(model: Any) -> dict[str, QLayer]:
     return out
 
 
-def _write_directory(lm: Any, layers: dict[str, QLayer], out: Path) -> None:
-    """The source directory with each quantized layer's weight replaced by its dequantized value:
-    what both targets build their float graph from before the integers go in."""
+def _write_directory(lm: Any, layers: dict[str, QLayer], out: Path, changed: Optional[dict[str, np.ndarray]] = None) -> None:
+    """The source directory with each quantized layer's weight replaced by its dequantized value
+    (and each float weight the algorithm `changed`, by parameter name: AWQ's norms): what both
+    targets build their float graph from before the integers go in."""
     import torch
 
     model = dataclasses.replace(lm).torch_model()
@@ -280,6 +285,8 @@ def _write_directory(lm: Any, layers: dict[str, QLayer], out: Path) -> None:
     with torch.no_grad():
         for name, q in layers.items():
             modules[name].weight.copy_(torch.from_numpy(q.dequantized()))
+        for name, value in (changed or {}).items():
+            model.get_parameter(name).copy_(torch.from_numpy(value))
     save_lm_directory(model, lm.directory, out)
 
 
@@ -380,7 +387,7 @@ class WeightOnly(Stage):
         check_block(cfg.group_size, json.loads((lm.directory / "config.json").read_text(encoding="utf-8")),
                     "group_size", BLOCK_SIZES)
         windows = _windows(state, cfg.calibration_windows, "calibration_windows", cfg.algorithm) \
-            if cfg.algorithm in ("gptq", "autoround", "qat") else []
+            if cfg.algorithm in ("gptq", "awq", "autoround", "qat") else []
         model = dataclasses.replace(lm).torch_model()  # a fresh copy: INC changes it in place
         names = _linear_names(model)
         choices, fixed = layer_choices(cfg, names, model)
@@ -393,7 +400,8 @@ class WeightOnly(Stage):
         if cfg.mixed is not None:
             what = f"{cfg.algorithm.upper()} mixed ({', '.join(sorted({c.key for c in choices.values()}))})"
         kept = [n for n, c in choices.items() if c.bits == 16]
-        trained: dict[str, Any] = {}  # what QAT's or AutoRound's own run measured (its record)
+        trained: dict[str, Any] = {}  # what QAT's, AutoRound's or AWQ's own run measured (its record)
+        changed: dict[str, np.ndarray] = {}  # float weights the algorithm changed besides the layers
         if cfg.algorithm == "qat":
             from edgekit.quantize import lm_qat
 
@@ -410,17 +418,24 @@ class WeightOnly(Stage):
                                                  state.progress)
             tool = f"auto-round {version_of('auto_round')}"
         else:
+            import torch
+
             q = _inc()
+            absorb = awq.absorb_pairs(model, set(kept)) if cfg.algorithm == "awq" else None
             with _hidden(model, kept):
-                model = q.prepare(model, _inc_config(cfg, choices))
+                example = {"example_inputs": torch.as_tensor(np.asarray(windows[0], np.int64)[None])} if absorb else {}
+                model = q.prepare(model, _inc_config(cfg, choices, absorb), **example)
                 if windows:
-                    _calibrate(model, windows, state)
+                    _calibrate(model, windows, state, what)
                 hooks = block_ticks(model, state.progress, f"{what}: neural-compressor, block by block"
                                      + (" (minutes on a real model)" if windows else ""))
                 model = q.convert(model)
                 for h in hooks:
                     h.remove()
             layers = _extract(model)
+            if absorb is not None:
+                changed = awq.absorbed_norms(model, absorb)
+                trained = {"absorbed": {k: list(v) for k, v in absorb.items()}, "norms_changed": len(changed)}
             tool = f"neural-compressor {version_of('neural_compressor')} {cfg.algorithm}"
         seconds = time.perf_counter() - t0
         del model
@@ -432,7 +447,7 @@ class WeightOnly(Stage):
         scratch = state.scratch or Path(tempfile.mkdtemp(prefix="edgekit-weight-only-"))
         out = Path(scratch) / f"weight-only-{cfg.algorithm}"
         tick = state.progress("writing the dequantized weights for the targets' float graphs", 1)
-        _write_directory(lm, layers, out)
+        _write_directory(lm, layers, out, changed)
         tick(1)
         floats = {}
         if kept:
