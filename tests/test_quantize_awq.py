@@ -94,3 +94,17 @@ def test_awq_scales_and_integers_reach_both_runtimes(tmp_path, tiny_llama_dir):
              if "input_layernorm" in t.name or "post_attention_layernorm" in t.name}
     assert len(norms) == 4 and all(not np.allclose(v, 1.0) for v in norms.values())  # the source's are all 1
     assert set(done.manifest["metrics"]) >= {"int4", "ov_int4"}
+
+
+def test_awq_on_a_family_it_cannot_scale_writes_nothing(tmp_path):
+    from edgekit.errors import StageError
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+    from tests.lm_helpers import tiny_lm_dir
+    from tests.test_quantize_weight_only import ORT_INT4, _lm_recipe
+
+    model_dir = tiny_lm_dir(tmp_path / "m", "gemma3_text")
+    stage = {"kind": "quantize.weight_only", "algorithm": "awq", "bits": 4, "group_size": 32}
+    with pytest.raises(StageError, match="algorithm awq: the gemma3_text family is not supported"):
+        run(load_recipe(_lm_recipe(tmp_path, model_dir, [stage, ORT_INT4])), tmp_path / "out")
+    assert not any((tmp_path / "out").glob("*/manifest.json"))

@@ -114,7 +114,8 @@ class WeightOnlyConfig(StageConfig):
     algorithm: Literal["rtn", "gptq", "awq", "autoround", "qat"] = Field(
         "gptq", description="rtn: round to nearest (data-free); gptq: error-compensating rounding on calibration text; "
                             "awq: activation-aware input scales and clipping on calibration text (Llama-layout "
-                            "families); autoround: each block's rounding and clipping tuned on calibration text (auto-round); "
+                            "families); autoround: each block's rounding and clipping tuned on calibration text "
+                            "(auto-round); "
                             "qat: weights and scales trained through the rounding by distillation (docs/llm.md#qat)")
     qat: Optional[QATSpec] = Field(None, description="algorithm qat: its steps and learning rates (defaults if unset)")
     autoround: Optional[AutoRoundSpec] = Field(None, description="algorithm autoround: its steps and batch (defaults "
@@ -274,7 +275,8 @@ def _extract(model: Any) -> dict[str, QLayer]:
     return out
 
 
-def _write_directory(lm: Any, layers: dict[str, QLayer], out: Path, changed: Optional[dict[str, np.ndarray]] = None) -> None:
+def _write_directory(lm: Any, layers: dict[str, QLayer], out: Path,
+                     changed: Optional[dict[str, np.ndarray]] = None) -> None:
     """The source directory with each quantized layer's weight replaced by its dequantized value
     (and each float weight the algorithm `changed`, by parameter name: AWQ's norms): what both
     targets build their float graph from before the integers go in."""
@@ -389,6 +391,8 @@ class WeightOnly(Stage):
         windows = _windows(state, cfg.calibration_windows, "calibration_windows", cfg.algorithm) \
             if cfg.algorithm in ("gptq", "awq", "autoround", "qat") else []
         model = dataclasses.replace(lm).torch_model()  # a fresh copy: INC changes it in place
+        if cfg.algorithm == "awq":
+            awq.absorb_pairs(model, set())  # a family AWQ cannot scale is refused before any scan
         names = _linear_names(model)
         choices, fixed = layer_choices(cfg, names, model)
         mixed: dict[str, Any] = {}
