@@ -1,5 +1,5 @@
 """quantize.weight_only: data-aware weight-only INT4 / INT8 of a causal LM's linear layers on
-the torch model, by Intel Neural Compressor (RTN, GPTQ), before the generation targets.
+the torch model, by Intel Neural Compressor (RTN, GPTQ, AWQ), before the generation targets.
 
 The targets then place these integers in their own graphs (lm_layers, genai_requant.place_layers,
 ov_weights) rather than quantize again, so one quantization reaches ONNX Runtime GenAI and
