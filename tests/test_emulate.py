@@ -222,7 +222,7 @@ def test_fewer_emulated_samples_than_the_minimum_is_refused_in_the_recipe(tmp_pa
 
 
 _SLOW_LAUNCHER = '''
-import importlib.util, sys, time
+import importlib.util, os, sys, time
 import numpy as np
 spec = importlib.util.spec_from_file_location("device_side", sys.argv[2])
 ds = importlib.util.module_from_spec(spec)
@@ -238,7 +238,7 @@ class Slow:
 
     def run(self, feeds):
         self.calls += 1
-        time.sleep(0.2 if self.calls == 1 else 120)
+        time.sleep(float(os.environ.get("SLOW_FIRST", "0.2")) if self.calls == 1 else 120)
         return [feeds["x"] * 2]
 
 
@@ -266,4 +266,9 @@ def test_a_sample_past_the_deadline_is_stopped_and_what_finished_is_kept(tmp_pat
     assert "b" not in run.outputs and run.ran["a"]["samples"] == 1
     assert run.record("a")["stopped"] == run.stopped
     why = emulate.budget_shortfall(run, "b", 4, 2.0)
-    assert why.startswith("not verified: budget: 0 sample(s)")
+    assert why.startswith("not verified: budget: 0 sample(s) in its share (the job was stopped at its deadline)")
+    # nothing finished at all: still each model's "not verified: budget", not a failure of QEMU
+    none = emulate.run_job("x86-avx2", [__import__("sys").executable, str(launcher)], {"SLOW_FIRST": "120"}, models,
+                           {"x": x}, 1, 2.0)
+    assert none.outputs == {} and none.stopped
+    assert emulate.budget_shortfall(none, "a", 4, 2.0).startswith("not verified: budget: 0 sample(s)")
