@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
@@ -29,6 +29,8 @@ def _linear(ints: np.ndarray, scales: np.ndarray, zeros, group: int, dtype=None)
 
 
 @settings(max_examples=60, deadline=None)
+# found by hypothesis: bf16 rounding of 15 steps is 0.06 of a step, once refused as off the grid
+@example(bits=4, group=16, rows=1, groups=3, sym=False, bf16=True, seed=85)
 @given(bits=st.sampled_from([4, 8]), group=st.sampled_from([8, 16, 32]), rows=st.integers(1, 6),
        groups=st.integers(1, 4), sym=st.booleans(), bf16=st.booleans(), seed=st.integers(0, 2**31 - 1))
 def test_the_integers_are_read_back_exactly_from_signed_scales_and_zero_points(bits, group, rows, groups, sym, bf16,
