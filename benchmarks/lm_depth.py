@@ -46,8 +46,10 @@ INT4_LABEL = {"rtn": "each runtime's RTN", "autoround": "AutoRound (edgekit quan
 
 
 def recipes(int4: str, calibration: int) -> dict[str, list[dict[str, Any]]]:
-    """The exports of one model: in one recipe with the runtimes' own INT4, or the float targets
-    apart from AutoRound's (a recipe's weight-only stage quantizes every target after it)."""
+    """The exports of one model: one recipe with the runtimes' own INT4; with AutoRound, its INT4
+    targets in a recipe of their own, set as lm_compress's AutoRound variant sets them (a target
+    after quantize.weight_only may not set its own quantizer's fields, such as OpenVINO's
+    group_size), and the float targets apart, as the committed run built them."""
     if int4 == "rtn":
         return {"all": TARGETS}
     tuned = {"kind": "quantize.weight_only", "algorithm": "autoround", "bits": 4, "group_size": GROUP,

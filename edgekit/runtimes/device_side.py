@@ -219,8 +219,12 @@ def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
     # one) until its share is spent or the samples end
     budget = float(job.get("budget_s") or float("inf"))
     start, began = time.perf_counter(), time.time()
-    if partial:
-        _progress(partial, {"started": began, "ran": ran, "errors": errors})
+
+    def note() -> None:
+        if partial:
+            _progress(partial, {"started": began, "ran": ran, "errors": errors})
+
+    note()
     for j, m in enumerate(job["models"]):
         t0 = time.perf_counter()
         share = (budget - (t0 - start)) / (len(job["models"]) - j)
@@ -233,15 +237,14 @@ def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
                                  "load_s": round(float(getattr(model, "load_s", 0.0)), 1)}
                 if partial:
                     np.save(os.path.join(partial, f"{j}-{i}.npy"), outs[-1])
-                    _progress(partial, {"started": began, "ran": ran, "errors": errors})
+                note()
                 if time.perf_counter() - t0 >= share:
                     break
             results[m["key"]] = np.concatenate(outs)
         except Exception as exc:  # one model failing must not hide the others' results
             first = (str(exc).strip().splitlines() or [""])[0]
             errors[m["key"]] = f"{type(exc).__name__}: {first}"
-            if partial:
-                _progress(partial, {"started": began, "ran": ran, "errors": errors})
+            note()
     np.savez(job["output"], **results)
     return {"ok": True, "samples": n, "ran": ran, "errors": errors, "cpu": cpu_info(),
             "python": platform.python_version()}
