@@ -193,7 +193,6 @@ def test_healing_distils_the_pruned_model_towards_the_unpruned_one(tmp_path, dee
 @pytest.mark.parametrize("stages, message", [
     ([{"kind": "prune.depth", "unit": "block", "drop": 5}, ORT_INT4],
      "drop: 5 blocks asked for; this LlamaForCausalLM has 5, of which at most 4 can go"),
-    ([{"kind": "prune.depth", "unit": "sublayer", "drop": 1}, ORT_INT4], "unit: sublayer on a causal LM is not"),
     ([{"kind": "prune.depth", "unit": "block", "drop": 1, "ignore": ["model.layers.9"]}, ORT_INT4],
      "ignore: 'model.layers.9' matches no block"),
     ([{"kind": "finetune.lm", "steps": 1}, ORT_INT4], "finetune.lm distils from the unpruned model"),

@@ -28,7 +28,9 @@ from pydantic import Field, model_validator
 from edgekit.core.backends import require, version_of
 from edgekit.errors import StageError
 from edgekit.export.genai_requant import requantize
+from edgekit.export.genai_sublayers import remove_sublayers
 from edgekit.runtimes import genai
+from edgekit.sources import lm_sublayers
 from edgekit.sources.lm_shapes import BLOCK_SIZES, causal_lm_of, check_block
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
@@ -153,6 +155,9 @@ class TargetGenai(Stage):
                 for f in built.iterdir():
                     if f.is_file() and not f.name.startswith("model.onnx"):
                         shutil.copy2(f, out / f.name)
+        gone = lm_sublayers.removed(config)
+        if gone:  # prune.depth's removed sublayers: the builder built them, zeroed; they go now
+            packing.update(remove_sublayers(out, gone, int(config["num_hidden_layers"])))
         seconds = time.perf_counter() - t0
         tick(1)
         files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "model.onnx")

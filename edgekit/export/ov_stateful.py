@@ -22,20 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.export import ov_save
+from edgekit.sources.lm_sublayers import attention_layers
 
 INPUTS = ("input_ids", "attention_mask", "position_ids", "beam_idx")
 EXAMPLE_PAST, EXAMPLE_NEW = 3, 4  # tokens in the example's cache and in its new chunk
 
 
 def cache_shape(config: Any) -> tuple[int, int, int]:
-    """(layers, KV heads, head size) of the model's KV cache."""
+    """(layers with a KV cache, KV heads, head size) of the model's KV cache."""
     heads = int(config.num_attention_heads)
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
-    return int(config.num_hidden_layers), kv_heads, head_dim
+    return len(attention_layers(config, int(config.num_hidden_layers))), kv_heads, head_dim
 
 
-def _wrapper(model: Any, layers: int) -> Any:
+def _wrapper(model: Any) -> Any:
     """The model with its KV cache as plain tensors: past keys and values in, present out.
 
     Every layer gets a full-length cache (transformers' DynamicLayer), also the sliding-window
@@ -46,6 +47,9 @@ def _wrapper(model: Any, layers: int) -> Any:
     import torch
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
+    total = int(model.config.num_hidden_layers)
+    cached = attention_layers(model.config, total)  # those prune.depth left an attention (and a cache)
+
     class WithExplicitCache(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -53,9 +57,13 @@ def _wrapper(model: Any, layers: int) -> Any:
 
         def forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, beam_idx: Any, *past: Any) -> Any:
             cache = DynamicCache()
-            for i in range(layers):
+            for i in range(total):
                 layer = DynamicLayer()
-                keys, values = past[2 * i].index_select(0, beam_idx), past[2 * i + 1].index_select(0, beam_idx)
+                if i in cached:
+                    k = cached.index(i)
+                    keys, values = past[2 * k].index_select(0, beam_idx), past[2 * k + 1].index_select(0, beam_idx)
+                else:  # a removed attention: one head of size 1, for the cache's length
+                    keys = values = past[0][:, :1, :, :1]
                 # set, not `update`: update concatenates onto an empty 1-D tensor, which fails to trace
                 layer.lazy_initialization(keys, values)
                 layer.keys, layer.values = keys, values
@@ -64,7 +72,7 @@ def _wrapper(model: Any, layers: int) -> Any:
                              past_key_values=cache, use_cache=True)
             present = out.past_key_values
             flat = [out.logits]
-            for i in range(layers):
+            for i in cached:
                 flat += [present.layers[i].keys, present.layers[i].values]
             return tuple(flat)
 
@@ -100,7 +108,7 @@ def convert(model: Any) -> Any:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ovm = ov.convert_model(_wrapper(model, layers), example_input=example)
+            ovm = ov.convert_model(_wrapper(model), example_input=example)
     finally:
         hf_logging.set_verbosity(level)
     ins, outs = past_names(layers)

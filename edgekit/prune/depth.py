@@ -13,7 +13,9 @@ Block layouts recognised (duck typing) and what dropping changes, nothing else:
 - Hugging Face BERT-family layers (`attention, intermediate, output`, post-norm): dropping the
   attention replaces `attention` by a pass-through (the layer becomes LN(x + FFN(x))); dropping
   the MLP replaces `intermediate` by the identity and `output` by a pass-through of its residual
-  input; dropping the block replaces the layer by a pass-through."""
+  input; dropping the block replaces the layer by a pass-through.
+- Causal LMs (a `*ForCausalLM` source): whole decoder blocks (edgekit.prune.lm_depth) or their
+  attention / MLP sublayers (edgekit.prune.lm_sublayers), written as a new model directory."""
 
 from __future__ import annotations
 
@@ -41,10 +43,10 @@ class DepthConfig(StageConfig):
                                                "windows of data.calibration)")
     batch: int = Field(8, ge=1)
     score: Literal["cosine", "angular", "greedy"] = Field(
-        "cosine", description="causal LMs: cosine (block influence), angular (the run of `drop` consecutive blocks "
-                              "whose ends differ least) or greedy (FinerCut: least KL from the unpruned model, "
-                              "re-scored after each removal); every value of the other two is recorded too where "
-                              "cheap")
+        "cosine", description="causal LMs: cosine (how little a block or sublayer turns the residual stream), "
+                              "angular (blocks only: the run of `drop` consecutive blocks whose ends differ least) "
+                              "or greedy (FinerCut: least KL from the unpruned model, re-scored after each "
+                              "removal); the cosine values are recorded whichever decides")
 
 
 def family(block: Any) -> Optional[str]:
@@ -218,10 +220,6 @@ def _apply_lm(state: ModelState, cfg: DepthConfig) -> tuple[ModelState, StageRec
 
     from edgekit.prune import lm_depth
 
-    if cfg.unit != "block":
-        raise RecipeError("unit: sublayer on a causal LM is not exportable: an attention-only or MLP-only decoder "
-                          "layer is a layout neither onnxruntime-genai's builder nor the model's config can express; "
-                          "set unit: block")
     lm = state.causal_lm
     calib = state.calibration
     if calib is None or not len(calib):
@@ -235,6 +233,8 @@ def _apply_lm(state: ModelState, cfg: DepthConfig) -> tuple[ModelState, StageRec
     if unmatched:
         raise RecipeError(f"ignore: {unmatched[0]!r} matches no block; blocks are named like {', '.join(names[:3])}")
     allowed = {i for i, x in enumerate(names) if not any(common.matches(p, x) for p in cfg.ignore)}
+    if cfg.unit == "sublayer":
+        return _apply_lm_sublayers(state, cfg, model, windows, allowed)
     if cfg.drop >= n or cfg.drop > len(allowed):
         raise RecipeError(f"drop: {cfg.drop} blocks asked for; this {lm.architecture} has {n}, of which at most "
                           f"{min(n - 1, len(allowed))} can go")
@@ -261,5 +261,60 @@ def _apply_lm(state: ModelState, cfg: DepthConfig) -> tuple[ModelState, StageRec
     state.causal_lm = dataclasses.replace(lm, directory=out)
     measured = {"unit": "block", "score": cfg.score, "blocks": n, "removed": sorted(removed),
                 "removal_order": removed, "calibration_windows": len(windows), **scores,
+                "greedy_steps": steps, "config": changed, "seconds": round(time.perf_counter() - t0, 2)}
+    return state, StageRecord(kind=PruneDepth.kind, settings=cfg.model_dump(), measured=measured)
+
+
+def _apply_lm_sublayers(state: ModelState, cfg: DepthConfig, model: Any, windows: list[Any],
+                        allowed: set[int]) -> tuple[ModelState, StageRecord]:
+    """Attention and/or MLP sublayers of a causal LM's decoder layers: scored, the chosen ones
+    written as edgekit.sources.lm_sublayers describes (a layer that loses both goes as a block)."""
+    import dataclasses
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from edgekit.prune import lm_depth, lm_sublayers
+    from edgekit.sources.lm_sublayers import removed as removed_before
+
+    lm = state.causal_lm
+    if cfg.score == "angular":
+        raise RecipeError("score: angular ranks runs of whole blocks; sublayers are scored by cosine or greedy "
+                          "(or set unit: block)")
+    n = len(lm_depth.decoder_blocks(model))
+    earlier = [(i, p) for p, idx in removed_before(model.config).items() for i in idx]
+    candidates = [(i, p) for i in sorted(allowed) for p in cfg.parts if (i, p) not in earlier]
+    attention_left = n - sum(1 for _, p in earlier if p == "attention")
+    at_most = len(candidates) - (1 if sum(1 for _, p in candidates if p == "attention") >= attention_left else 0)
+    if cfg.drop > at_most:
+        raise RecipeError(f"drop: {cfg.drop} sublayers asked for; this {lm.architecture} has {n} decoder layers, of "
+                          f"which at most {at_most} {'/'.join(cfg.parts)} sublayers can go (one attention stays: "
+                          "it holds the KV cache)")
+    t0 = time.perf_counter()
+    tick = state.progress(f"prune.depth: residual stream around {len(candidates)} sublayers on {len(windows)} "
+                          "calibration windows", 1)
+    scores = lm_sublayers.influence(model, windows, cfg.parts)
+    tick(1)
+    scores = {u: v for u, v in scores.items() if u in candidates}
+    chosen = lm_sublayers.by_influence(scores, cfg.drop, n, earlier)
+    steps: list[dict] = []
+    if cfg.score == "greedy":
+        runs = sum(len(candidates) - k for k in range(cfg.drop))
+        tick = state.progress(f"prune.depth greedy: each remaining sublayer removed in turn, {cfg.drop} times "
+                              f"(up to {runs} forwards of {len(windows)} windows)", runs)
+        chosen, steps = lm_sublayers.greedy(model, windows, cfg.drop, candidates, tick, earlier)
+    scratch = state.scratch or Path(tempfile.mkdtemp(prefix="edgekit-depth-"))
+    out = Path(scratch) / f"depth-sublayer-{cfg.score}-{cfg.drop}"
+    parts = {p: sorted(i for i, q in chosen if q == p) for p in cfg.parts}
+    tick = state.progress(f"prune.depth: writing the model without {cfg.drop} sublayers and reloading it", 1)
+    changed = lm_depth.write_pruned(lm, [], out, model, {p: idx for p, idx in parts.items() if idx})
+    del model
+    tick(1)
+    if state.lm_teacher is None:
+        state.lm_teacher = lm
+    state.causal_lm = dataclasses.replace(lm, directory=out)
+    measured = {"unit": "sublayer", "score": cfg.score, "blocks": n, "removed": [lm_sublayers.label(u) for u in chosen],
+                "removal_order": [lm_sublayers.label(u) for u in chosen], "calibration_windows": len(windows),
+                "influence": {lm_sublayers.label(u): round(v, 6) for u, v in sorted(scores.items())},
                 "greedy_steps": steps, "config": changed, "seconds": round(time.perf_counter() - t0, 2)}
     return state, StageRecord(kind=PruneDepth.kind, settings=cfg.model_dump(), measured=measured)

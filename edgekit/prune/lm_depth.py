@@ -12,9 +12,9 @@ Scores (every candidate's value goes into the record, whichever decides):
   removal changes the model's next-token distribution least (KL per token from the unpruned
   model), re-scoring after every removal.
 
-Why blocks only: an attention-only (or MLP-only) decoder layer is not a layout ONNX Runtime
-GenAI's model builder or the Hugging Face config of these families can express, so such a model
-could not be exported; whole blocks can, by renumbering the layers.
+Attention-only or MLP-only removal (`unit: sublayer`) is edgekit.prune.lm_sublayers's; this
+module writes both kinds (edgekit.sources.lm_sublayers says how a directory carries a removed
+sublayer).
 
 Why a new directory instead of a patched module tree: the exporters read `config.json`
 (`num_hidden_layers`, per-layer lists such as `layer_types`) and number the KV cache's layers
@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -161,17 +161,29 @@ def per_layer_fields(config: Any, n: int) -> list[str]:
             if isinstance(v, list) and len(v) == n and k not in ("architectures",)]
 
 
-def write_pruned(lm: Any, removed: Sequence[int], out: Path, model: Any = None) -> dict[str, Any]:
+def write_pruned(lm: Any, removed: Sequence[int], out: Path, model: Any = None,
+                 sublayers: Optional[dict[str, list[int]]] = None) -> dict[str, Any]:
     """The source directory without the removed blocks, renumbered, with the config's layer
-    count and per-layer lists cut to match; reloaded and compared with the pruned model in
-    memory. `model`: the source's torch model already loaded (it is changed), else a fresh
-    copy is loaded. Returns what changed in the config."""
+    count and per-layer lists cut to match, and the `sublayers` ({"attention": [layer, ...],
+    "mlp": [...]}, source numbering) removed as edgekit.sources.lm_sublayers writes them; reloaded
+    and compared with the pruned model in memory. `model`: the source's torch model already
+    loaded (it is changed), else a fresh copy is loaded. Returns what changed in the config."""
     import torch
+
+    from edgekit.sources import lm_sublayers
 
     model = dataclasses.replace(lm).torch_model() if model is None else model
     blocks = decoder_blocks(model)
     n = len(blocks)
-    keep = [i for i in range(n) if i not in set(removed)]
+    gone = lm_sublayers.removed(model.config)  # a earlier prune.depth's, already silenced
+    for part, idx in (sublayers or {}).items():
+        for i in idx:
+            _zero_output(model, blocks[i], part, i)
+        gone[part] = sorted(set(gone.get(part, [])) | set(idx))
+    # a layer left with neither sublayer is the identity: it goes as a block
+    both = set(gone.get("attention", [])) & set(gone.get("mlp", []))
+    drop_blocks = set(removed) | both
+    keep = [i for i in range(n) if i not in drop_blocks]
     fields = per_layer_fields(model.config, n)
     model.model.layers = torch.nn.ModuleList([blocks[i] for i in keep])
     for j, b in enumerate(model.model.layers):
@@ -181,6 +193,13 @@ def write_pruned(lm: Any, removed: Sequence[int], out: Path, model: Any = None) 
     model.config.num_hidden_layers = len(keep)
     for k in fields:
         setattr(model.config, k, [getattr(model.config, k)[i] for i in keep])
+    marker = {p: [keep.index(i) for i in idx if i in keep] for p, idx in gone.items()}
+    marker = {p: idx for p, idx in marker.items() if idx}
+    if marker:
+        setattr(model.config, lm_sublayers.MARKER, marker)
+        lm_sublayers.silence(model)
+    elif hasattr(model.config, lm_sublayers.MARKER):
+        delattr(model.config, lm_sublayers.MARKER)
     save_lm_directory(model, lm.directory, out)
     probe = torch.as_tensor(np.arange(16, dtype=np.int64).reshape(1, -1) % max(2, model.config.vocab_size - 1) + 1)
     with torch.no_grad():
@@ -190,7 +209,25 @@ def write_pruned(lm: Any, removed: Sequence[int], out: Path, model: Any = None) 
         raise StageError(f"prune.depth: the pruned {lm.architecture} saved to a directory does not reload as it ran "
                          f"(max |diff| {float((expected - got).abs().max()):.3g}); a config field that depends on "
                          "the layer count is not one this version cuts")
-    return {"num_hidden_layers": [n, len(keep)], "per_layer_fields": fields, "kept": keep}
+    return {"num_hidden_layers": [n, len(keep)], "per_layer_fields": fields, "kept": keep,
+            **({lm_sublayers.MARKER: marker} if marker else {})}
+
+
+def _zero_output(model: Any, layer: Any, part: str, i: int) -> None:
+    """The sublayer's output projection (and bias) to zero: it then adds nothing to the residual."""
+    import torch
+
+    from edgekit.sources.lm_sublayers import PARTS
+
+    module, proj = PARTS[part]
+    linear = getattr(getattr(layer, module, None), proj, None)
+    if not isinstance(linear, torch.nn.Linear):
+        raise StageError(f"prune.depth: {type(model).__name__}'s layer {i} has no {module}.{proj} linear layer; "
+                         "removing its sublayers needs the Llama layout (self_attn.o_proj, mlp.down_proj)")
+    with torch.no_grad():
+        linear.weight.zero_()
+        if linear.bias is not None:
+            linear.bias.zero_()
 
 
 def choose(states: list[list[Any]], score: str, drop: int, allowed: set[int]) -> tuple[list[int], dict[str, Any]]:

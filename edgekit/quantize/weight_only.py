@@ -33,6 +33,7 @@ from edgekit.quantize.autoround import AutoRoundSpec
 from edgekit.quantize.lm_layers import QLayer, QuantizedLM
 from edgekit.quantize.lm_mixed import Choice
 from edgekit.quantize.lm_qat import QATSpec
+from edgekit.sources import lm_sublayers
 from edgekit.sources.causal_lm import save_lm_directory, transformers_quietly
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import ModelState
@@ -395,6 +396,11 @@ class WeightOnly(Stage):
             awq.absorb_pairs(model, set())  # a family AWQ cannot scale is refused before any scan
         names = _linear_names(model)
         choices, fixed = layer_choices(cfg, names, model)
+        dead = tuple(lm_sublayers.dead_modules(model))  # removed by prune.depth: the targets drop them
+        for n in names:
+            if dead and n.startswith(dead):
+                choices[n] = Choice(16, cfg.group_size)
+                fixed.add(n)
         mixed: dict[str, Any] = {}
         if cfg.mixed is not None:
             scan_windows = _windows(state, cfg.mixed.windows, "mixed.windows", "mixed")

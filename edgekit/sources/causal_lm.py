@@ -71,7 +71,9 @@ class CausalLM:
             except Exception as exc:
                 raise ModelLoadError(f"model.{self.source_kind}: {self.source_ref}: cannot load {self.architecture}: "
                                      f"{first_line(exc)}") from exc
-            self._model = model.eval()
+            from edgekit.sources.lm_sublayers import silence
+
+            self._model = silence(model.eval())  # sublayers prune.depth removed compute nothing
         return self._model
 
 
