@@ -24,7 +24,7 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -80,15 +80,16 @@ def without(model: Any, removed: list[int]) -> Any:
     return blocks
 
 
-def heal(cl: Any, removed: list[int], calib: Any, tmp: Path, steps: int, name: str) -> tuple[Any, dict[str, Any]]:
-    """prune.depth's directory for these blocks, then finetune.lm on it, through the stages
-    themselves (the same code a recipe runs)."""
+def heal(cl: Any, removed: list[int], calib: Any, tmp: Path, steps: int, name: str,
+         sublayers: Optional[dict[str, list[int]]] = None) -> tuple[Any, dict[str, Any]]:
+    """prune.depth's directory for these blocks (or sublayers), then finetune.lm on it, through
+    the stages themselves (the same code a recipe runs)."""
     from edgekit.finetune.lm import FinetuneLM, FinetuneLMConfig
     from edgekit.prune import lm_depth
     from edgekit.stages.state import Dataset, ModelState
 
     pruned = tmp / f"pruned-{name}"
-    lm_depth.write_pruned(cl, removed, pruned)
+    lm_depth.write_pruned(cl, removed, pruned, sublayers=sublayers)
     state = ModelState(torch_model=None, input_names=["input_ids"], output_names=["logits"], example={},
                        workdir=tmp / "w", causal_lm=dataclasses.replace(cl, directory=pruned), scratch=tmp / name,
                        calibration=Dataset("calibration", [{"input_ids": w[None]} for w in calib]),
@@ -109,43 +110,137 @@ def _progress(label: str, total: int) -> Any:
     return tick
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    ap = lm_args(__doc__.split("\n")[0], "scores, healing")
+def export_and_time(cl: Any, sources: dict[str, Path], args: Any, tmp: Path
+                    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
+    """Each source directory built to both runtimes (fp32 and INT4, as `recipes` sets them) and
+    verified against the unpruned model; then every artifact's decode time per token over
+    interleaved rounds. Returns each artifact's metrics ("full/ort_int4", ...) and its medians
+    per round."""
+    found: dict[str, dict[str, Any]] = {}
+    paths: dict[str, tuple[str, Path]] = {}
+    for name, src in sources.items():
+        for part, stages in recipes(args.int4, args.calibration).items():
+            manifest, _ = build(src, tmp, f"depth-{name}-{part}", stages, args.windows, args.seq_len, args.calibration)
+            out = tmp / "out" / manifest["name"]
+            for a in manifest["artifacts"]:
+                rt = a["runs_on"][0]
+                found[f"{name}/{a['name']}"] = {"runtime": rt, "mb": a["bytes"] / 1e6,
+                                                **manifest["metrics"][a["name"]][rt]}
+                paths[f"{name}/{a['name']}"] = (rt, out / a["path"])
+    prompt = np.asarray(_windows(cl, "test", 1, args.prompt)[0])
+    timed = {key: (rt, p, {"precision": "f32"} if key.endswith("ov_fp32") else {}) for key, (rt, p) in paths.items()}
+    t = timing(timed, prompt, args.new_tokens, args.rounds, cl.tokenizer().eos_token_id, None)
+    return found, {key: [m["decode_ms_per_token"]["median_ms"] for m in v] for key, v in t.items()}
+
+
+def speed_tables(found: dict[str, dict[str, Any]], per_round: dict[str, list[float]], reference: float,
+                 what: str, int4: str) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Per runtime: size, perplexity and decode of the pruned model, INT4 alone and both, against
+    the unpruned fp32; and the issue's two targets (the healed model alone; with INT4)."""
+    def inc(ppl: float) -> str:
+        return f"{ppl / reference - 1:+.1%}"
+
+    rows, targets = [], []
+    for rt, fp32, q in ((ORT, "ort_fp32", "ort_int4"), (OVG, "ov_fp32", "ov_int4")):
+        for label, key in (("depth alone (fp32)", f"pruned/{fp32}"), ("INT4 alone", f"full/{q}"),
+                           ("depth + INT4", f"pruned/{q}"), ("unpruned fp32", f"full/{fp32}")):
+            m = found[key]
+            rows.append([rt, label, m["mb"], m["value"], inc(m["value"]), f"{paired(per_round, f'full/{fp32}', key):.2f}x"])
+        ppl = found[f"pruned/{fp32}"]["value"]
+        speed = paired(per_round, f"full/{fp32}", f"pruned/{fp32}")
+        targets.append([f"{rt}: {what} perplexity and decode vs unpruned fp32", f"{inc(ppl)}, {speed:.2f}x",
+                        f"<= +{PPL_GOAL:.0%}, >= {SPEED_GOAL}x",
+                        "met" if ppl / reference - 1 <= PPL_GOAL and speed >= SPEED_GOAL else "not met"])
+        both = paired(per_round, f"full/{q}", f"pruned/{q}")
+        both_ppl = found[f"pruned/{q}"]["value"]
+        depth_only = paired(per_round, f"pruned/{fp32}", f"pruned/{q}")
+        targets.append([f"{rt}: depth + INT4 ({int4}) vs INT4 alone and vs depth alone (decode), perplexity",
+                        f"{both:.2f}x, {depth_only:.2f}x, {inc(both_ppl)}", f"> 1x, > 1x, <= +{COMBINED_PPL:.0%}",
+                        "met" if both > 1 and depth_only > 1 and both_ppl / reference - 1 <= COMBINED_PPL
+                        else "not met"])
+    return rows, targets
+
+
+def depth_tables(args: Any, unit: str, n: int, reference: float, windows: int, scores: Sequence[str],
+                 curve: dict[str, dict[int, dict[str, Any]]], healed: dict[str, dict[str, Any]], best: str,
+                 found: dict[str, dict[str, Any]], per_round: dict[str, list[float]]) -> list[Any]:
+    """The unhealed curve per score and count, the healed models, the exported one on both
+    runtimes, and the targets: the tables both depth benchmarks print (`unit`: "blocks" or
+    "attention sublayers")."""
+    def inc(ppl: float) -> str:
+        return f"{ppl / reference - 1:+.1%}"
+
+    hk = args.heal_count
+    curve_rows = [[k, *[f"{curve[s][k]['perplexity']:.2f} ({inc(curve[s][k]['perplexity'])})" for s in scores],
+                   min(scores, key=lambda s: curve[s][k]["perplexity"])] for k in args.counts]
+    heal_rows = [[s, str(h["removed"]), curve[s][hk]["perplexity"], h["perplexity"], inc(h["perplexity"]),
+                  h["kl_before"], h["kl_after"], h["steps"], h["train_s"]] for s, h in healed.items()]
+    speed_rows, targets = speed_tables(found, per_round, reference, f"healed -{hk} {unit} ({best})", args.int4)
+    name = args.hf.name if args.hf else "SmolLM2-135M"
+    return [
+        table(f"{name} on {local_class()}: {unit} removed of {n}, perplexity on {args.windows} held-out windows of "
+              f"{args.seq_len} tokens (PyTorch fp32: {reference:.3f}), unhealed; scores on {windows} "
+              "calibration windows of 256 tokens", [f"{unit} removed", *scores, "best"], curve_rows),
+        table(f"Healed: -{hk} {unit}, finetune.lm (LoRA rank 16, distillation from the unpruned model, "
+              f"{args.heal_steps} steps on {args.calibration} windows of 256 tokens)",
+              ["score", "removed (layers)", "perplexity before", "perplexity healed", "vs fp32", "KL before (train)",
+               "KL after (train)", "steps", "train s"], heal_rows),
+        table(f"Healed -{hk} {unit} ({best}) on both runtimes, INT4 g{GROUP} sym by {INT4_LABEL[args.int4]}, decode "
+              f"vs the unpruned fp32 paired over {args.rounds} interleaved rounds (OpenVINO fp32 at f32)",
+              ["runtime", "variant", "size MB", "perplexity", "vs fp32", "decode vs unpruned fp32"], speed_rows),
+        table("Targets", ["target", "measured", "goal", "status"], targets),
+    ]
+
+
+def depth_args(description: str) -> Any:
+    """The options of the depth benchmarks (blocks here, sublayers in lm_sublayers)."""
+    ap = lm_args(description, "scores, healing")
     ap.add_argument("--score-windows", type=int, default=4, help="calibration windows the scores read")
     ap.add_argument("--heal-steps", type=int, default=150)
-    ap.add_argument("--heal-count", type=int, default=4, help="blocks removed in the healed and exported models")
+    ap.add_argument("--heal-count", type=int, default=4, help="units removed in the healed and exported models")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--counts", type=int, nargs="+", default=list(COUNTS))
-    ap.add_argument("--heal-scores", nargs="+", choices=SCORES, default=list(SCORES),
-                    help="the scores whose removal is healed (the best healed one is exported)")
     ap.add_argument("--int4", choices=("rtn", "autoround"), default="rtn",
                     help="the INT4 weights: each runtime's round-to-nearest, or AutoRound's integers "
                          "(quantize.weight_only, 50 steps per block) placed on both runtimes")
+    return ap
+
+
+def load_reference(args: Any, tmp: Path) -> tuple[Any, Any, Any, Any, list[Any], float]:
+    """The source (SmolLM2's GGUF, or --hf), its held-out and calibration windows, its fp32 torch
+    model, the reference's log-probabilities on the held-out windows and its perplexity."""
+    from edgekit.checks import lm as lmcheck
+    from edgekit.runtimes.genai import TorchLM
+    from edgekit.sources.causal_lm import load_causal_lm
+
+    cl = load_causal_lm(ModelSpec(hf=str(args.hf)) if args.hf else ModelSpec(gguf=GGUF), Path.cwd(), tmp)
+    held_out = _windows(cl, "test", args.windows, args.seq_len)
+    calib = _windows(cl, "train", args.calibration, 256)
+    model = dataclasses.replace(cl).torch_model()
+    ref_logp = [lmcheck.log_softmax(TorchLM(model, 2).logits(ids)) for ids in held_out]
+    return cl, held_out, calib, model, ref_logp, perplexity(model, ref_logp, held_out)["perplexity"]
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = depth_args(__doc__.split("\n")[0])
+    ap.add_argument("--heal-scores", nargs="+", choices=SCORES, default=list(SCORES),
+                    help="the scores whose removal is healed (the best healed one is exported)")
     args = ap.parse_args(argv)
 
     import torch
 
-    from edgekit.checks import lm as lmcheck
     from edgekit.prune import lm_depth
-    from edgekit.runtimes.genai import TorchLM
-    from edgekit.sources.causal_lm import load_causal_lm
 
     t_start = time.perf_counter()
     curve: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in SCORES}
     healed: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-lm-depth-") as tmp:
         tmp = Path(tmp)
-        cl = load_causal_lm(ModelSpec(hf=str(args.hf)) if args.hf else ModelSpec(gguf=GGUF), Path.cwd(), tmp)
-        held_out = _windows(cl, "test", args.windows, args.seq_len)
-        calib = _windows(cl, "train", args.calibration, 256)
+        cl, held_out, calib, model, ref_logp, reference = load_reference(args, tmp)
         score_windows = list(calib[: args.score_windows])
-        model = dataclasses.replace(cl).torch_model()
         n = len(lm_depth.decoder_blocks(model))
-        ref = TorchLM(model, 2)
-        ref_logp = [lmcheck.log_softmax(ref.logits(ids)) for ids in held_out]
-        reference = perplexity(model, ref_logp, held_out)["perplexity"]
         allowed = set(range(n))
         print(f"scores on {len(score_windows)} calibration windows: hidden states", flush=True)
         t0 = time.perf_counter()
@@ -169,7 +264,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                 model.model.layers = torch.nn.ModuleList(blocks)
                 curve[score][k] = {"removed": removed, **got}
                 print(f"{score} -{k}: blocks {removed}: perplexity {got['perplexity']:.2f}", flush=True)
-        del model, ref
+        del model
         hk = args.heal_count
         if hk not in args.counts:
             ap.error(f"--heal-count {hk} must be one of --counts {args.counts}")
@@ -185,69 +280,11 @@ def main(argv: Optional[list[str]] = None) -> None:
                 best_dir = (score, lm.directory)
         best = best_dir[0]
         print(f"exporting the unpruned and the healed {best} -{hk} models to both runtimes", flush=True)
-        found: dict[str, dict[str, Any]] = {}
-        paths: dict[str, tuple[str, Path]] = {}
-        for name, src in (("full", cl.directory), ("pruned", best_dir[1])):
-            for part, stages in recipes(args.int4, args.calibration).items():
-                manifest, _ = build(src, tmp, f"depth-{name}-{part}", stages, args.windows, args.seq_len,
-                                    args.calibration)
-                out = tmp / "out" / manifest["name"]
-                for a in manifest["artifacts"]:
-                    rt = a["runs_on"][0]
-                    found[f"{name}/{a['name']}"] = {"runtime": rt, "mb": a["bytes"] / 1e6,
-                                                    **manifest["metrics"][a["name"]][rt]}
-                    paths[f"{name}/{a['name']}"] = (rt, out / a["path"])
-        prompt = np.asarray(_windows(cl, "test", 1, args.prompt)[0])
-        timed = {key: (rt, p, {"precision": "f32"} if key.endswith("ov_fp32") else {}) for key, (rt, p) in paths.items()}
-        t = timing(timed, prompt, args.new_tokens, args.rounds, cl.tokenizer().eos_token_id, None)
-    per_round = {key: [m["decode_ms_per_token"]["median_ms"] for m in v] for key, v in t.items()}
+        found, per_round = export_and_time(cl, {"full": cl.directory, "pruned": best_dir[1]}, args, tmp)
 
-    def inc(ppl: float) -> str:
-        return f"{ppl / reference - 1:+.1%}"
-
-    curve_rows = []
-    for k in args.counts:
-        best_k = min(SCORES, key=lambda s: curve[s][k]["perplexity"])
-        curve_rows.append([k, *[f"{curve[s][k]['perplexity']:.2f} ({inc(curve[s][k]['perplexity'])})"
-                                for s in SCORES], best_k])
-    heal_rows = [[s, str(h["removed"]), curve[s][hk]["perplexity"], h["perplexity"], inc(h["perplexity"]),
-                  h["kl_before"], h["kl_after"], h["steps"], h["train_s"]] for s, h in healed.items()]
-    speed_rows, targets = [], []
-    for rt, fp32, int4 in ((ORT, "ort_fp32", "ort_int4"), (OVG, "ov_fp32", "ov_int4")):
-        for what, key in (("depth alone (fp32)", f"pruned/{fp32}"), ("INT4 alone", f"full/{int4}"),
-                          ("depth + INT4", f"pruned/{int4}"), ("unpruned fp32", f"full/{fp32}")):
-            m = found[key]
-            speed_rows.append([rt, what, m["mb"], m["value"], inc(m["value"]),
-                               f"{paired(per_round, f'full/{fp32}', key):.2f}x"])
-        ppl = found[f"pruned/{fp32}"]["value"]
-        speed = paired(per_round, f"full/{fp32}", f"pruned/{fp32}")
-        targets.append([f"{rt}: healed -{hk} blocks ({best}) perplexity and decode vs unpruned fp32",
-                        f"{inc(ppl)}, {speed:.2f}x", f"<= +{PPL_GOAL:.0%}, >= {SPEED_GOAL}x",
-                        "met" if ppl / reference - 1 <= PPL_GOAL and speed >= SPEED_GOAL else "not met"])
-        both = paired(per_round, f"full/{int4}", f"pruned/{int4}")
-        both_ppl = found[f"pruned/{int4}"]["value"]
-        depth_only = paired(per_round, f"pruned/{fp32}", f"pruned/{int4}")
-        targets.append([f"{rt}: depth + INT4 ({args.int4}) vs INT4 alone and vs depth alone (decode), perplexity",
-                        f"{both:.2f}x, {depth_only:.2f}x, {inc(both_ppl)}", f"> 1x, > 1x, <= +{COMBINED_PPL:.0%}",
-                        "met" if both > 1 and depth_only > 1 and both_ppl / reference - 1 <= COMBINED_PPL
-                        else "not met"])
-    targets.append(["the issue's unit: attention sublayers", "not run",
-                    "4 attention sublayers, <= +10%, >= 1.08x",
-                    "not met: prune.depth removes whole blocks of a causal LM (attention-only layers do not export)"])
-    cls = local_class()
-    name = args.hf.name if args.hf else "SmolLM2-135M"
-    tables = [
-        table(f"{name} on {cls}: blocks removed of {n}, perplexity on {args.windows} held-out windows of "
-              f"{args.seq_len} tokens (PyTorch fp32: {reference:.3f}), unhealed; scores on {len(score_windows)} "
-              "calibration windows of 256 tokens", ["blocks removed", *SCORES, "best"], curve_rows),
-        table(f"Healed: -{hk} blocks, finetune.lm (LoRA rank 16, distillation from the unpruned model, "
-              f"{args.heal_steps} steps on {args.calibration} windows of 256 tokens)",
-              ["score", "blocks", "perplexity before", "perplexity healed", "vs fp32", "KL before (train)",
-               "KL after (train)", "steps", "train s"], heal_rows),
-        table(f"Healed -{hk} ({best}) on both runtimes, INT4 g{GROUP} sym by {INT4_LABEL[args.int4]}, decode vs "
-              f"the unpruned fp32 paired over {args.rounds} interleaved rounds (OpenVINO fp32 at f32)",
-              ["runtime", "variant", "size MB", "perplexity", "vs fp32", "decode vs unpruned fp32"], speed_rows),
-        table("Targets", ["target", "measured", "goal", "status"], targets),
+    tables = depth_tables(args, "blocks", n, reference, len(score_windows), SCORES, curve, healed, best, found,
+                          per_round)
+    tables += [
         table("The greedy removal order and the scores' values", ["what", "values"],
               [["greedy order", str(order)], ["block influence (1 - cosine)", str(values["influence"])],
                ["score seconds", str({s: round(v, 1) for s, v in score_s.items()})]]),

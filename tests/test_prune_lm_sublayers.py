@@ -13,6 +13,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 2**31 - 1), st.integers(1, 11))
+def test_the_least_turning_sublayers_go_and_one_attention_stays(layers, seed, drop):
+    from edgekit.prune.lm_sublayers import by_influence
+
+    rng = np.random.default_rng(seed)
+    scores = {(i, p): float(rng.random()) for i in range(layers) for p in ("attention", "mlp")}
+    drop = min(drop, 2 * layers - 1)
+    chosen = by_influence(scores, drop, layers)
+    attention = [u for u in chosen if u[1] == "attention"]
+    assert len(attention) < layers and len(set(chosen)) == len(chosen) == drop
+    # nothing left out scores lower than something taken, but an attention the rule had to keep
+    skipped = [u for u in scores if u not in chosen and scores[u] < max(scores[c] for c in chosen)]
+    assert all(u[1] == "attention" and len(attention) == layers - 1 for u in skipped)
+
+
 pytest.importorskip("onnxruntime_genai")
 pytest.importorskip("openvino_genai")
 
