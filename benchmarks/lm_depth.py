@@ -116,6 +116,7 @@ def export_and_time(cl: Any, sources: dict[str, Path], args: Any, tmp: Path
     verified against the unpruned model; then every artifact's decode time per token over
     interleaved rounds. Returns each artifact's metrics ("full/ort_int4", ...) and its medians
     per round."""
+    print(f"exporting the {' and the '.join(sources)} models to both runtimes", flush=True)
     found: dict[str, dict[str, Any]] = {}
     paths: dict[str, tuple[str, Path]] = {}
     for name, src in sources.items():
@@ -159,6 +160,24 @@ def speed_tables(found: dict[str, dict[str, Any]], per_round: dict[str, list[flo
                         "met" if both > 1 and depth_only > 1 and both_ppl / reference - 1 <= COMBINED_PPL
                         else "not met"])
     return rows, targets
+
+
+def heal_each(cl: Any, removals: dict[str, list[int]], calib: Any, tmp: Path, args: Any, ref_logp: list[Any],
+              held_out: Any, part: Optional[str] = None) -> tuple[dict[str, dict[str, Any]], str, Path]:
+    """Each score's removal (blocks, or the `part` sublayers of those layers) healed, and its
+    held-out perplexity; returns the records, the best score and its directory."""
+    healed: dict[str, dict[str, Any]] = {}
+    best: Optional[tuple[str, Path]] = None
+    for score, removed in removals.items():
+        print(f"healing {score} -{args.heal_count} {part or 'block'}s ({args.heal_steps} steps)", flush=True)
+        lm, rec = heal(cl, [] if part else removed, calib, tmp, args.heal_steps, f"heal-{score}",
+                       sublayers={part: removed} if part else None)
+        got = perplexity(lm.torch_model(), ref_logp, held_out)
+        healed[score] = {"removed": removed, **got, "loss_curve": rec["loss_curve"],
+                         **{f: rec[f] for f in ("steps", "train_s", "kl_before", "kl_after", "trained_parameters")}}
+        if best is None or got["perplexity"] < healed[best[0]]["perplexity"]:
+            best = (score, lm.directory)
+    return healed, best[0], best[1]
 
 
 def depth_tables(args: Any, unit: str, n: int, reference: float, windows: int, scores: Sequence[str],
@@ -235,7 +254,6 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     t_start = time.perf_counter()
     curve: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in SCORES}
-    healed: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-lm-depth-") as tmp:
         tmp = Path(tmp)
         cl, held_out, calib, model, ref_logp, reference = load_reference(args, tmp)
@@ -268,19 +286,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         hk = args.heal_count
         if hk not in args.counts:
             ap.error(f"--heal-count {hk} must be one of --counts {args.counts}")
-        best_dir = None
-        for score in args.heal_scores:
-            print(f"healing {score} -{hk} ({args.heal_steps} steps)", flush=True)
-            lm, rec = heal(cl, orders[score][hk], calib, tmp, args.heal_steps, f"heal-{score}")
-            got = perplexity(lm.torch_model(), ref_logp, held_out)
-            healed[score] = {"removed": orders[score][hk], **got,
-                             **{f: rec[f] for f in ("steps", "train_s", "kl_before", "kl_after", "trained_parameters")},
-                             "loss_curve": rec["loss_curve"]}
-            if best_dir is None or got["perplexity"] < healed[best_dir[0]]["perplexity"]:
-                best_dir = (score, lm.directory)
-        best = best_dir[0]
-        print(f"exporting the unpruned and the healed {best} -{hk} models to both runtimes", flush=True)
-        found, per_round = export_and_time(cl, {"full": cl.directory, "pruned": best_dir[1]}, args, tmp)
+        healed, best, best_dir = heal_each(cl, {s: orders[s][hk] for s in args.heal_scores}, calib, tmp, args,
+                                           ref_logp, held_out)
+        found, per_round = export_and_time(cl, {"full": cl.directory, "pruned": best_dir}, args, tmp)
 
     tables = depth_tables(args, "blocks", n, reference, len(score_windows), SCORES, curve, healed, best, found,
                           per_round)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmarks._results import print_tables, save, table
-from benchmarks.lm_depth import _progress, depth_args, depth_tables, export_and_time, heal, load_reference, perplexity
+from benchmarks.lm_depth import _progress, depth_args, depth_tables, export_and_time, heal_each, load_reference, \
+    perplexity
 
 SCORES = ("cosine", "greedy")
 
@@ -63,20 +64,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                 curve[score][k] = {"removed": layers, **got}
                 print(f"{score} -{k}: attention of layers {layers}: perplexity {got['perplexity']:.2f}", flush=True)
         del model
-        healed: dict[str, dict[str, Any]] = {}
-        best_dir = None
-        for score in SCORES:
-            layers = curve[score][hk]["removed"]
-            print(f"healing {score} -{hk} attention sublayers ({args.heal_steps} steps)", flush=True)
-            lm, rec = heal(cl, [], calib, tmp, args.heal_steps, f"heal-{score}", sublayers={"attention": layers})
-            got = perplexity(lm.torch_model(), ref_logp, held_out)
-            healed[score] = {"removed": layers, **got, "loss_curve": rec["loss_curve"],
-                             **{f: rec[f] for f in ("steps", "train_s", "kl_before", "kl_after", "trained_parameters")}}
-            if best_dir is None or got["perplexity"] < healed[best_dir[0]]["perplexity"]:
-                best_dir = (score, lm.directory)
-        best = best_dir[0]
-        print(f"exporting the unpruned and the healed {best} -{hk} models to both runtimes", flush=True)
-        found, per_round = export_and_time(cl, {"full": cl.directory, "pruned": best_dir[1]}, args, tmp)
+        healed, best, best_dir = heal_each(cl, {s: curve[s][hk]["removed"] for s in SCORES}, calib, tmp, args,
+                                           ref_logp, held_out, "attention")
+        found, per_round = export_and_time(cl, {"full": cl.directory, "pruned": best_dir}, args, tmp)
 
     tables = depth_tables(args, "attention sublayers", n, reference, len(windows), SCORES, curve, healed, best, found,
                           per_round)
