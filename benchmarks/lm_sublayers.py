@@ -8,7 +8,7 @@ fp32 and INT4 (AutoRound by default: `quantize.weight_only`, placed on both), it
 paired over interleaved rounds against the unpruned model's: depth alone, INT4 alone, and both.
 
     .venv/bin/python -m benchmarks.lm_sublayers [--counts 2 4 6 8] [--heal-count 4]
-        [--heal-steps 150] [--int4 autoround|rtn] [--rounds 3] [--hf DIR]   # about 50 minutes
+        [--heal-steps 150] [--int4 autoround|rtn] [--rounds 3] [--hf DIR]   # about 55 minutes
 
 prints the tables and writes benchmarks/results/<cpu-class>/lm_sublayers.json."""
 
