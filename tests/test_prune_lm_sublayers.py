@@ -63,7 +63,7 @@ def _pruned_dir(tmp: Path, family: str, sublayers: dict[str, list[int]], layers:
     return out
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
 def test_sublayers_removed_run_on_both_runtimes_as_in_pytorch(tmp_path, family):
     import onnx
     import openvino as ov

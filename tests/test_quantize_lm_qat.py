@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edgekit.quantize import lm_mixed as mx
@@ -36,6 +36,7 @@ def test_the_exported_integers_are_what_the_layer_computed_with(seed, bits, grou
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.sampled_from([4, 8]), st.booleans())
+@example(seed=4762, bits=8, symmetric=False)
 def test_the_clipping_search_starts_no_worse_than_min_max_rounding(seed, bits, symmetric):
     import torch
 
@@ -49,9 +50,24 @@ def test_the_clipping_search_starts_no_worse_than_min_max_rounding(seed, bits, s
         if z is not None:
             searched.zero.copy_(z)
         err = float(((searched.quantized() - w) ** 2).sum())
-    plain = mx.fake_quantize(w, c, symmetric)
-    # 1%: the search's scales are stored in fp16 as the targets keep them, the plain ones in fp32
-    assert err <= float(((plain - w) ** 2).sum()) * 1.01 + 1e-9
+    # min/max rounding with its scales stored as the targets keep them (fp16), as the search's
+    # are: a bare 1% allowance for fp32 scales was too little at 8 bits, where the steps are fine
+    # enough that fp16's rounding of a scale is a large share of the error (hypothesis found it)
+    g = w.reshape(4, 128 // 32, 32)
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        scale = (g.abs().amax(-1, keepdim=True) / qmax).half().float()
+        plain = torch.clamp(torch.round(g / scale), -qmax - 1, qmax) * scale
+    else:
+        qmax = 2 ** bits - 1
+        lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+        scale = ((hi - lo) / qmax).half().float()
+        zero = torch.clamp(torch.round(-lo / scale), 0, qmax)
+        plain = (torch.clamp(torch.round(g / scale) + zero, 0, qmax) - zero) * scale
+    assert err <= float(((plain - g) ** 2).sum()) * (1 + 1e-6) + 1e-9
+    # and within 1% of min/max with fp32 scales where the grid is coarse enough (4 bits)
+    if bits == 4:
+        assert err <= float(((mx.fake_quantize(w, c, symmetric) - w) ** 2).sum()) * 1.01 + 1e-9
 
 
 pytest.importorskip("onnxruntime_genai")

@@ -175,7 +175,7 @@ def write_pruned(lm: Any, removed: Sequence[int], out: Path, model: Any = None,
     model = dataclasses.replace(lm).torch_model() if model is None else model
     blocks = decoder_blocks(model)
     n = len(blocks)
-    gone = lm_sublayers.removed(model.config)  # a earlier prune.depth's, already silenced
+    gone = lm_sublayers.removed(model.config)  # an earlier prune.depth's, already silenced
     for part, idx in (sublayers or {}).items():
         for i in idx:
             _zero_output(model, blocks[i], part, i)
