@@ -7,6 +7,7 @@ transformers reads the cache length from)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import json
 from pathlib import Path
 
@@ -182,3 +183,18 @@ def test_bad_sublayer_settings_are_one_line_and_write_nothing(tmp_path, stage, m
         _run(tmp_path, src, [stage, ORT_INT4])
     assert message in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
     assert not (tmp_path / "out" / "tiny-lm").exists()
+
+
+def test_a_removed_sublayer_past_the_last_layer_is_one_line(tmp_path):
+    from edgekit.errors import ModelLoadError
+    from edgekit.recipe.sections import ModelSpec
+    from edgekit.sources.causal_lm import load_causal_lm
+    from tests.lm_helpers import tiny_lm_dir
+
+    src = tiny_lm_dir(tmp_path / "src", "llama", num_hidden_layers=2)
+    config = json.loads((src / "config.json").read_text())
+    config["edgekit_removed_sublayers"] = {"attention": [5]}
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=rf"^{re.escape(str(src))}/config.json: edgekit_removed_sublayers.attention: layer 5 is not one "
+                                             r"of the model's 2 decoder layers \(0 to 1\)$"):
+        load_causal_lm(ModelSpec(hf=str(src)), tmp_path, tmp_path).torch_model()

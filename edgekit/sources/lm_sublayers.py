@@ -24,6 +24,8 @@ from __future__ import annotations
 import types
 from typing import Any
 
+from edgekit.errors import ModelLoadError
+
 MARKER = "edgekit_removed_sublayers"
 # sublayer -> (its module on a decoder layer, the projection that writes its output)
 PARTS = {"attention": ("self_attn", "o_proj"), "mlp": ("mlp", "down_proj")}
@@ -67,6 +69,11 @@ def silence(model: Any) -> Any:
         return model
     layers = model.model.layers
     for part, idx in gone.items():
+        bad = [i for i in idx if not 0 <= i < len(layers)]
+        if bad:
+            where = f"{getattr(model.config, '_name_or_path', '') or '.'}/config.json"
+            raise ModelLoadError(f"{where}: {MARKER}.{part}: layer {bad[0]} is not one of the model's "
+                                 f"{len(layers)} decoder layers (0 to {len(layers) - 1})")
         for i in idx:
             stand_in(layers[i], part)
     return model
