@@ -7,8 +7,8 @@ transformers reads the cache length from)."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import json
+import re
 from pathlib import Path
 
 import numpy as np
