@@ -11,7 +11,7 @@ orders for fewer, as does each run of hidden states), and the unhealed perplexit
 the model with the blocks taken out in memory, which is what the stage writes.
 
     .venv/bin/python -m benchmarks.lm_depth [--windows 8] [--seq-len 512] [--calibration 16]
-        [--heal-steps 150] [--heal-count 4] [--heal-scores ...] [--rounds 3] [--hf DIR]
+        [--heal-steps 150] [--heal-windows N] [--heal-count 4] [--heal-scores ...] [--rounds 3] [--hf DIR]
         [--int4 rtn|autoround]
 
 prints the tables and writes benchmarks/results/<cpu-class>/lm_depth.json (with `--int4
@@ -170,8 +170,8 @@ def heal_each(cl: Any, removals: dict[str, list[int]], calib: Any, tmp: Path, ar
     best: Optional[tuple[str, Path]] = None
     for score, removed in removals.items():
         print(f"healing {score} -{args.heal_count} {part or 'block'}s ({args.heal_steps} steps)", flush=True)
-        lm, rec = heal(cl, [] if part else removed, calib, tmp, args.heal_steps, f"heal-{score}",
-                       sublayers={part: removed} if part else None)
+        lm, rec = heal(cl, [] if part else removed, calib[: heal_windows(args)], tmp, args.heal_steps,
+                       f"heal-{score}", sublayers={part: removed} if part else None)
         got = perplexity(lm.torch_model(), ref_logp, held_out)
         healed[score] = {"removed": removed, **got, "loss_curve": rec["loss_curve"],
                          **{f: rec[f] for f in ("steps", "train_s", "kl_before", "kl_after", "trained_parameters")}}
@@ -201,7 +201,7 @@ def depth_tables(args: Any, unit: str, n: int, reference: float, windows: int, s
               f"{args.seq_len} tokens (PyTorch fp32: {reference:.3f}), unhealed; scores on {windows} "
               "calibration windows of 256 tokens", [f"{unit} removed", *scores, "best"], curve_rows),
         table(f"Healed: -{hk} {unit}, finetune.lm (LoRA rank 16, distillation from the unpruned model, "
-              f"{args.heal_steps} steps on {args.calibration} windows of 256 tokens)",
+              f"{args.heal_steps} steps on {heal_windows(args)} windows of 256 tokens)",
               ["score", "removed (layers)", "perplexity before", "perplexity healed", "vs fp32", "KL before (train)",
                "KL after (train)", "steps", "train s"], heal_rows),
         table(f"Healed -{hk} {unit} ({best}) on both runtimes, INT4 g{GROUP} sym by {INT4_LABEL[args.int4]}, decode "
@@ -216,6 +216,8 @@ def depth_args(description: str) -> Any:
     ap = lm_args(description, "scores, healing")
     ap.add_argument("--score-windows", type=int, default=4, help="calibration windows the scores read")
     ap.add_argument("--heal-steps", type=int, default=150)
+    ap.add_argument("--heal-windows", type=int, help="calibration windows healing trains on (default: --calibration, "
+                                                     "which AutoRound reads too)")
     ap.add_argument("--heal-count", type=int, default=4, help="units removed in the healed and exported models")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prompt", type=int, default=128)
@@ -227,6 +229,10 @@ def depth_args(description: str) -> Any:
     return ap
 
 
+def heal_windows(args: Any) -> int:
+    return args.heal_windows or args.calibration
+
+
 def load_reference(args: Any, tmp: Path) -> tuple[Any, Any, Any, Any, list[Any], float]:
     """The source (SmolLM2's GGUF, or --hf), its held-out and calibration windows, its fp32 torch
     model, the reference's log-probabilities on the held-out windows and its perplexity."""
@@ -236,7 +242,7 @@ def load_reference(args: Any, tmp: Path) -> tuple[Any, Any, Any, Any, list[Any],
 
     cl = load_causal_lm(ModelSpec(hf=str(args.hf)) if args.hf else ModelSpec(gguf=GGUF), Path.cwd(), tmp)
     held_out = _windows(cl, "test", args.windows, args.seq_len)
-    calib = _windows(cl, "train", args.calibration, 256)
+    calib = _windows(cl, "train", max(args.calibration, heal_windows(args)), 256)
     model = dataclasses.replace(cl).torch_model()
     ref_logp = [lmcheck.log_softmax(TorchLM(model, 2).logits(ids)) for ids in held_out]
     return cl, held_out, calib, model, ref_logp, perplexity(model, ref_logp, held_out)["perplexity"]
