@@ -214,9 +214,7 @@ def _apply_lm(state: ModelState, cfg: DepthConfig) -> tuple[ModelState, StageRec
     written as a new directory the targets (and any stage after) build from. The unpruned model
     stays the verification reference and the teacher a healing stage distils from."""
     import dataclasses
-    import tempfile
     import time
-    from pathlib import Path
 
     from edgekit.prune import lm_depth
 
@@ -250,15 +248,8 @@ def _apply_lm(state: ModelState, cfg: DepthConfig) -> tuple[ModelState, StageRec
         tick = state.progress(f"prune.depth greedy: each remaining block removed in turn, {cfg.drop} times "
                               f"({runs} forwards of {len(windows)} windows)", runs)
         removed, steps = lm_depth.greedy(model, windows, cfg.drop, allowed, tick)
-    scratch = state.scratch or Path(tempfile.mkdtemp(prefix="edgekit-depth-"))
-    out = Path(scratch) / f"depth-{cfg.score}-{cfg.drop}"
-    tick = state.progress(f"prune.depth: writing the {n - cfg.drop}-block model and reloading it", 1)
-    changed = lm_depth.write_pruned(lm, removed, out, model)
-    del model
-    tick(1)
-    if state.lm_teacher is None:
-        state.lm_teacher = lm
-    state.causal_lm = dataclasses.replace(lm, directory=out)
+    changed = _write_lm(state, model, f"depth-{cfg.score}-{cfg.drop}",
+                        f"the {n - cfg.drop}-block model", removed, None)
     measured = {"unit": "block", "score": cfg.score, "blocks": n, "removed": sorted(removed),
                 "removal_order": removed, "calibration_windows": len(windows), **scores,
                 "greedy_steps": steps, "config": changed, "seconds": round(time.perf_counter() - t0, 2)}
@@ -269,10 +260,7 @@ def _apply_lm_sublayers(state: ModelState, cfg: DepthConfig, model: Any, windows
                         allowed: set[int]) -> tuple[ModelState, StageRecord]:
     """Attention and/or MLP sublayers of a causal LM's decoder layers: scored, the chosen ones
     written as edgekit.sources.lm_sublayers describes (a layer that loses both goes as a block)."""
-    import dataclasses
-    import tempfile
     import time
-    from pathlib import Path
 
     from edgekit.prune import lm_depth, lm_sublayers
     from edgekit.sources.lm_sublayers import removed as removed_before
@@ -303,18 +291,32 @@ def _apply_lm_sublayers(state: ModelState, cfg: DepthConfig, model: Any, windows
         tick = state.progress(f"prune.depth greedy: each remaining sublayer removed in turn, {cfg.drop} times "
                               f"(up to {runs} forwards of {len(windows)} windows)", runs)
         chosen, steps = lm_sublayers.greedy(model, windows, cfg.drop, candidates, tick, earlier)
-    scratch = state.scratch or Path(tempfile.mkdtemp(prefix="edgekit-depth-"))
-    out = Path(scratch) / f"depth-sublayer-{cfg.score}-{cfg.drop}"
     parts = {p: sorted(i for i, q in chosen if q == p) for p in cfg.parts}
-    tick = state.progress(f"prune.depth: writing the model without {cfg.drop} sublayers and reloading it", 1)
-    changed = lm_depth.write_pruned(lm, [], out, model, {p: idx for p, idx in parts.items() if idx})
-    del model
-    tick(1)
-    if state.lm_teacher is None:
-        state.lm_teacher = lm
-    state.causal_lm = dataclasses.replace(lm, directory=out)
+    changed = _write_lm(state, model, f"depth-sublayer-{cfg.score}-{cfg.drop}",
+                        f"the model without {cfg.drop} sublayers", [], {p: idx for p, idx in parts.items() if idx})
     measured = {"unit": "sublayer", "score": cfg.score, "blocks": n, "removed": [lm_sublayers.label(u) for u in chosen],
                 "removal_order": [lm_sublayers.label(u) for u in chosen], "calibration_windows": len(windows),
                 "influence": {lm_sublayers.label(u): round(v, 6) for u, v in sorted(scores.items())},
                 "greedy_steps": steps, "config": changed, "seconds": round(time.perf_counter() - t0, 2)}
     return state, StageRecord(kind=PruneDepth.kind, settings=cfg.model_dump(), measured=measured)
+
+
+def _write_lm(state: ModelState, model: Any, name: str, what: str, blocks: list[int],
+              sublayers: Optional[dict[str, list[int]]]) -> dict[str, Any]:
+    """The pruned model written as a directory under the run's scratch, reloaded and checked;
+    it becomes the source every later stage builds from, and the unpruned one the teacher."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from edgekit.prune import lm_depth
+
+    lm = state.causal_lm
+    out = Path(state.scratch or tempfile.mkdtemp(prefix="edgekit-depth-")) / name
+    tick = state.progress(f"prune.depth: writing {what} and reloading it", 1)
+    changed = lm_depth.write_pruned(lm, blocks, out, model, sublayers)
+    tick(1)
+    if state.lm_teacher is None:
+        state.lm_teacher = lm
+    state.causal_lm = dataclasses.replace(lm, directory=out)
+    return changed
