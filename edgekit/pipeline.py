@@ -323,16 +323,14 @@ def _run_classes(recipe: Any, p: Any, models: list[dict[str, Any]], inputs: dict
 
 def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, ver: Verification,
                              jobs: list[tuple[Artifact, str]], classes: list[str], progress: Progress) -> None:
-    """Float artifacts are not run under emulation: no integer kernel computes them, so what a
-    CPU class can change is the float precision the runtime picks there (OpenVINO: bf16 on AMX
-    and AVX-512 BF16, f32 elsewhere), not the integer arithmetic QEMU reproduces, and emulating
-    them costs as much as emulating the integer artifacts that do need it. Each precision a
-    declared class may run is checked natively instead, forced where it is not this machine's
-    default; the record names the method and the precision per class."""
+    """Float artifacts are not run under emulation (edgekit.checks.float_precision): each
+    precision a declared class may run is checked natively instead, forced where it is not this
+    machine's default; the record names the method and the precision per class."""
     from dataclasses import replace
 
+    from edgekit.checks import float_precision as fp
     from edgekit.runtimes import ov
-    from edgekit.runtimes.cpu_classes import float_precisions, local_class
+    from edgekit.runtimes.cpu_classes import local_class
     from edgekit.runtimes.refusal import open_artifact
 
     recipe, here = loaded.recipe, local_class()
@@ -346,38 +344,28 @@ def _verify_float_precisions(loaded: LoadedRecipe, ld: Loaded, ref: Reference, v
         ran_here = options.get("precision") or (ov.default_precision() if rt == ov.NAME else None)
         checked: dict[Any, Any] = {ran_here: native}
         # this machine's class may run another precision too (x86-vnni with and without BF16)
-        for cls in classes:
-            for prec in float_precisions(rt, cls, options) or (None,):  # None: as stored, the native run
-                if cls == here and prec == ran_here:
-                    continue  # the native record is that check
-                at = prec or f"{art.precision} as stored"
-                if prec not in checked:  # a precision this machine does not run by default: force it here
-                    forced = replace(art, options={**art.options, rt: {**options, "precision": prec}})
-                    runner = open_artifact(rt, forced, recipe.profile.threads, recipe.stages, ld.normalization)
-                    try:
-                        ran = ov.type_name((getattr(runner, "details", None) or {}).get("inference_precision", prec))
-                        out = _outputs(runner.run, ref.samples[:n], progress(f"verifying {art.name} on {rt} at {prec}", n))
-                    finally:
-                        runner.close()
-                    if ran == prec:
-                        par = verify.parity(ref.outputs[:n], out[:n])
-                        verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} at {prec} (a precision {cls} "
-                                                         "runs)")
-                        checked[prec] = {"runtime": rt, **_entry(par, None, n)}
-                    else:  # e.g. bf16 asked of a CPU without it: the runtime ran something else
-                        checked[prec] = f"{rt} ran {ran} when asked for {prec}"
-                if isinstance(checked[prec], str):
-                    ver.not_verified.setdefault(cls, f"{art.name} on {rt}: {cls} may run it at {prec}, which this "
-                                                     f"machine cannot compute ({checked[prec]}); verify it on such a "
-                                                     f"{cls} CPU")
-                    continue
-                why = (f"{art.precision} artifact: no integer kernel computes it, so QEMU has nothing class-specific "
-                       f"to reproduce; {rt} may run it at {at} on {cls}, verified natively at that precision")
-                ver.not_emulated.append({"artifact": art.name, "runtime": rt, "class": cls, "precision": at,
-                                         "reason": why})
-                entry = {k: v for k, v in checked[prec].items() if k not in ("cpu_class", "mode", "cpu_model", "cpu_flags")}
-                ver.verified_on[art.name].append({**entry, "cpu_class": cls, "mode": "native-precision",
-                                                  "cpu_model": f"this {here} host, at {at}", "precision": at})
+        for c in fp.plan(rt, options, classes, here, ran_here):
+            if c.precision not in checked:  # a precision this machine does not run by default: force it here
+                forced = replace(art, options={**art.options, rt: {**options, "precision": c.precision}})
+                runner = open_artifact(rt, forced, recipe.profile.threads, recipe.stages, ld.normalization)
+                try:
+                    refused = fp.ran_instead(runner, rt, c.precision)
+                    out = None if refused else _outputs(runner.run, ref.samples[:n],
+                                                        progress(f"verifying {art.name} on {rt} at {c.precision}", n))
+                finally:
+                    runner.close()
+                if out is not None:
+                    par = verify.parity(ref.outputs[:n], out[:n])
+                    verify.check(par, recipe.verify, f"artifact {art.name!r} on {rt} at {c.precision} (a precision "
+                                                     f"{c.cls} runs)")
+                    checked[c.precision] = {"runtime": rt, **_entry(par, None, n)}
+                else:
+                    checked[c.precision] = refused
+            if isinstance(checked[c.precision], str):
+                ver.not_verified.setdefault(c.cls, fp.cannot_compute(art.name, rt, c, checked[c.precision]))
+                continue
+            ver.not_emulated.append(fp.not_emulated(art.name, art.precision, rt, c))
+            ver.verified_on[art.name].append(fp.record(checked[c.precision], c, art.precision, here))
 
 
 def _speed_warnings(manifest: dict[str, Any]) -> list[str]:

@@ -43,8 +43,8 @@ def test_validate_refuses_a_scheme_that_saturates_on_a_declared_class(cli, tmp_p
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"error: {path}: stages[1] (quantize.int8): overflow_fix 'none' with full-range int8 weights saturates "
-        "int16 on x86-avx2 (u8 x s8 pairs reach 2*255*127 > 32767); allowed there: auto, reduce_range, runtime, "
-        "or weights.dtype uint8; choose another setting, narrow deploy.cpus, or set deploy.accept_saturation: true"]
+        "int16 on x86-avx2 (u8 x s8 pairs reach 2*255*127 > 32767); allowed there: auto, reduce_range, "
+        "reduce_range_dw8, runtime, or weights.dtype uint8; choose another setting, narrow deploy.cpus, or set deploy.accept_saturation: true"]
 
 
 def test_the_same_scheme_is_fine_where_nothing_saturates_or_when_accepted(cli, tmp_path, int8_pc_data):
@@ -149,3 +149,104 @@ def test_auto_measures_every_safe_scheme_and_records_them(digits_run):
     art = next(a for a in digits_run.manifest["artifacts"] if a["name"] == "int8")
     assert bool(art["runtime_options"]) == (int8["overflow_fix"] == "runtime")
     assert digits_run.manifest["recipe"]["stages"][1].get("overflow_fix", "auto") == "auto"
+
+
+def test_only_single_channel_groups_count_as_depthwise(tmp_path):
+    from edgekit.quantize.graph import depthwise_weights
+    from tests.onnx_graphs import depthwise_cnn
+
+    assert depthwise_weights(depthwise_cnn(tmp_path / "m.onnx")) == ["dw_w"]
+
+
+def _dw_state(tmp_path, fix: str, cpus: list[str]):
+    import numpy as np
+
+    from edgekit.recipe import parse_recipe
+    from edgekit.stages.state import Dataset, ModelState
+    from tests.onnx_graphs import depthwise_cnn
+
+    work = tmp_path / "models"
+    work.mkdir()
+    rng = np.random.default_rng(1)
+    cal = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(16)]
+    recipe = parse_recipe({"edgekit": 1, "name": "t", "model": {"onnx": "m.onnx"}, "deploy": {"cpus": cpus},
+                           "stages": [{"kind": "quantize.int8", "overflow_fix": fix}],
+                           "accuracy": {"metric": "mse", "max_drop": 1.0}})
+    return ModelState(torch_model=None, input_names=["x"], output_names=["y"], example=cal[0], workdir=work,
+                      onnx_path=depthwise_cnn(work / "fp32.onnx"), calibration=Dataset("cal", cal, None, list(range(16))),
+                      recipe=recipe)
+
+
+def _weight_ints(path) -> dict[str, int]:
+    """Largest |int| of each quantized weight, by the float weight's name."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    return {n.output[0].removesuffix("_DequantizeLinear_Output"): int(np.abs(inits[n.input[0]].astype(int)).max())
+            for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 4}
+
+
+def test_reduce_range_dw8_keeps_8_bits_only_in_depthwise_convolutions(tmp_path):
+    from edgekit.stages.registry import REGISTRY
+
+    stage = REGISTRY["quantize.int8"].load()()
+    state = _dw_state(tmp_path, "reduce_range_dw8", ["x86-avx2", "x86-vnni"])
+    state, rec = stage.run(state, stage.Config(kind="quantize.int8", overflow_fix="reduce_range_dw8"))
+    assert rec.measured["overflow_fix"] == "reduce_range_dw8" and rec.measured["full_range_weights"] == ["dw_w"]
+    ints = _weight_ints(state.artifacts[-1].path)
+    assert set(ints) == {"stem_w", "dw_w", "grp_w", "mult_w", "pw_w"}, ints
+    assert ints["dw_w"] == 127 and all(v <= 64 for k, v in ints.items() if k != "dw_w"), ints
+
+
+def test_auto_adds_the_depthwise_candidate_where_the_graph_has_depthwise_convolutions(tmp_path):
+    from edgekit.stages.registry import REGISTRY
+
+    stage = REGISTRY["quantize.int8"].load()()
+    state = _dw_state(tmp_path, "auto", ["x86-avx2", "x86-vnni"])
+    state, rec = stage.run(state, stage.Config(kind="quantize.int8"))
+    cands = {c["scheme"] for c in rec.measured["overflow_candidates"]}
+    assert cands == {"reduce_range", "reduce_range_dw8", "u8u8", "runtime"}
+    chosen = next(c["scheme"] for c in rec.measured["overflow_candidates"] if c["chosen"])
+    assert rec.measured["overflow_fix"] == chosen
+    assert ("full_range_weights" in rec.measured) == (chosen == "reduce_range_dw8")
+
+
+_PROBE = """
+import json, sys
+import numpy as np, onnxruntime as ort, openvino as ov
+out = {}
+for name in sys.argv[1:]:
+    s = ort.InferenceSession(name, providers=["CPUExecutionProvider"])
+    x = np.ones(s.get_inputs()[0].shape, np.float32)
+    c = ov.Core().compile_model(name, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out[name] = [float(s.run(None, {"x": x})[0][0, 0, 5, 5]), float(c({"x": x})[0][0, 0, 5, 5])]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(emulate.qemu_binary() is None, reason="needs qemu-user to emulate x86-avx2")
+def test_depthwise_convolutions_do_not_saturate_on_emulated_avx2_where_dense_ones_do(tmp_path):
+    """What reduce_range_dw8 rests on, on both runtimes: a depthwise conv with every product at
+    255 x 127 sums exactly on x86-avx2, while a dense conv, two channels per group and a channel
+    multiplier saturate (so the probe does reach the saturating kernels)."""
+    import subprocess
+    import sys
+
+    from tests.onnx_graphs import saturation_probe
+
+    cases = {"dw3": (16, 16, 16, 3), "dw7": (16, 16, 16, 7), "dense": (1, 16, 16, 3), "grp2": (8, 16, 8, 3),
+             "mult2": (8, 8, 16, 3)}
+    exact = {str(tmp_path / f"{n}.onnx"): saturation_probe(tmp_path / f"{n}.onnx", *c) for n, c in cases.items()}
+    run = subprocess.run([emulate.qemu_binary(), "-cpu", "Haswell", sys.executable, "-c", _PROBE, *exact],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    for path, want in exact.items():
+        for value in got[path]:  # onnxruntime, openvino
+            if "/dw" in path:
+                assert abs(value - want) < 0.01 * want, (path, got[path], want)
+            else:
+                assert value < 0.7 * want, (path, got[path], want)

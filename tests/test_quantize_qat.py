@@ -234,3 +234,29 @@ def test_auto_preset_resolves_on_the_torch_model_as_on_the_graph():
     assert torch_preset(q, DigitsViT()) == "transformer" and torch_preset(q, DigitsCNN()) == "cnn"
     assert grids(q, ["x86-vnni"], torch_preset(q, DigitsViT()))[2] == {"linear"}
     assert torch_preset(q.model_copy(update={"preset": "cnn"}), DigitsViT()) == "cnn"
+
+
+def test_reduce_range_dw8_trains_depthwise_convolutions_on_8_bits_and_the_rest_on_7():
+    """The grid QAT trains on is the one that ships: under reduce_range_dw8 only convolutions
+    with one channel per group keep -127..127 (as edgekit.quantize.graph.depthwise_weights
+    finds them in the exported graph)."""
+    from torch import nn
+
+    from edgekit.quantize.qat import depthwise_grid, grids, unwrap, wrap
+    from edgekit.quantize.static_int8 import StaticInt8Config
+
+    cfg = StaticInt8Config(kind="quantize.int8", overflow_fix="reduce_range_dw8")
+    wgrid, agrid, kinds = grids(cfg, ["x86-avx2"])
+    dw = depthwise_grid(cfg, ["x86-avx2"])
+    assert (wgrid.qmin, wgrid.qmax, dw.qmin, dw.qmax) == (-64, 64, -127, 127)
+    assert depthwise_grid(StaticInt8Config(kind="quantize.int8", overflow_fix="reduce_range"), ["x86-avx2"]) is None
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 16, 3, groups=8),
+                          nn.Conv2d(16, 16, 3, groups=8))
+    wrapped = wrap(model, wgrid, agrid, kinds, dw)
+    assert [w.grid is dw for w in wrapped.values()] == [False, True, False, False]
+    unwrap(model, wrapped)
+    assert all(type(m) is nn.Conv2d for m in model)
+    for m, levels in zip(model, (64, 127, 64, 64)):  # snapped: per channel, integers of amax / levels
+        w = m.weight.detach()
+        ints = w / (w.abs().amax((1, 2, 3), keepdim=True) / levels)
+        assert torch.allclose(ints, ints.round(), atol=1e-3) and int(ints.abs().max().round()) == levels

@@ -178,13 +178,15 @@ def _float_precisions(recipe: Any, floats: list[tuple[Any, str]], windows: np.nd
                       ref_logits: Callable[[Any], Any], ver: Any, open_runner: Callable[..., Any],
                       progress: Any) -> None:
     """Float artifacts, natively on the whole evaluation windows, at each precision a declared
-    class may run that this machine did not (forced), as for encoders."""
-    from edgekit.runtimes.cpu_classes import X86_CLASSES, float_precisions, local_class
+    class may run that this machine did not (forced), as for encoders
+    (edgekit.checks.float_precision)."""
+    from edgekit.checks import float_precision as fp
+    from edgekit.runtimes.cpu_classes import X86_CLASSES, local_class
 
     here = local_class()
     others = [c for c in recipe.deploy.classes() if c in X86_CLASSES]
     threads = recipe.profile.threads
-    plans = []  # (artifact, runtime, class, precision or None, covered by the native record)
+    plans = []  # (artifact, runtime, check, the native record)
     for a, rt in floats:
         options = a.options.get(rt, {})
         native = next((v for v in ver.verified_on.get(a.name, []) if v["runtime"] == rt and v["mode"] == "native"),
@@ -193,12 +195,8 @@ def _float_precisions(recipe: Any, floats: list[tuple[Any, str]], windows: np.nd
             continue
         engine = ov.NAME if rt == ov_genai.NAME else rt
         ran_here = options.get("precision") or ov.type_name((native.get("runner") or {}).get("inference_precision"))
-        for cls in others:
-            for prec in float_precisions(engine, cls, options) or (None,):  # None: as stored
-                covered = prec is None or prec == ran_here
-                if not (cls == here and covered):  # on this class the native record is that check
-                    plans.append((a, rt, cls, prec, covered, native))
-    forced = sorted({(a.name, rt, prec) for a, rt, _, prec, covered, _ in plans if not covered})
+        plans += [(a, rt, c, native) for c in fp.plan(engine, options, others, here, ran_here)]
+    forced = sorted({(a.name, rt, c.precision) for a, rt, c, _ in plans if not c.covered})
     checked: dict[tuple[str, str, str], Any] = {}
     if forced:
         by_name = {a.name: a for a, _ in floats}
@@ -206,44 +204,37 @@ def _float_precisions(recipe: Any, floats: list[tuple[Any, str]], windows: np.nd
         try:
             for name, rt, prec in forced:
                 a = by_name[name]
-                runners[(name, rt, prec)] = open_runner(rt, a.path, threads, **{**a.options.get(rt, {}), "precision": prec})
-                tallies[(name, rt, prec)] = lmcheck.Tally()
-            tick = progress("verifying float artifacts at the precisions other classes run", len(windows))
-            for ids in windows:
-                lp = lmcheck.log_softmax(ref_logits(ids))
-                for key, r in runners.items():
-                    tallies[key].add(lp, r.logits(ids), ids)
-                tick(1)
-            ran = {k: ov.type_name((getattr(r, "details", None) or {}).get("inference_precision", k[2]))
-                   for k, r in runners.items()}
+                runner = runners[(name, rt, prec)] = open_runner(rt, a.path, threads,
+                                                                 **{**a.options.get(rt, {}), "precision": prec})
+                refused = fp.ran_instead(runner, rt, prec)
+                if refused:  # e.g. bf16 asked of a CPU without it
+                    checked[(name, rt, prec)] = refused
+                else:
+                    tallies[(name, rt, prec)] = lmcheck.Tally()
+            if tallies:
+                tick = progress("verifying float artifacts at the precisions other classes run", len(windows))
+                for ids in windows:
+                    lp = lmcheck.log_softmax(ref_logits(ids))
+                    for key, tally in tallies.items():
+                        tally.add(lp, runners[key].logits(ids), ids)
+                    tick(1)
         finally:
             for r in runners.values():
                 r.close()
         ref_ppl = ver.metrics["reference"]["value"]
         for key, tally in tallies.items():
             name, rt, prec = key
-            if ran[key] != prec:  # e.g. bf16 asked of a CPU without it
-                checked[key] = f"{rt} ran {ran[key]} when asked for {prec}"
-                continue
             summ = tally.summary()
             lmcheck.check(summ, ref_ppl, recipe.verify, recipe.accuracy, f"artifact {name!r} on {rt} at {prec} "
                                                                          "(a precision another declared class runs)")
-            checked[key] = entry(summ, ref_ppl, len(windows))
-    for a, rt, cls, prec, covered, native in plans:
-        at = prec or f"{a.precision} as stored"
-        done = None if covered else checked[(a.name, rt, prec)]
+            checked[key] = {"runtime": rt, **entry(summ, ref_ppl, len(windows))}
+    for a, rt, c, native in plans:
+        done = native if c.covered else checked[(a.name, rt, c.precision)]
         if isinstance(done, str):
-            ver.not_verified.setdefault(cls, f"{a.name} on {rt}: {cls} may run it at {prec}, which this machine "
-                                             f"cannot compute ({done}); verify it on such a {cls} CPU")
+            ver.not_verified.setdefault(c.cls, fp.cannot_compute(a.name, rt, c, done))
             continue
-        ver.not_emulated.append({"artifact": a.name, "runtime": rt, "class": cls, "precision": at,
-                                 "reason": f"{a.precision} artifact: no integer kernel computes it, so QEMU has nothing "
-                                           f"class-specific to reproduce; {rt} may run it at {at} on {cls}, verified "
-                                           "natively at that precision"})
-        record = ({k: v for k, v in native.items() if k not in ("cpu_class", "mode", "cpu_model", "cpu_flags")}
-                  if covered else {"runtime": rt, **done})
-        ver.verified_on[a.name].append({**record, "cpu_class": cls, "mode": "native-precision",
-                                        "cpu_model": f"this {here} host, at {at}", "precision": at})
+        ver.not_emulated.append(fp.not_emulated(a.name, a.precision, rt, c))
+        ver.verified_on[a.name].append(fp.record(done, c, a.precision, here))
 
 
 def reverify(root: Path, manifest: dict[str, Any], pairs: list[tuple[dict[str, Any], str]], inputs: dict[str, Any],

@@ -171,41 +171,36 @@ def reverify(artifact_dir: Any, runtimes: Optional[list[str]] = None, threads: i
 
 def _float_precisions(root: Any, pairs: list[tuple[dict[str, Any], str]], classes: list[str], here: str,
                       inputs: dict[str, np.ndarray], ref: np.ndarray, spec: Any, threads: int) -> list[dict[str, Any]]:
-    """`verify --cpu CLASS` of float artifacts: what a class changes for them is the precision
-    its runtime computes in (OpenVINO: bf16 on AMX and AVX-512 BF16), not integer kernels, so
-    each precision the class may run is forced and checked here, natively, as compress does;
-    one this machine cannot compute is BackendUnavailable (verify it on such a CPU)."""
+    """`verify --cpu CLASS` of float artifacts: each precision the class may run is forced and
+    checked here, natively, as compress does (edgekit.checks.float_precision); one this machine
+    cannot compute is BackendUnavailable (verify it on such a CPU)."""
+    from edgekit.checks import float_precision as fp
     from edgekit.errors import BackendUnavailable
-    from edgekit.runtimes import open_runner, ov
-    from edgekit.runtimes.cpu_classes import float_precisions
+    from edgekit.runtimes import open_runner
 
     done: dict[tuple[str, str, Optional[str]], Any] = {}
     results = []
     for art, rt in pairs:
         options = (art.get("runtime_options") or {}).get(rt, {})
-        for cls in classes:
-            for prec in float_precisions(rt, cls, options) or (None,):  # None: as stored
-                at = prec or f"{art['precision']} as stored"
-                key = (art["name"], rt, prec)
-                if key not in done:
-                    runner = open_runner(rt, root / art["path"], threads, **({**options, "precision": prec} if prec
-                                                                               else options))
-                    try:
-                        ran = ov.type_name((getattr(runner, "details", None) or {}).get("inference_precision", prec))
-                        got = None if prec and ran != prec else np.concatenate(
-                            [np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0])
-                             for i in range(len(ref))])
-                    finally:
-                        runner.close()
-                    if got is None:
-                        done[key] = f"{rt} ran {ran} when asked for {prec}"
-                    else:
-                        done[key] = parity(ref, got)
-                        check(done[key], spec, f"artifact {art['name']!r} on {rt} at {at} (a precision {cls} runs)")
-                if isinstance(done[key], str):
-                    raise BackendUnavailable(f"verify: --cpu {cls}: artifact {art['name']!r} on {rt}: {cls} may run it "
-                                             f"at {prec}, which this machine cannot compute ({done[key]}); verify it "
-                                             f"on such a {cls} CPU")
-                results.append({"artifact": art["name"], "runtime": rt, **done[key], "cpu_class": cls,
-                                "mode": "native-precision", "cpu_model": f"this {here} host, at {at}", "precision": at})
+        for c in fp.plan(rt, options, classes, None, None):
+            key = (art["name"], rt, c.precision)
+            if key not in done:
+                runner = open_runner(rt, root / art["path"], threads, **({**options, "precision": c.precision}
+                                                                           if c.precision else options))
+                try:
+                    refused = fp.ran_instead(runner, rt, c.precision) if c.precision else None
+                    got = None if refused else np.concatenate(
+                        [np.asarray(runner.run({k: v[i: i + 1] for k, v in inputs.items()})[0]) for i in range(len(ref))])
+                finally:
+                    runner.close()
+                if got is None:
+                    done[key] = refused
+                else:
+                    done[key] = {"runtime": rt, **parity(ref, got)}
+                    check(done[key], spec, f"artifact {art['name']!r} on {rt} at {fp.at(c, art['precision'])} (a "
+                                           f"precision {c.cls} runs)")
+            if isinstance(done[key], str):
+                why = fp.cannot_compute(f"artifact {art['name']!r}", rt, c, done[key])
+                raise BackendUnavailable(f"verify: --cpu {c.cls}: {why}")
+            results.append({"artifact": art["name"], **fp.record(done[key], c, art["precision"], here)})
     return results

@@ -8,6 +8,7 @@ read by anyone else is copied under a new name before it is changed (`private_in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -95,3 +96,25 @@ def privatize(model: Any, inputs: dict[str, int], consumers: Consumers | None = 
         if c.shared(n.input[i], n):
             made.append(c.private_initializer(n, i).name)
     return made
+
+
+def depthwise_weights(path: Path) -> list[str]:
+    """Weight initializers read only as the weight of depthwise convolutions: Conv with one
+    input and one output channel per group (weight [group, 1, kh, kw]), the case whose integer
+    kernels cannot saturate on any x86 class (edgekit.quantize.overflow). Grouped convolutions
+    with more channels per group, and depthwise ones with a channel multiplier, run on the GEMM
+    kernels that can."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    readers = Consumers(model)
+
+    def depthwise(node: Any, name: str) -> bool:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        dims = shapes[name]
+        return (node.op_type == "Conv" and len(node.input) > 1 and node.input[1] == name and group > 1
+                and len(dims) >= 3 and dims[0] == group and dims[1] == 1)
+
+    return sorted(w for w in shapes if readers.readers.get(w) and w not in readers.outputs
+                  and all(depthwise(n, w) for n in readers.readers[w]))

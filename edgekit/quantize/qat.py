@@ -124,6 +124,24 @@ def grids(q: Any, classes: list[str], preset: str = "cnn") -> tuple[Any, Optiona
     return wgrid, agrid, kinds
 
 
+def depthwise_grid(q: Any, classes: list[str]) -> Optional[Any]:
+    """The full-range grid that depthwise convolutions keep under `overflow_fix:
+    reduce_range_dw8` (the other layers train on 7 bits), or None."""
+    from edgekit.quantize.overflow import DW8, choose_overflow_fix
+
+    if q.kind != "quantize.int8" or choose_overflow_fix(q.overflow_fix, q.weights.dtype, classes).fix != DW8:
+        return None
+    full = q.model_copy(update={"overflow_fix": "none"})
+    return grids(full, classes)[0]
+
+
+def _depthwise(m: Any) -> bool:
+    """One input and one output channel per group: what edgekit.quantize.graph.depthwise_weights
+    finds in the exported graph."""
+    groups = getattr(m, "groups", 1)
+    return groups > 1 and m.in_channels == groups and m.out_channels == groups
+
+
 def _kind_of(m: Any) -> Optional[str]:
     import torch
 
@@ -136,8 +154,10 @@ def _kind_of(m: Any) -> Optional[str]:
     return None
 
 
-def wrap(model: Any, wgrid: Any, agrid: Optional[Any], kinds: set[str]) -> dict[str, Any]:
-    """Swap every layer of `kinds` for a fake-quantizing wrapper, in place; name -> wrapper."""
+def wrap(model: Any, wgrid: Any, agrid: Optional[Any], kinds: set[str], dw_grid: Optional[Any] = None
+         ) -> dict[str, Any]:
+    """Swap every layer of `kinds` for a fake-quantizing wrapper, in place; name -> wrapper.
+    Depthwise convolutions train on `dw_grid` where one is given."""
     import torch
     import torch.nn.functional as F
 
@@ -148,6 +168,7 @@ def wrap(model: Any, wgrid: Any, agrid: Optional[Any], kinds: set[str]) -> dict[
         def __init__(self, inner: Any, kind: str) -> None:
             super().__init__()
             self.inner, self.kind = inner, kind
+            self.grid = dw_grid if dw_grid is not None and kind == "conv" and _depthwise(inner) else wgrid
             self.quantizes_input = agrid is not None and kind != "embedding"
             self.hist: Optional[Histogram] = None  # set while calibrating: inputs are recorded, not rounded
             self.scale: Any = None
@@ -161,7 +182,7 @@ def wrap(model: Any, wgrid: Any, agrid: Optional[Any], kinds: set[str]) -> dict[
                 self.hist.update(x.detach().numpy())
             elif self.quantizes_input:
                 x = fake_quant(x, self.scale, self.zero, agrid)
-            w = fake_quant_weight(self.inner.weight, wgrid)
+            w = fake_quant_weight(self.inner.weight, self.grid)
             m = self.inner
             if self.kind == "linear":
                 return F.linear(x, w, m.bias)
@@ -207,13 +228,13 @@ def calibrate(model: Any, wrapped: dict[str, Any], samples: list[dict[str, Any]]
             w.hist = None
 
 
-def unwrap(model: Any, wrapped: dict[str, Any], wgrid: Any) -> None:
-    """Put the plain layers back, their weights snapped onto the grid."""
+def unwrap(model: Any, wrapped: dict[str, Any]) -> None:
+    """Put the plain layers back, their weights snapped onto their grids."""
     from edgekit.quantize.fake_quant import snap
 
     modules = dict(model.named_modules())
     for name, w in wrapped.items():
-        w.inner.weight.data = snap(w.inner.weight, wgrid)
+        w.inner.weight.data = snap(w.inner.weight, w.grid)
         parent, _, attr = name.rpartition(".")
         setattr(modules[parent] if parent else model, attr, w.inner)
 
@@ -260,7 +281,8 @@ class FinetuneQAT(Stage):
         teacher = state.source_model()
         inputs, targets = training_data(cfg, state)
         masks = zero_masks(model)
-        wrapped = wrap(model, wgrid, agrid, kinds)
+        dw_grid = depthwise_grid(q, deploy_classes(state))
+        wrapped = wrap(model, wgrid, agrid, kinds, dw_grid)
         if not wrapped:
             from edgekit.errors import StageError
 
@@ -281,11 +303,13 @@ class FinetuneQAT(Stage):
                         state.progress(f"QAT for {q.kind} {q.name!r}: {cfg.epochs} epochs on {len(inputs[0])} "
                                        "samples", cfg.epochs), train_mode=False, epoch_end=recalibrate)
         after = _fidelity(model, teacher, inputs)
-        unwrap(model, wrapped, wgrid)
+        unwrap(model, wrapped)
         state.torch_model = model
         counts = {k: sum(1 for w in wrapped.values() if w.kind == k) for k in sorted(kinds)}
         measured: dict[str, Any] = {
             "for": f"{q.kind} {q.name!r}", "preset": preset, "weight_grid": wgrid.describe(),
+            **({"depthwise_weight_grid": dw_grid.describe(),
+                "depthwise_layers": sum(1 for w in wrapped.values() if w.grid is dw_grid)} if dw_grid else {}),
             "activation_grid": agrid.describe() if agrid is not None else None,
             "layers": counts, "samples": int(len(inputs[0])), "loss_per_epoch": history,
             "fake_quant_fidelity_before": before, "fake_quant_fidelity_after": after,

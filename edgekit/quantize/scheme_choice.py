@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgekit.quantize.overflow import X64_QUANT_PRECISION, OverflowChoice
+from edgekit.quantize.overflow import DW8, X64_QUANT_PRECISION, OverflowChoice
 
 MARGIN = 0.10  # a more faithful scheme may be this much slower than the fastest
 FIDELITY_SAMPLES = 32
@@ -26,7 +26,7 @@ FIDELITY_SAMPLES = 32
 
 @dataclass
 class Candidate:
-    scheme: str  # reduce_range | u8u8 | runtime
+    scheme: str  # reduce_range | reduce_range_dw8 | u8u8 | runtime
     cosine_mean: float
     median_ms: float
 
@@ -43,7 +43,12 @@ def safe_schemes(plan: Any) -> dict[str, tuple[Any, OverflowChoice]]:
     quantize the calibrated plan with."""
     cfg, cpus = plan.cfg, plan.overflow.cpus
     why = "measured among the schemes safe on " + ", ".join(cpus)
+    from edgekit.quantize.graph import depthwise_weights
+
     out = {"reduce_range": (cfg, OverflowChoice("reduce_range", True, {}, why, list(cpus)))}
+    dw = depthwise_weights(plan.prepared)
+    if dw:
+        out[DW8] = (cfg, OverflowChoice(DW8, True, {}, why, list(cpus), dw))
     if cfg.activations.dtype == "uint8":  # onnxruntime has no S8 x U8 kernels
         u8u8 = cfg.model_copy(update={"weights": cfg.weights.model_copy(update={"dtype": "uint8", "symmetric": False})})
         out["u8u8"] = (u8u8, OverflowChoice("u8u8", False, {}, why, list(cpus)))
@@ -53,7 +58,8 @@ def safe_schemes(plan: Any) -> dict[str, tuple[Any, OverflowChoice]]:
 
 def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], threads: int,
            tick: Optional[Callable[[int], None]] = None, margin: float = MARGIN,
-           keep: Optional[Path] = None, excluded: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any], bool]:
+           keep: Optional[Path] = None, excluded: tuple[str, ...] = (),
+           schemes: Optional[dict[str, tuple[Any, OverflowChoice]]] = None) -> tuple[Any, dict[str, Any], bool]:
     """The plan re-targeted at the chosen scheme, the record of every candidate (each built with
     the recipe's `excluded` nodes in float), and whether the chosen file was moved to `keep`.
     Where onnxruntime cannot open the candidates, nothing is chosen: the plan stays as the rule
@@ -64,7 +70,7 @@ def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], t
     from edgekit.profile.interleave import Rounds, Sessions, time_rounds
     from edgekit.runtimes import ort
 
-    schemes = safe_schemes(plan)
+    schemes = schemes if schemes is not None else safe_schemes(plan)
     feeds = samples[:FIDELITY_SAMPLES]
     ref_runner = ort.OrtRunner(float_model, threads)
     try:

@@ -34,7 +34,8 @@ from edgekit.core.backends import require
 from edgekit.core.patterns import check_patterns
 from edgekit.core.strict import Strict
 from edgekit.errors import DataError
-from edgekit.quantize.overflow import AUTO_FIX, OverflowChoice, choose_overflow_fix, deploy_classes, saturation_problem
+from edgekit.quantize.overflow import (AUTO_FIX, DW8, OverflowChoice, choose_overflow_fix, deploy_classes,
+                                       saturation_problem)
 from edgekit.runtimes import ort
 from edgekit.stages.base import Stage, StageConfig, StageRecord
 from edgekit.stages.state import Artifact, ModelState
@@ -85,9 +86,10 @@ class StaticInt8Config(StageConfig):
     op_types: Optional[list[str]] = Field(None, min_length=1)
     samples: Optional[int] = Field(None, ge=1)
     smoothquant: SmoothQuantConfig = SmoothQuantConfig()
-    # int8 weights on CPUs whose kernels saturate (deploy.cpus with x86-avx2): 7-bit weights, the
-    # ONNX Runtime session option, nothing (refused unless deploy.accept_saturation), or auto
-    overflow_fix: Literal["auto", "reduce_range", "runtime", "none"] = "auto"
+    # int8 weights on CPUs whose kernels saturate (deploy.cpus with x86-avx2): 7-bit weights (but
+    # 8 in depthwise convolutions: reduce_range_dw8), the ONNX Runtime session option, nothing
+    # (refused unless deploy.accept_saturation), or auto
+    overflow_fix: Literal["auto", "reduce_range", "reduce_range_dw8", "runtime", "none"] = "auto"
     overflow_margin: float = Field(0.10, ge=0.0, description="auto: how much slower than the fastest safe scheme "
                                                             "a more faithful one may be (0.1 = 10%)")
     sensitivity: bool = Field(False, description="write sensitivity.json (per-node SQNR) for this graph")
@@ -102,7 +104,8 @@ class StaticInt8Config(StageConfig):
 
     def saturation_problem(self, classes: list[str]) -> Optional[str]:
         """Why this config saturates on one of `classes`, or None (checked at validate time)."""
-        return saturation_problem(self.overflow_fix, self.weights.dtype, classes, "weights.dtype")
+        return saturation_problem(self.overflow_fix, self.weights.dtype, classes, "weights.dtype",
+                                  "auto, reduce_range, reduce_range_dw8, runtime")
 
 
 def quant_types(cfg: StaticInt8Config) -> tuple[Any, Any]:
@@ -156,6 +159,12 @@ class Plan:
     def quantize(self, out: Path, excluded: list[str]) -> None:
         q = require("onnxruntime.quantization", extra="onnx")
         wt, at = quant_types(self.cfg)
+        extra = dict(self.extra)
+        if self.overflow.reduce_range and self.overflow.full_range_weights:
+            # onnxruntime reads a per-initializer reduce_range; per-channel overrides must name the axis
+            keep = {"reduce_range": False, **({"axis": 0} if self.cfg.weights.granularity == "per_channel" else {})}
+            extra["TensorQuantOverrides"] = {**extra.get("TensorQuantOverrides", {}),
+                                             **{w: [dict(keep)] for w in self.overflow.full_range_weights}}
         with contextlib.redirect_stdout(io.StringIO()):
             q.quantize_static(
                 str(self.prepared),
@@ -170,7 +179,7 @@ class Plan:
                 weight_type=wt,
                 nodes_to_exclude=list(dict.fromkeys([*excluded, *self.always_float])),
                 calibrate_method=q.CalibrationMethod.MinMax,
-                extra_options=self.extra,
+                extra_options=extra,
             )
 
 
@@ -240,6 +249,10 @@ def plan(state: ModelState, cfg: StaticInt8Config, kind: str) -> tuple[Plan, dic
         "float_activation_matmuls": len(always_float),
     })
     overflow = choose_overflow_fix(cfg.overflow_fix, cfg.weights.dtype, deploy_classes(state))
+    if overflow.fix == DW8:
+        from edgekit.quantize.graph import depthwise_weights
+
+        overflow.full_range_weights = depthwise_weights(prepared)
     return Plan(prepared, cache, op_types, extra, cfg, overflow, always_float), info
 
 
@@ -260,12 +273,14 @@ class StaticInt8(Stage):
         if cfg.scheme_measured(p.overflow):
             from edgekit.quantize import scheme_choice
 
-            tick = state.progress(f"choosing {cfg.name}'s INT8 scheme (3 safe schemes, fidelity and speed)", 4)
+            schemes = scheme_choice.safe_schemes(p)
+            tick = state.progress(f"choosing {cfg.name}'s INT8 scheme among {', '.join(schemes)} (fidelity and speed)",
+                                  len(schemes) + 1)
             samples = state.calibration.samples[: cfg.samples] if cfg.samples else state.calibration.samples
             # without a search the chosen candidate is the artifact as it is
             keep = None if search else out
             p, found, built = scheme_choice.choose(p, state.onnx_path, samples, state.threads, tick,
-                                                   cfg.overflow_margin, keep, tuple(excluded))
+                                                   cfg.overflow_margin, keep, tuple(excluded), schemes)
             measured.update(found)
         asked, cfg = cfg, p.cfg  # the record keeps the recipe's settings; the weights are the chosen scheme's
         candidates = [n for n in p.candidates() if n not in excluded]
