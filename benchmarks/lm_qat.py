@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._results import print_tables, save, table
-from benchmarks.lm_compress import GGUF, GROUP, ORT_INT4, OV_INT4, build, lm_args
-from edgekit.recipe.sections import ModelSpec
+from benchmarks.lm_compress import GROUP, ORT_INT4, OV_INT4, build, lm_args, source
 from edgekit.runtimes.cpu_classes import local_class
 
 RUNTIMES = {"ort": "onnxruntime-genai", "ov": "openvino-genai"}
@@ -45,7 +44,7 @@ def main() -> None:
     build_s: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-lm-qat-") as tmp:
         tmp = Path(tmp)
-        cl = load_causal_lm(ModelSpec(hf=str(args.hf)) if args.hf else ModelSpec(gguf=GGUF), Path.cwd(), tmp)
+        cl = load_causal_lm(source(args)[0], Path.cwd(), tmp)
         for name, stage in variants.items():
             print(f"building {name}", flush=True)
             manifest, build_s[name] = build(cl.directory, tmp, name, [stage, ORT_INT4, OV_INT4], args.windows,
@@ -67,7 +66,7 @@ def main() -> None:
     qat = records["qat"]["qat"]
     curve = qat["weights_and_scales"]["loss_curve"] + qat.get("scales", {}).get("loss_curve", [])
     cls = local_class()
-    name = args.hf.name if args.hf else "SmolLM2-135M"
+    name = source(args)[1]
     tables = [
         table(f"{name} on {cls}: INT4 group {GROUP} symmetric, lm_head INT8, perplexity on {args.windows} held-out "
               f"windows of {args.seq_len} tokens (PyTorch fp32: {reference:.3f}); GPTQ and QAT on {args.calibration} "

@@ -27,7 +27,7 @@ re-quantization."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 EPS = 1e-12
 

@@ -58,8 +58,8 @@ class QATConfig(StageConfig, TrainSpec):
             if q.scheme_measured(chosen):
                 return (f"quantize.int8 {q.name!r} picks its weight grid at run time (overflow_fix auto with "
                         f"{', '.join(chosen.cpus)} in deploy.cpus, some of which saturate full-range int8); set its "
-                        "overflow_fix to reduce_range, runtime or none, or narrow deploy.cpus, so that training "
-                        "uses the grid that ships")
+                        "overflow_fix to reduce_range, reduce_range_dw8, runtime or none, or narrow deploy.cpus, so "
+                        "that training uses the grid that ships")
         return None
 
 
