@@ -5,7 +5,7 @@ removed (the greedy least-KL score), healed by `finetune.lm` (300 steps on 48 ca
 healed model alone, decode paired over interleaved rounds. It is benchmarks.lm_depth with
 `--int4 autoround` and these counts; any of lm_depth's options may follow and override them.
 
-    .venv/bin/python -m benchmarks.lm_depth_autoround     # about 55 minutes on 2 cores
+    .venv/bin/python -m benchmarks.lm_depth_autoround     # about 57 minutes on 2 cores
 
 writes benchmarks/results/<cpu-class>/lm_depth_autoround.json."""
 
