@@ -85,9 +85,6 @@ def known_refusal(config: dict[str, Any]) -> Optional[str]:
         return (f"it takes a Phi-3 whose max_position_embeddings ({config.get('max_position_embeddings')}) differs from "
                 f"original_max_position_embeddings ({config.get('original_max_position_embeddings')}) for a long-RoPE "
                 f"model, and this one's rope_type is {rope.get('rope_type', rope.get('type'))!r}; make the two equal")
-    if family == "gemma3_text" and isinstance(rope, dict) and "full_attention" in rope:
-        return ("it reads Gemma-3's RoPE settings in the flat form transformers 4 wrote; this config nests them per "
-                "layer type (rope_parameters.full_attention / sliding_attention, as transformers 5 writes them)")
     return None
 
 
@@ -98,7 +95,7 @@ def requantized(cfg: GenaiConfig) -> bool:
 
 def builder_command(src: Path, out: Path, cache: Path, cfg: GenaiConfig) -> list[str]:
     precision = "fp32" if requantized(cfg) else cfg.precision
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
+    cmd = [sys.executable, "-m", "edgekit.export.genai_builder", "-i", str(src), "-o", str(out),
            "-p", precision, "-e", "cpu", "-c", str(cache)]
     extra: list[str] = []
     if precision in ("int4", "int8"):

@@ -78,6 +78,16 @@ def check(path: Path) -> list[Problem]:
     return [dataclasses.replace(p, target=NAME) for p in ort.check_CPUExecutionProvider(folder / "model.onnx")]
 
 
+def attention_window(model: Path) -> int:
+    """The longest sliding window of the graph's GroupQueryAttention nodes (0 when none has
+    one): the builder writes it there (`local_window_size`), not in genai_config.json for CPU."""
+    onnx = require("onnx", extra="onnx")
+    graph = onnx.load(str(model), load_external_data=False).graph
+    sizes = [a.i for n in graph.node if n.op_type == "GroupQueryAttention" for a in n.attribute
+             if a.name == "local_window_size"]
+    return max([s for s in sizes if s > 0], default=0)
+
+
 class GenaiRunner(LMRunner):
     _holds = ("model", "tokenizer")
 
@@ -101,11 +111,15 @@ class GenaiRunner(LMRunner):
         self.context = int(cfg["model"].get("context_length") or cfg["search"].get("max_length") or 0)
         eos = cfg["model"].get("eos_token_id")
         self.eos = eos[0] if isinstance(eos, list) else eos
+        self.window = attention_window(folder / cfg["model"]["decoder"].get("filename", "model.onnx"))
         self.details = {"genai_version": version_of("onnxruntime_genai"), "threads": threads}
 
     def _generator(self, length: int) -> Any:
         params = self._og.GeneratorParams(self.model)
-        params.set_search_options(max_length=min(self.context, length), batch_size=1, do_sample=False)
+        # the KV cache holds max_length positions, and a sliding-window attention refuses a cache
+        # shorter than its window (Gemma-3's GroupQueryAttention nodes), however short the text
+        params.set_search_options(max_length=min(self.context, max(length, self.window)), batch_size=1,
+                                  do_sample=False)
         return self._og.Generator(self.model, params)
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
