@@ -201,17 +201,16 @@ def test_reduce_range_dw8_keeps_8_bits_only_in_depthwise_convolutions(tmp_path):
     assert ints["dw_w"] == 127 and all(v <= 64 for k, v in ints.items() if k != "dw_w"), ints
 
 
-def test_auto_adds_the_depthwise_candidate_where_the_graph_has_depthwise_convolutions(tmp_path):
+def test_auto_does_not_try_the_depthwise_scheme(tmp_path):
+    """reduce_range_dw8 measured less faithful than 7-bit weights on a real depthwise CNN
+    (benchmarks/int8_scheme.py): auto measures the other three, even where depthwise convs exist."""
     from edgekit.stages.registry import REGISTRY
 
     stage = REGISTRY["quantize.int8"].load()()
     state = _dw_state(tmp_path, "auto", ["x86-avx2", "x86-vnni"])
     state, rec = stage.run(state, stage.Config(kind="quantize.int8"))
-    cands = {c["scheme"] for c in rec.measured["overflow_candidates"]}
-    assert cands == {"reduce_range", "reduce_range_dw8", "u8u8", "runtime"}
-    chosen = next(c["scheme"] for c in rec.measured["overflow_candidates"] if c["chosen"])
-    assert rec.measured["overflow_fix"] == chosen
-    assert ("full_range_weights" in rec.measured) == (chosen == "reduce_range_dw8")
+    assert {c["scheme"] for c in rec.measured["overflow_candidates"]} == {"reduce_range", "u8u8", "runtime"}
+    assert "full_range_weights" not in rec.measured
 
 
 _PROBE = """
