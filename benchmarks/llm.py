@@ -137,8 +137,10 @@ def quality(cl: Any, variants: dict[str, tuple[str, Path, dict[str, Any]]], wind
 
 
 def timing(variants: dict[str, tuple[str, Path, dict[str, Any]]], prompt: np.ndarray, new_tokens: int, rounds: int,
-           eos: int, llama_python: Optional[Path]) -> dict[str, list[dict[str, Any]]]:
-    spec = SimpleNamespace(warmup_s=0.5, min_duration_s=2.0, min_iters=32, max_duration_s=60.0)
+           eos: int, llama_python: Optional[Path], spec: Optional[Any] = None) -> dict[str, list[dict[str, Any]]]:
+    """Each variant's generation profile in a fresh process, `rounds` times, the order rotated
+    every round. `spec`: the profile's durations (a long prompt wants fewer whole generations)."""
+    spec = spec or SimpleNamespace(warmup_s=0.5, min_duration_s=2.0, min_iters=32, max_duration_s=60.0)
     names = list(variants)
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
     for r in range(rounds):

@@ -115,6 +115,14 @@ def export_and_time(cl: Any, sources: dict[str, Path], args: Any, tmp: Path
     verified against the unpruned model; then every artifact's decode time per token over
     interleaved rounds. Returns each artifact's metrics ("full/ort_int4", ...) and its medians
     per round."""
+    found, paths = export(cl, sources, args, tmp)
+    return found, decode_rounds(cl, paths, args, args.prompt)
+
+
+def export(cl: Any, sources: dict[str, Path], args: Any, tmp: Path
+           ) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, Path]]]:
+    """Each source directory built to both runtimes and verified against the unpruned model:
+    every artifact's metrics and (runtime, path), keyed "full/ort_int4", ..."""
     print(f"exporting the {' and the '.join(sources)} models to both runtimes", flush=True)
     found: dict[str, dict[str, Any]] = {}
     paths: dict[str, tuple[str, Path]] = {}
@@ -127,10 +135,17 @@ def export_and_time(cl: Any, sources: dict[str, Path], args: Any, tmp: Path
                 found[f"{name}/{a['name']}"] = {"runtime": rt, "mb": a["bytes"] / 1e6,
                                                 **manifest["metrics"][a["name"]][rt]}
                 paths[f"{name}/{a['name']}"] = (rt, out / a["path"])
-    prompt = np.asarray(_windows(cl, "test", 1, args.prompt)[0])
+    return found, paths
+
+
+def decode_rounds(cl: Any, paths: dict[str, tuple[str, Path]], args: Any, prompt_tokens: int,
+                  spec: Optional[Any] = None) -> dict[str, list[float]]:
+    """Every artifact's median decode ms per token after a held-out prompt of `prompt_tokens`,
+    one per interleaved round (OpenVINO's fp32 IR at f32)."""
+    prompt = np.asarray(_windows(cl, "test", 1, prompt_tokens)[0])
     timed = {key: (rt, p, {"precision": "f32"} if key.endswith("ov_fp32") else {}) for key, (rt, p) in paths.items()}
-    t = timing(timed, prompt, args.new_tokens, args.rounds, cl.tokenizer().eos_token_id, None)
-    return found, {key: [m["decode_ms_per_token"]["median_ms"] for m in v] for key, v in t.items()}
+    t = timing(timed, prompt, args.new_tokens, args.rounds, cl.tokenizer().eos_token_id, None, spec)
+    return {key: [m["decode_ms_per_token"]["median_ms"] for m in v] for key, v in t.items()}
 
 
 def speed_tables(found: dict[str, dict[str, Any]], per_round: dict[str, list[float]], reference: float,
