@@ -96,3 +96,31 @@ def test_a_second_run_of_the_same_bytes_comes_from_the_cache_and_a_changed_model
         with pytest.raises(AssertionError, match="emulated again"):
             emulate.run_outputs("x86-avx2", models, {"x": x}, threads=1, budget_s=600, cache=False)
     np.testing.assert_allclose(first.outputs["m"], x @ np.ones((8, 4), np.float32), rtol=1e-5)
+
+
+def test_a_model_whose_share_ran_out_before_its_first_sample_is_kept_with_its_budget(tmp_path, monkeypatch):
+    """A budget-cut job answers for the models that finished something; the one that finished
+    nothing is kept as such, so a warm rebuild under the same budget does not spend it again, and
+    a larger budget runs it again. A model that failed is not kept."""
+    a, b, bad = (_model(tmp_path / f"{n}.onnx", scale=s) for n, s in (("a", 1.0), ("b", 2.0), ("bad", 3.0)))
+    x = np.ones((4, 8), np.float32)
+    models = [{"key": k, "runtime": "onnxruntime", "model": str(p), "options": {}}
+              for k, p in (("a", a), ("b", b), ("bad", bad))]
+    calls = []
+
+    def cut_short(cls, todo, inputs, threads, budget_s):
+        calls.append([m["key"] for m in todo])
+        return emulate.EmulatedRun(cls, "Haswell", {"a": np.ones((2, 1, 4), np.float32)}, {"bad": "it crashed"},
+                                   9.0, "host", {"a": {"samples": 2, "seconds": 8.0}, "b": {"samples": 0}},
+                                   stopped="stopped at its deadline")
+
+    monkeypatch.setattr(emulate, "_emulate", cut_short)
+    first = emulate.run_outputs("x86-avx2", models, {"x": x}, threads=1, budget_s=60)
+    assert "b" not in first.outputs and emulate.budget_shortfall(first, "b", 1, 60)
+    again = emulate.run_outputs("x86-avx2", models, {"x": x}, threads=1, budget_s=60)
+    assert calls == [["a", "b", "bad"], ["bad"]]  # only the failed model runs again
+    assert len(again.outputs["b"]) == 0 and again.record("b")["from_cache"] is True
+    assert "not verified: budget: 0 sample(s)" in emulate.budget_shortfall(again, "b", 1, 60)
+    assert len(again.outputs["a"]) == 2
+    emulate.run_outputs("x86-avx2", models, {"x": x}, threads=1, budget_s=120)
+    assert calls[-1] == ["a", "b", "bad"]  # more budget: everything cut short runs again

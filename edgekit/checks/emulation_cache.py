@@ -6,8 +6,8 @@ The key is the model's bytes (the file and its same-stem siblings: external data
 .bin), the runtime with its version and options, the class with its QEMU CPU model, the input
 samples' bytes and the thread count. A run cut short by its budget is kept with that budget
 and reused under a budget no larger (a rerun would stop at the same place or sooner), also when
-it fell short of the minimum sample count: a rerun would spend the budget on the same "not
-verified: budget". A model that failed is never kept."""
+it fell short of the minimum sample count, none at all included: a rerun would spend the budget
+on the same "not verified: budget". A model that failed is never kept."""
 
 from __future__ import annotations
 
