@@ -308,7 +308,7 @@ def _run_classes(recipe: Any, p: Any, models: list[dict[str, Any]], inputs: dict
         tick = progress(f"verifying under emulated {cls} (qemu {qemu_model})", 1)
         try:
             return emulate.run_outputs(cls, models, inputs, recipe.profile.threads, recipe.verify.emulate_budget_s,
-                                       recipe.verify.emulate_cache)
+                                       recipe.verify.emulate_cache, recipe.verify.emulate_min_samples)
         except emulate.EmulationError as exc:
             return exc
         finally:

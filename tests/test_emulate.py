@@ -272,3 +272,22 @@ def test_a_sample_past_the_deadline_is_stopped_and_what_finished_is_kept(tmp_pat
                            {"x": x}, 1, 2.0)
     assert none.outputs == {} and none.stopped
     assert emulate.budget_shortfall(none, "a", 4, 2.0).startswith("not verified: budget: 0 sample(s)")
+
+
+def test_a_job_whose_verdict_is_settled_stops_at_its_budget_not_its_grace(tmp_path):
+    """Past the budget the sample in flight may finish (GRACE_S), unless even with it the model
+    would stay short of the minimum: then the verdict is already "not verified: budget", and the
+    job stops at the budget, saying so, for the count it relied on."""
+    import sys
+    import time
+
+    launcher = tmp_path / "slow.py"
+    launcher.write_text(_SLOW_LAUNCHER)
+    models = [{"key": k, "runtime": "onnxruntime", "model": str(tmp_path / "m.onnx"), "options": {}} for k in "ab"]
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    t0 = time.perf_counter()
+    run = emulate.run_job("x86-avx2", [sys.executable, str(launcher)], None, models, {"x": x}, 1, 2.0, min_samples=4)
+    assert time.perf_counter() - t0 < emulate.GRACE_S / 2
+    assert run.stopped.startswith("stopped at its budget (verify.emulate_budget_s 2 s): a had 1 sample(s)")
+    assert run.cut_for == 4 and run.ran["a"]["samples"] == 1 and "b" not in run.outputs
+    assert emulate.budget_shortfall(run, "a", 4, 2.0).startswith("not verified: budget: 1 sample(s)")

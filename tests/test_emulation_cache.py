@@ -108,7 +108,7 @@ def test_a_model_whose_share_ran_out_before_its_first_sample_is_kept_with_its_bu
               for k, p in (("a", a), ("b", b), ("bad", bad))]
     calls = []
 
-    def cut_short(cls, todo, inputs, threads, budget_s):
+    def cut_short(cls, todo, inputs, threads, budget_s, min_samples=None):
         calls.append([m["key"] for m in todo])
         return emulate.EmulatedRun(cls, "Haswell", {"a": np.ones((2, 1, 4), np.float32)}, {"bad": "it crashed"},
                                    9.0, "host", {"a": {"samples": 2, "seconds": 8.0}, "b": {"samples": 0}},
@@ -124,3 +124,12 @@ def test_a_model_whose_share_ran_out_before_its_first_sample_is_kept_with_its_bu
     assert len(again.outputs["a"]) == 2
     emulate.run_outputs("x86-avx2", models, {"x": x}, threads=1, budget_s=120)
     assert calls[-1] == ["a", "b", "bad"]  # more budget: everything cut short runs again
+
+
+def test_a_run_stopped_for_a_minimum_stands_only_for_runs_needing_as_many():
+    """A job stopped at its budget because it could not reach 4 samples skipped the grace in
+    which one more sample might have finished: a run that needs fewer must run again."""
+    ec.store("cut", np.ones((1, 2), np.float32), planned=5, seconds=2.0, budget_s=60, cut_for=4)
+    assert ec.load("cut", 5, 60, min_samples=4) is not None and ec.load("cut", 5, 60, min_samples=6) is not None
+    assert ec.load("cut", 5, 60, min_samples=2) is None and ec.load("cut", 5, 60) is None
+    assert ec.load("cut", 5, 120, min_samples=4) is None  # more budget: more samples

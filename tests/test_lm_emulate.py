@@ -82,7 +82,7 @@ def _fake_run(outputs_for):
     """emulate.run_outputs stand-in: what QEMU would have answered, per model key."""
     from edgekit.checks import emulate
 
-    def fake(cls, models, inputs, threads, budget_s=None, min_samples=1, cache=True):
+    def fake(cls, models, inputs, threads, budget_s=None, cache=True, min_samples=None):
         outs = {m["key"]: outputs_for(m, inputs) for m in models}
         return emulate.EmulatedRun(cls, "Haswell", outs, {}, 1.0, "test host",
                                    {k: {"samples": len(v), "seconds": 1.0} for k, v in outs.items()})

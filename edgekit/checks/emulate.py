@@ -74,6 +74,7 @@ class EmulatedRun:
     ran: dict[str, dict[str, float]] = field(default_factory=dict)  # key -> samples run and seconds taken
     cached: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> the stored run it came from
     stopped: Optional[str] = None  # why the job was stopped before it ended (its deadline), if it was
+    cut_for: Optional[int] = None  # the minimum sample count a stop at the budget (no grace) relied on
 
     def record(self, key: str) -> dict[str, Any]:
         """The verification record's fields for one model: where, how long, whether from cache."""
@@ -100,11 +101,14 @@ class EmulationError(RuntimeError):
 
 
 def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,
-                budget_s: Optional[float] = None, cache: bool = True) -> EmulatedRun:
+                budget_s: Optional[float] = None, cache: bool = True, min_samples: Optional[int] = None
+                ) -> EmulatedRun:
     """Run every model in `models` ({key, runtime, model, options}) on `inputs` (stacked batch-1
     samples) under the QEMU model of `cls`. With `cache`, a model whose bytes, runtime, class,
     inputs and threads were emulated before is answered from that run (emulation_cache) and the
-    rest share the budget; what ran is stored for next time."""
+    rest share the budget; what ran is stored for next time. `min_samples`: the count a model
+    needs to be verified, which lets a budgeted job stop at its budget rather than its grace
+    when the sample in flight could not reach it (run_job)."""
     from edgekit.checks import emulation_cache as ec
     from edgekit.runtimes.registry import device_job
 
@@ -120,12 +124,12 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
                                     digest, threads)
         except OSError:  # a missing model is the run's error to report, not the cache's
             continue
-        entry = ec.load(keys[m["key"]], planned, budget_s)
+        entry = ec.load(keys[m["key"]], planned, budget_s, min_samples)
         if entry is not None:
             hits[m["key"]] = entry
     todo = [m for m in models if m["key"] not in hits]
     if todo:
-        run = _emulate(cls, todo, inputs, threads, budget_s)
+        run = _emulate(cls, todo, inputs, threads, budget_s, min_samples)
     else:
         from edgekit.artifact.environment import cpu_info
 
@@ -135,12 +139,13 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
         if k not in keys or k in run.errors:
             continue
         if k in run.outputs:
-            ec.store(keys[k], run.outputs[k], planned, run.ran.get(k, {}).get("seconds"), budget_s)
+            ec.store(keys[k], run.outputs[k], planned, run.ran.get(k, {}).get("seconds"), budget_s, run.cut_for)
         elif budget_s is not None:
             # its share of the budget ran out before its first sample finished: a rerun under a
             # budget no larger would end the same way, so that is kept too (a 135M-parameter LM's
             # OpenVINO folder under QEMU Haswell spent its whole share again on a warm rebuild)
-            ec.store(keys[k], np.empty((0,), np.float32), planned, run.ran.get(k, {}).get("seconds"), budget_s)
+            ec.store(keys[k], np.empty((0,), np.float32), planned, run.ran.get(k, {}).get("seconds"), budget_s,
+                     run.cut_for)
     for k, entry in hits.items():
         run.outputs[k] = entry.outputs
         run.ran[k] = {"samples": len(entry.outputs), "seconds": entry.meta.get("seconds")}
@@ -149,13 +154,13 @@ def run_outputs(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nda
 
 
 def _emulate(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.ndarray], threads: int,
-             budget_s: Optional[float]) -> EmulatedRun:
+             budget_s: Optional[float], min_samples: Optional[int] = None) -> EmulatedRun:
     """One emulated process for all of `models`, each for its share of `budget_s` (loading
     included), stopped at the budget's deadline (run_job)."""
     qemu = qemu_binary()
     if qemu is None:
         raise EmulationError(f"qemu-x86_64 not found: {INSTALL_HINT}")
-    return run_job(cls, [qemu, "-cpu", QEMU_MODELS[cls]], None, models, inputs, threads, budget_s)
+    return run_job(cls, [qemu, "-cpu", QEMU_MODELS[cls]], None, models, inputs, threads, budget_s, min_samples)
 
 
 # a budgeted job is stopped this long after its budget (counted from when it began, after its
@@ -168,10 +173,12 @@ UNBUDGETED_LIMIT_S = 1800.0
 
 
 def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models: list[dict[str, Any]],
-            inputs: dict[str, np.ndarray], threads: int, budget_s: Optional[float]) -> EmulatedRun:
+            inputs: dict[str, np.ndarray], threads: int, budget_s: Optional[float],
+            min_samples: Optional[int] = None) -> EmulatedRun:
     """The target-side runner (device_side.py, outputs mode) in a fresh process under `wrapper`
     (QEMU, or nothing) with `env` added: the one job an emulated and a capped native run share.
-    A budgeted job is stopped at its deadline and answers with the samples that finished."""
+    A budgeted job is stopped at its deadline and answers with the samples that finished; with
+    `min_samples`, already at its budget when the model in flight cannot reach that count."""
     import time
 
     from edgekit.artifact.environment import cpu_info
@@ -191,7 +198,7 @@ def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models:
         (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
         cmd = [*wrapper, sys.executable, device_side.__file__, str(tmp / "job.json")]
         t0 = time.perf_counter()
-        stdout, stderr, stopped = _run_until_deadline(cmd, env, tmp / "partial", budget_s)
+        stdout, stderr, stopped, cut_for = _run_until_deadline(cmd, env, tmp / "partial", budget_s, min_samples)
         seconds = time.perf_counter() - t0
         if stopped:
             if _progress(tmp / "partial").get("started") is None:  # QEMU or the runtime's import hung
@@ -199,7 +206,8 @@ def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models:
             # each model is judged on what it finished, none included ("not verified: budget"),
             # so that one model too slow for the budget does not hide the others' results
             outputs, errors, ran = _partial_results(tmp / "partial", [m["key"] for m in models])
-            return EmulatedRun(cls, model_name, outputs, errors, seconds, cpu_info()["model"], ran, stopped=stopped)
+            return EmulatedRun(cls, model_name, outputs, errors, seconds, cpu_info()["model"], ran, stopped=stopped,
+                               cut_for=cut_for)
         reply = _last_json(stdout)
         if reply is None or not reply.get("ok"):
             why = (reply or {}).get("error") or _first_real_line(stderr) or "no reply"
@@ -210,10 +218,14 @@ def run_job(cls: str, wrapper: list[str], env: Optional[dict[str, str]], models:
                        dict(reply.get("ran") or {}))
 
 
-def _run_until_deadline(cmd: list[str], env: Optional[dict[str, str]], partial: Path,
-                        budget_s: Optional[float]) -> tuple[str, str, Optional[str]]:
-    """(stdout, stderr, why it was stopped or None). The deadline is the job's start (its
-    progress file says when) plus the budget and GRACE_S; before the job has started, START_LIMIT_S."""
+def _run_until_deadline(cmd: list[str], env: Optional[dict[str, str]], partial: Path, budget_s: Optional[float],
+                        min_samples: Optional[int] = None) -> tuple[str, str, Optional[str], Optional[int]]:
+    """(stdout, stderr, why it was stopped or None, the `min_samples` an early stop relied on or
+    None). The deadline is the job's start (its progress file says when) plus the budget and
+    GRACE_S; before the job has started, START_LIMIT_S. The grace lets the sample in flight
+    finish; where even that sample would leave its model short of `min_samples` (and every
+    model after it gets one sample at most once the budget is spent), the verdict is already
+    "not verified: budget", and the job is stopped at the budget itself."""
     import time
 
     t0 = time.time()
@@ -222,10 +234,20 @@ def _run_until_deadline(cmd: list[str], env: Optional[dict[str, str]], partial: 
     while True:
         try:
             out, err = proc.communicate(timeout=2.0)
-            return out, err, None
+            return out, err, None, None
         except subprocess.TimeoutExpired:
             pass
-        started = _progress(partial).get("started")
+        state = _progress(partial)
+        started = state.get("started")
+        if budget_s is not None and started is not None and min_samples and time.time() > float(started) + budget_s:
+            current = state.get("current")
+            done = int((state.get("ran") or {}).get(current, {}).get("samples", 0))
+            if current is not None and done + 1 < min_samples:
+                proc.kill()
+                out, err = proc.communicate()
+                return out, err, (f"stopped at its budget (verify.emulate_budget_s {budget_s:g} s): {current} had "
+                                  f"{done} sample(s), and the one in flight could not bring it to "
+                                  f"verify.emulate_min_samples {min_samples}"), min_samples
         if budget_s is None:
             deadline, why = t0 + UNBUDGETED_LIMIT_S, f"exceeded {UNBUDGETED_LIMIT_S:.0f} s"
         elif started is None:
@@ -236,7 +258,7 @@ def _run_until_deadline(cmd: list[str], env: Optional[dict[str, str]], partial: 
         if time.time() > deadline:
             proc.kill()
             out, err = proc.communicate()
-            return out, err, why
+            return out, err, why, None
 
 
 def _progress(partial: Path) -> dict[str, Any]:
@@ -268,7 +290,8 @@ def reverify_run(cls: str, models: list[dict[str, Any]], inputs: dict[str, np.nd
     from edgekit.errors import BackendUnavailable
 
     try:
-        return run_outputs(cls, models, inputs, threads, spec.emulate_budget_s, spec.emulate_cache)
+        return run_outputs(cls, models, inputs, threads, spec.emulate_budget_s, spec.emulate_cache,
+                           spec.emulate_min_samples)
     except EmulationError as exc:
         raise BackendUnavailable(f"verify: --cpu {cls}: {exc}") from None
 

@@ -69,8 +69,10 @@ def _paths(k: str) -> tuple[Path, Path]:
     return root / f"{k}.npz", root / f"{k}.json"
 
 
-def load(k: str, planned: int, budget_s: Optional[float]) -> Optional[Entry]:
-    """The stored run for `k` if it stands for what a new run would give, else None."""
+def load(k: str, planned: int, budget_s: Optional[float], min_samples: Optional[int] = None) -> Optional[Entry]:
+    """The stored run for `k` if it stands for what a new run would give, else None. A run
+    stopped at its budget because it could not reach a minimum sample count (no grace for the
+    sample in flight) stands only for runs that need at least as many."""
     data, meta_path = _paths(k)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -86,17 +88,21 @@ def load(k: str, planned: int, budget_s: Optional[float]) -> Optional[Entry]:
     # sooner, so it is answered from here, short of the minimum included (the verdict is then
     # "not verified: budget" again, without spending the budget again)
     cached_budget = meta.get("budget_s")
+    cut_for = meta.get("cut_for")
+    if cut_for is not None and (min_samples is None or min_samples < cut_for):
+        return None
     if cached_budget is not None and budget_s is not None and budget_s <= cached_budget:
         return Entry(outputs, meta)
     return None
 
 
-def store(k: str, outputs: np.ndarray, planned: int, seconds: Optional[float], budget_s: Optional[float]) -> None:
+def store(k: str, outputs: np.ndarray, planned: int, seconds: Optional[float], budget_s: Optional[float],
+          cut_for: Optional[int] = None) -> None:
     """Atomically: a reader sees the old entry or the new one (the data file goes in first, and
     the metadata that vouches for it last)."""
     data, meta_path = _paths(k)
     meta = {"samples": int(len(outputs)), "planned": planned, "complete": len(outputs) >= planned,
-            "seconds": seconds, "budget_s": budget_s, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "seconds": seconds, "budget_s": budget_s, "cut_for": cut_for, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for path, write in ((data, lambda f: np.savez(f, outputs=outputs)),
                         (meta_path, lambda f: f.write(json.dumps(meta).encode()))):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -220,14 +220,18 @@ def outputs_job(job: dict[str, Any]) -> dict[str, Any]:
     budget = float(job.get("budget_s") or float("inf"))
     start, began = time.perf_counter(), time.time()
 
+    current: list[Optional[str]] = [None]  # the model in flight: the caller may stop the job early for it
+
     def note() -> None:
         if partial:
-            _progress(partial, {"started": began, "ran": ran, "errors": errors})
+            _progress(partial, {"started": began, "ran": ran, "errors": errors, "current": current[0]})
 
     note()
     for j, m in enumerate(job["models"]):
         t0 = time.perf_counter()
         share = (budget - (t0 - start)) / (len(job["models"]) - j)
+        current[0] = m["key"]
+        note()
         try:
             model = _open({**m, "threads": job["threads"]})
             outs = []
