@@ -120,7 +120,8 @@ def test_a_model_whose_share_ran_out_before_its_first_sample_is_kept_with_its_bu
     again = emulate.run_outputs("x86-avx2", models, {"x": x}, threads=1, budget_s=60)
     assert calls == [["a", "b", "bad"], ["bad"]]  # only the failed model runs again
     assert len(again.outputs["b"]) == 0 and again.record("b")["from_cache"] is True
-    assert "not verified: budget: 0 sample(s)" in emulate.budget_shortfall(again, "b", 1, 60)
+    assert "not verified: budget: 0 sample(s) in its share (stored from a run on 20" in \
+        emulate.budget_shortfall(again, "b", 1, 60)
     assert len(again.outputs["a"]) == 2
     emulate.run_outputs("x86-avx2", models, {"x": x}, threads=1, budget_s=120)
     assert calls[-1] == ["a", "b", "bad"]  # more budget: everything cut short runs again

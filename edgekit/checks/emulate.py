@@ -320,8 +320,12 @@ def budget_shortfall(run: EmulatedRun, key: str, min_samples: int, budget_s: flo
     if got >= min_samples:
         return None
     took = run.ran.get(key, {}).get("seconds")
-    took_s = f"{took} s" if took is not None else ("its share (the job was stopped at its deadline)" if run.stopped
-                                                   else "? s")
+    if took is not None:
+        took_s = f"{took} s"
+    elif key in run.cached:
+        took_s = f"its share (stored from a run on {run.cached[key].get('stored_at', '?')}, stopped at its budget)"
+    else:
+        took_s = "its share (the job was stopped at its deadline)" if run.stopped else "? s"
     return (f"not verified: budget: {got} sample(s) in {took_s} under emulated {run.cls}, "
             f"fewer than verify.emulate_min_samples {min_samples} (verify.emulate_budget_s {budget_s:g} s for the "
             f"class, shared by its artifacts); raise the budget or lower the minimum")
