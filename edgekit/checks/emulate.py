@@ -323,7 +323,7 @@ def budget_shortfall(run: EmulatedRun, key: str, min_samples: int, budget_s: flo
     if took is not None:
         took_s = f"{took} s"
     elif key in run.cached:
-        took_s = f"its share (stored from a run on {run.cached[key].get('stored_at', '?')}, stopped at its budget)"
+        took_s = f"its share (stored from a run on {run.cached[key].get('stored_at', '?')})"
     else:
         took_s = "its share (the job was stopped at its deadline)" if run.stopped else "? s"
     return (f"not verified: budget: {got} sample(s) in {took_s} under emulated {run.cls}, "

@@ -102,7 +102,8 @@ def store(k: str, outputs: np.ndarray, planned: int, seconds: Optional[float], b
     the metadata that vouches for it last)."""
     data, meta_path = _paths(k)
     meta = {"samples": int(len(outputs)), "planned": planned, "complete": len(outputs) >= planned,
-            "seconds": seconds, "budget_s": budget_s, "cut_for": cut_for, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "seconds": seconds, "budget_s": budget_s, "cut_for": cut_for,
+            "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for path, write in ((data, lambda f: np.savez(f, outputs=outputs)),
                         (meta_path, lambda f: f.write(json.dumps(meta).encode()))):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
