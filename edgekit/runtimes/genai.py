@@ -10,7 +10,6 @@ reference, so that verification and profiling read one protocol."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from pathlib import Path
@@ -81,17 +80,9 @@ def check(path: Path) -> list[Problem]:
 
 def attention_window(model: Path) -> int:
     """The longest sliding window of the graph's GroupQueryAttention nodes (0 when none has
-    one): the builder writes it there (`local_window_size`), not in genai_config.json for CPU.
-    Profiling and verification open one folder many times; the graph is parsed once per file
-    version (path, size, mtime)."""
-    stat = Path(model).stat()
-    return _attention_window(str(model), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _attention_window(model: str, size: int, mtime_ns: int) -> int:
+    one): the builder writes it there (`local_window_size`), not in genai_config.json for CPU."""
     onnx = require("onnx", extra="onnx")
-    graph = onnx.load(model, load_external_data=False).graph
+    graph = onnx.load(str(model), load_external_data=False).graph
     sizes = [a.i for n in graph.node if n.op_type == "GroupQueryAttention" for a in n.attribute
              if a.name == "local_window_size"]
     return max([s for s in sizes if s > 0], default=0)
