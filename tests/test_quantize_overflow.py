@@ -249,3 +249,50 @@ def test_depthwise_convolutions_do_not_saturate_on_emulated_avx2_where_dense_one
                 assert abs(value - want) < 0.01 * want, (path, got[path], want)
             else:
                 assert value < 0.7 * want, (path, got[path], want)
+
+
+def _matmul_model(path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = np.ones((4, 2), np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_the_runtime_option_is_applied_only_on_cpus_without_vnni(tmp_path, monkeypatch, vnni):
+    """With VNNI nothing saturates and the option only slows ONNX Runtime down (same outputs):
+    the runner skips it there and says so; `every_entry` applies it anyway (to time it)."""
+    from edgekit.runtimes import device_side, ort
+
+    monkeypatch.setattr(device_side, "int32_dot_products", lambda: vnni)
+    path = _matmul_model(tmp_path / "m.onnx")
+    option = {"session.x64quantprecision": "1"}
+    for every_entry in (False, True):
+        runner = ort.OrtRunner(path, 1, session_config=option, every_entry=every_entry)
+        try:
+            assert runner.details["session_config"] == option  # what the artifact asks, always recorded
+            skipped = runner.details.get("session_config_skipped", {})
+            assert (set(skipped) == set(option)) == (vnni and not every_entry), skipped
+        finally:
+            runner.close()
+
+
+@pytest.mark.skipif(emulate.qemu_binary() is None, reason="qemu-user not installed (apt-get install qemu-user)")
+def test_an_emulated_cpu_without_vnni_is_told_by_cpuid_not_the_hosts_cpuinfo():
+    """QEMU user mode passes the host's /proc/cpuinfo through: the VNNI test must read CPUID, or
+    an emulated x86-avx2 run on a VNNI host would skip the overflow fix and saturate."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from edgekit.runtimes.device_side import int32_dot_products as f; print(f())"
+    out = subprocess.run([emulate.qemu_binary(), "-cpu", "Haswell", sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=300, cwd=Path(__file__).resolve().parents[1], check=True).stdout
+    assert out.strip() == "False"

@@ -5,8 +5,9 @@ most faithful one unless it is slower than the fastest by more than the margin.
 Why measure rather than fix a rule: which safe scheme loses least depends on the model. 7-bit
 weights halve the weight resolution, which costs depthwise convolutions (few weights per output
 channel) far more than dense ones; U8U8 keeps 8 bits but runs without VNNI's u8 x s8 kernels;
-ONNX Runtime's run-time option keeps full-range weights but only ONNX Runtime honours it. The
-record keeps every candidate's figures, so a user sees what was given up."""
+ONNX Runtime's run-time option keeps full-range weights but only ONNX Runtime honours it, and
+only CPUs without VNNI apply it (they then run u8 x u8 kernels: slower there). The record keeps
+every candidate's figures, so a user sees what was given up."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgekit.quantize.overflow import X64_QUANT_PRECISION, OverflowChoice
+from edgekit.runtimes.device_side import int32_dot_products
 
 MARGIN = 0.10  # a more faithful scheme may be this much slower than the fastest
 FIDELITY_SAMPLES = 32
@@ -95,22 +97,34 @@ def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], t
         names = list(schemes)
         timing = Rounds(3, 0.3, block_iters=10, warmup_s=0.2, rewarm_s=0.1, max_block_s=3.0)
         openers = [lambda n=n: ort.OrtRunner(paths[n], threads, **plans[n].ort_options) for n in names]
+        # where this CPU skips the run-time option (VNNI), also time it applied: what a deploy
+        # CPU without VNNI runs, so the record shows what the choice costs there
+        forced = [n for n in names if plans[n].overflow.fix == "runtime" and int32_dot_products()]
+        openers += [lambda n=n: ort.OrtRunner(paths[n], threads, every_entry=True, **plans[n].ort_options)
+                    for n in forced]
         with Sessions(openers) as sessions:
-            per_round = time_rounds([lambda i=i: sessions.runner(i).run(feeds[0]) for i in range(len(names))],
+            per_round = time_rounds([lambda i=i: sessions.runner(i).run(feeds[0]) for i in range(len(openers))],
                                     timing, fresh=sessions.open)
         if tick:
             tick(1)
-        cands = [Candidate(n, cosines[n], float(np.median([np.median(r) for r in per_round[i]])))
-                 for i, n in enumerate(names)]
+        ms = [float(np.median([np.median(r) for r in rounds])) for rounds in per_round]
+        cands = [Candidate(n, cosines[n], ms[i]) for i, n in enumerate(names)]
+        without_vnni = dict(zip(forced, ms[len(names):]))
         best = pick(cands, margin)
         if keep is not None:
             shutil.move(str(paths[best.scheme]), str(keep))
     chosen = plans[best.scheme]
     fastest = min(c.median_ms for c in cands)
+    elsewhere = ""
+    if best.scheme in without_vnni:
+        elsewhere = (f"; this CPU has VNNI, so the option is not applied here; a deploy CPU without VNNI applies it: "
+                     f"{without_vnni[best.scheme] / fastest:.2f}x when timed applied here")
     chosen.overflow.reason = (f"{best.scheme}: mean cosine {best.cosine_mean:.5f} on {len(feeds)} calibration samples, "
                               f"{best.median_ms / fastest:.2f}x the fastest safe scheme's time here (margin "
-                              f"{margin:.0%}); measured among the schemes safe on {', '.join(plan.overflow.cpus)}")
+                              f"{margin:.0%}){elsewhere}; measured among the schemes safe on {', '.join(plan.overflow.cpus)}")
     record = {"overflow_candidates": [{"scheme": c.scheme, "cosine_mean": round(c.cosine_mean, 6),
-                                       "median_ms": round(c.median_ms, 4), "chosen": c is best} for c in cands],
+                                       "median_ms": round(c.median_ms, 4), "chosen": c is best,
+                                       **({"median_ms_option_applied": round(without_vnni[c.scheme], 4)}
+                                          if c.scheme in without_vnni else {})} for c in cands],
               "overflow_margin": margin}
     return chosen, record, keep is not None

@@ -126,22 +126,50 @@ def feed_names(session: Any) -> list[str]:
     return [i.name for i in session.get_inputs() if i.name not in overridable]
 
 
+# ONNX Runtime session entries that only matter where u8 x s8 pairs saturate int16 (x86 without
+# VNNI). `session.x64quantprecision=1` computes u8 x s8 as u8 x u8 on every x86 CPU, also where
+# VNNI or AMX sums in int32 and nothing can saturate: there it gives the same outputs bit for bit
+# in about twice the time (PP-OCRv4's detector on x86-vnni Intel, benchmarks/int8_scheme.py), so
+# such a CPU skips it.
+ONLY_WITHOUT_VNNI = ("session.x64quantprecision",)
+
+
+def int32_dot_products() -> bool:
+    """Whether this CPU has AVX-512 VNNI (so ONNX Runtime's u8 x s8 kernels sum in int32). Read
+    from CPUID through numpy, not /proc/cpuinfo: QEMU user mode shows the host's file, so an
+    emulated Haswell would claim the host's VNNI. A CPU numpy cannot tell about (AVX-VNNI without
+    AVX-512) counts as without: the entry then costs speed, never correctness."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return False
+    return bool(features.get("AVX512VNNI"))
+
+
 class OrtModel:
     """An InferenceSession with the settings every edgekit measurement uses (`ort` is the
     imported module, so edgekit can import it with an install hint and a device without edgekit
-    can import it plainly)."""
+    can import it plainly). `every_entry` applies ONLY_WITHOUT_VNNI entries on any CPU (to time
+    here what a CPU without VNNI runs)."""
 
     runtime = "onnxruntime"
 
     def __init__(self, ort: Any, path: str, threads: int, providers: Optional[list[str]] = None,
-                 session_config: Optional[dict[str, str]] = None) -> None:
+                 session_config: Optional[dict[str, str]] = None, every_entry: bool = False) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         # artifact-specific session settings travel in the manifest (e.g. the INT8 overflow fix
         # `session.x64quantprecision`), so a device without edgekit applies them too
+        skipped = {}
         for key, value in (session_config or {}).items():
+            if key in ONLY_WITHOUT_VNNI and not every_entry and int32_dot_products():
+                skipped[key] = "not applied: this CPU has AVX-512 VNNI (u8 x s8 sums in int32, nothing saturates)"
+                continue
             opts.add_session_config_entry(key, str(value))
         t0 = time.perf_counter()
         self.session = ort.InferenceSession(path, opts, providers=providers or ["CPUExecutionProvider"])
@@ -150,6 +178,8 @@ class OrtModel:
         self.details = {"threads": threads, "providers": self.session.get_providers(), "onnxruntime": ort.__version__}
         if session_config:
             self.details["session_config"] = dict(session_config)
+        if skipped:
+            self.details["session_config_skipped"] = skipped
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, {k: feeds[k] for k in self.input_names})

@@ -54,10 +54,10 @@ class OrtRunner(OrtModel, Runner):
     _holds = ("session",)
 
     def __init__(self, path: Path, threads: int, providers: Optional[list[str]] = None,
-                 session_config: Optional[dict[str, str]] = None) -> None:
+                 session_config: Optional[dict[str, str]] = None, every_entry: bool = False) -> None:
         ort = require("onnxruntime", extra="onnx")
         try:
-            OrtModel.__init__(self, ort, str(path), threads, providers, session_config)
+            OrtModel.__init__(self, ort, str(path), threads, providers, session_config, every_entry)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ModelLoadError(f"{NAME}: cannot load {path}: {first_line(exc)}") from exc
         # an execution provider that could not start falls back to the CPU silently: say which ran
