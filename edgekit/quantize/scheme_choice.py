@@ -95,7 +95,9 @@ def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], t
             if tick:
                 tick(1)
         names = list(schemes)
-        timing = Rounds(3, 0.3, block_iters=10, warmup_s=0.2, rewarm_s=0.1, max_block_s=3.0)
+        # 0.2 s a block: four candidates on a VNNI machine (the run-time option also applied) cost
+        # what three at 0.3 s did
+        timing = Rounds(3, 0.2, block_iters=10, warmup_s=0.2, rewarm_s=0.1, max_block_s=3.0)
         openers = [lambda n=n: ort.OrtRunner(paths[n], threads, **plans[n].ort_options) for n in names]
         # where this CPU skips the run-time option (VNNI), also time it applied: what a deploy
         # CPU without VNNI runs, so the record shows what the choice costs there
