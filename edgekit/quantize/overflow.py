@@ -8,7 +8,8 @@ most 2*255*64 = 32640, so nothing can saturate on any CPU, and the fix lives in 
 Runtime's session option `session.x64quantprecision=1` (`runtime`: full-range weights, computed
 as u8 x u8; only ONNX Runtime honours it, so it is stored with the artifact's runtime options,
 and edgekit's runners apply it only on CPUs without AVX-512 VNNI, since ONNX Runtime itself
-would take the slower u8 x u8 path on every x86 CPU: device_side.ONLY_WITHOUT_VNNI). benchmarks/cpu_classes.py measures both per model and class.
+would take the slower u8 x u8 path on every x86 CPU: device_side.ONLY_WITHOUT_VNNI).
+benchmarks/cpu_classes.py measures both per model and class.
 
 A third, `reduce_range_dw8`, keeps 8-bit weights in depthwise convolutions (one input and one
 output channel per group) and 7 bits elsewhere: both runtimes compute those in wider integers
