@@ -12,6 +12,7 @@ import pytest
 from edgekit.checks import emulate
 from edgekit.quantize.overflow import AUTO_FIX, choose_overflow_fix
 from edgekit.runtimes.cpu_classes import local_class
+from edgekit.runtimes.device_side import int32_dot_products
 from tests.conftest import fast_profile, write_recipe
 
 ALL_X86 = ["x86-sse", "x86-avx2", "x86-vnni", "x86-amx"]
@@ -296,3 +297,25 @@ def test_an_emulated_cpu_without_vnni_is_told_by_cpuid_not_the_hosts_cpuinfo():
     out = subprocess.run([emulate.qemu_binary(), "-cpu", "Haswell", sys.executable, "-c", code], capture_output=True,
                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1], check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.skipif(not int32_dot_products(),
+                    reason="needs a CPU with AVX-512 VNNI (where the run-time option is skipped)")
+def test_where_vnni_skips_the_option_the_outputs_are_the_same_bit_for_bit(digits_run):
+    """The reason a VNNI CPU may skip it: ONNX Runtime's u8 x s8 VNNI kernels and its u8 x u8
+    path both sum exactly, so the INT8 file computes the same numbers either way."""
+    import numpy as np
+
+    from edgekit.runtimes import ort
+
+    path = digits_run.out_dir / "models" / "int8.onnx"
+    x = np.random.default_rng(0).normal(size=(16, 1, 1, 32, 32)).astype(np.float32)
+    option = {"session.x64quantprecision": "1"}
+    got = []
+    for every_entry in (False, True):
+        runner = ort.OrtRunner(path, 1, session_config=option, every_entry=every_entry)
+        try:
+            got.append(np.concatenate([runner.run({"x": s})[0] for s in x]))
+        finally:
+            runner.close()
+    np.testing.assert_array_equal(got[0], got[1])

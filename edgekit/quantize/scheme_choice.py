@@ -101,7 +101,7 @@ def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], t
         openers = [lambda n=n: ort.OrtRunner(paths[n], threads, **plans[n].ort_options) for n in names]
         # where this CPU skips the run-time option (VNNI), also time it applied: what a deploy
         # CPU without VNNI runs, so the record shows what the choice costs there
-        forced = [n for n in names if plans[n].overflow.fix == "runtime" and int32_dot_products()]
+        forced = [n for n in names if plans[n].overflow.fix == "runtime"] if int32_dot_products() else []
         openers += [lambda n=n: ort.OrtRunner(paths[n], threads, every_entry=True, **plans[n].ort_options)
                     for n in forced]
         with Sessions(openers) as sessions:

@@ -129,8 +129,8 @@ def feed_names(session: Any) -> list[str]:
 # ONNX Runtime session entries that only matter where u8 x s8 pairs saturate int16 (x86 without
 # VNNI). `session.x64quantprecision=1` computes u8 x s8 as u8 x u8 on every x86 CPU, also where
 # VNNI or AMX sums in int32 and nothing can saturate: there it gives the same outputs bit for bit
-# in about twice the time (PP-OCRv4's detector on x86-vnni Intel, benchmarks/int8_scheme.py), so
-# such a CPU skips it.
+# (tests/test_quantize_overflow.py, on such a CPU) and more time (1.37x on PP-OCRv4's detector,
+# benchmarks/int8_scheme.py; 1.85x on the digits CNN; x86-vnni Intel), so such a CPU skips it.
 ONLY_WITHOUT_VNNI = ("session.x64quantprecision",)
 
 
