@@ -72,3 +72,36 @@ def test_this_machines_openvino_default_precision_is_read_from_the_plugin():
     from edgekit.runtimes.ov import default_precision
 
     assert default_precision() in float_precisions("openvino", local_class(), {})
+
+
+def test_cpuid_overrules_a_cpuinfo_file_that_describes_another_cpu(monkeypatch):
+    from edgekit.runtimes import device_side
+
+    host = {"sse4_2", "avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8", "avx_vnni"}
+    monkeypatch.setattr(device_side.platform, "machine", lambda: "x86_64")
+    # an emulated Haswell under a Sapphire Rapids host's /proc/cpuinfo: AMX and AVX-VNNI go too
+    monkeypatch.setattr(device_side, "_cpuid", lambda: {"SSE2": True, "SSE42": True, "AVX2": True})
+    assert device_side._as_cpuid_says(set(host)) == {"sse4_2", "avx2"}
+    # the file and CPUID agree: flags numpy cannot check are kept
+    monkeypatch.setattr(device_side, "_cpuid", lambda: {"SSE2": True, "SSE42": True, "AVX2": True, "AVX512F": True,
+                                                        "AVX512VNNI": True})
+    assert device_side._as_cpuid_says(set(host)) == host
+    # numpy that cannot tell: the file as it is
+    monkeypatch.setattr(device_side, "_cpuid", lambda: {})
+    assert device_side._as_cpuid_says(set(host)) == host
+
+
+@pytest.mark.parametrize("model,cls", [("Haswell", "x86-avx2"), ("Nehalem", "x86-sse")])
+def test_an_emulated_cpu_classes_itself_as_the_cpu_qemu_emulates(model, cls):
+    import subprocess
+    import sys
+
+    from edgekit.checks.emulate import qemu_binary
+
+    if qemu_binary() is None:
+        pytest.skip("qemu-user not installed (apt-get install qemu-user)")
+    code = "from edgekit.runtimes.cpu_classes import local_class; print(local_class())"
+    out = subprocess.run([qemu_binary(), "-cpu", model, sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.split()[-1] == cls

@@ -38,6 +38,7 @@ def cpu_info() -> dict[str, Any]:
                     flags = set(value.split())
     except OSError:
         pass
+    flags = _as_cpuid_says(flags)
     return {
         "model": model,
         "arch": platform.machine(),
@@ -134,19 +135,46 @@ def feed_names(session: Any) -> list[str]:
 ONLY_WITHOUT_VNNI = ("session.x64quantprecision",)
 
 
-def int32_dot_products() -> bool:
-    """Whether this CPU has AVX-512 VNNI (so ONNX Runtime's u8 x s8 kernels sum in int32). Read
-    from CPUID through numpy, not /proc/cpuinfo: QEMU user mode shows the host's file, so an
-    emulated Haswell would claim the host's VNNI. A CPU numpy cannot tell about (AVX-VNNI without
-    AVX-512) counts as without: the entry then costs speed, never correctness."""
+def _cpuid() -> dict[str, bool]:
+    """The x86 features CPUID reports to this process, through numpy ({} where numpy cannot
+    tell). QEMU user mode passes the host's /proc/cpuinfo through unchanged, so only CPUID shows
+    what an emulated CPU has."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # numpy 1.x
         try:
             from numpy.core._multiarray_umath import __cpu_features__ as features
         except ImportError:
-            return False
-    return bool(features.get("AVX512VNNI"))
+            return {}
+    return dict(features)
+
+
+# /proc/cpuinfo flag -> numpy's CPUID feature name
+_CPUID_NAMES = {"sse4_2": "SSE42", "avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512VNNI",
+                "avx512_bf16": "AVX512BF16"}
+
+
+def _as_cpuid_says(flags: set[str]) -> set[str]:
+    """/proc/cpuinfo's flags, corrected by CPUID where they disagree. Under QEMU user mode
+    (`qemu-x86_64 -cpu Haswell`) the file is the host's, so without this an emulated Haswell
+    classed itself as the host's x86-vnni or x86-amx. Where CPUID denies a flag the file claims,
+    this process runs on another CPU than the file describes, and the flags numpy cannot check
+    (AMX, AVX-VNNI) are dropped too rather than trusted."""
+    cpuid = _cpuid()
+    if platform.machine().lower() not in ("x86_64", "amd64") or not cpuid.get("SSE2"):
+        return flags
+    denied = {f for f, name in _CPUID_NAMES.items() if f in flags and not cpuid.get(name)}
+    if not denied:
+        return flags | {f for f, name in _CPUID_NAMES.items() if cpuid.get(name)}
+    unchecked = {f for f in flags if f.startswith("amx_") or f == "avx_vnni"}
+    return (flags - denied - unchecked) | {f for f, name in _CPUID_NAMES.items() if cpuid.get(name)}
+
+
+def int32_dot_products() -> bool:
+    """Whether this CPU has AVX-512 VNNI (so ONNX Runtime's u8 x s8 kernels sum in int32), from
+    CPUID (see _cpuid). A CPU numpy cannot tell about (AVX-VNNI without AVX-512) counts as
+    without: the entry then costs speed, never correctness."""
+    return bool(_cpuid().get("AVX512VNNI"))
 
 
 class OrtModel:
