@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 
 from edgekit.checks import emulate
@@ -134,6 +135,35 @@ def test_the_choice_is_the_most_faithful_scheme_within_the_margin_of_the_fastest
     assert best.median_ms <= fastest * (1 + margin)  # never slower than the margin allows
     within = [c for c in cands if c.median_ms <= fastest * (1 + margin)]
     assert best.cosine_mean == max(c.cosine_mean for c in within)  # and none within it is more faithful
+
+
+_timed = st.lists(st.tuples(st.floats(0.5, 1.0), st.lists(st.floats(0.01, 10.0), min_size=3, max_size=3)),
+                  min_size=1, max_size=4)
+
+
+@given(_timed, st.floats(0.0, 1.0))
+def test_with_rounds_a_scheme_is_too_slow_only_if_it_is_so_in_every_round(raw, margin):
+    from edgekit.quantize.scheme_choice import Candidate, pick
+
+    cands = [Candidate(f"s{i}", cos, float(np.median(ms)), tuple(ms)) for i, (cos, ms) in enumerate(raw)]
+    best = pick(cands, margin)
+    fastest = [min(c.round_ms[i] for c in cands) for i in range(3)]
+
+    def within(c):
+        return any(t <= f * (1 + margin) for t, f in zip(c.round_ms, fastest))
+
+    assert within(best)
+    assert best.cosine_mean == max(c.cosine_mean for c in cands if within(c))
+
+
+def test_a_scheme_as_fast_but_for_one_noisy_round_is_not_dropped():
+    from edgekit.quantize.scheme_choice import Candidate, pick
+
+    faithful = Candidate("runtime", 0.9994, 0.100, (0.080, 0.100, 0.100))
+    coarse = Candidate("reduce_range", 0.9990, 0.085, (0.085, 0.085, 0.086))
+    assert pick([faithful, coarse], 0.10).scheme == "runtime"  # within 10% in one round of three (1.18x by medians)
+    slow = Candidate("runtime", 0.9994, 0.120, (0.120, 0.110, 0.120))
+    assert pick([slow, coarse], 0.10).scheme == "reduce_range"  # slower by > 10% in every round
 
 
 def test_auto_measures_every_safe_scheme_and_records_them(digits_run):

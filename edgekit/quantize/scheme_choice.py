@@ -1,6 +1,7 @@
 """`overflow_fix: auto` where a deploy class saturates: build every scheme that is safe there,
 measure each one's fidelity on the calibration data and its speed on this machine, keep the
-most faithful one unless it is slower than the fastest by more than the margin.
+most faithful one unless it is slower than the fastest by more than the margin (in every
+interleaved round).
 
 Why measure rather than fix a rule: which safe scheme loses least depends on the model. 7-bit
 weights halve the weight resolution, which costs depthwise convolutions (few weights per output
@@ -31,12 +32,23 @@ class Candidate:
     scheme: str  # reduce_range | u8u8 | runtime
     cosine_mean: float
     median_ms: float
+    round_ms: tuple[float, ...] = ()  # its median in each interleaved round
+
+
+def too_slow(c: Candidate, candidates: list[Candidate], margin: float) -> bool:
+    """Slower than the fastest by more than `margin`, in every interleaved round where rounds
+    were kept (else by the medians). Why every round: on a small model two schemes that run the
+    same kernels differ by noise alone, and a choice that followed the noise made two builds of
+    one recipe write different files (so an identical rebuild missed the emulation cache)."""
+    rounds = [x.round_ms for x in candidates]
+    if c.round_ms and all(len(r) == len(c.round_ms) for r in rounds):
+        return all(t > min(r[i] for r in rounds) * (1.0 + margin) for i, t in enumerate(c.round_ms))
+    return c.median_ms > min(x.median_ms for x in candidates) * (1.0 + margin)
 
 
 def pick(candidates: list[Candidate], margin: float = MARGIN) -> Candidate:
-    """The most faithful candidate among those within `margin` of the fastest (ties: faster)."""
-    fastest = min(c.median_ms for c in candidates)
-    eligible = [c for c in candidates if c.median_ms <= fastest * (1.0 + margin)]
+    """The most faithful candidate among those not too slow (ties: faster)."""
+    eligible = [c for c in candidates if not too_slow(c, candidates, margin)]
     return max(eligible, key=lambda c: (c.cosine_mean, -c.median_ms))
 
 
@@ -109,8 +121,9 @@ def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], t
                                     timing, fresh=sessions.open)
         if tick:
             tick(1)
-        ms = [float(np.median([np.median(r) for r in rounds])) for rounds in per_round]
-        cands = [Candidate(n, cosines[n], ms[i]) for i, n in enumerate(names)]
+        by_round = [tuple(float(np.median(r)) for r in rounds) for rounds in per_round]
+        ms = [float(np.median(r)) for r in by_round]
+        cands = [Candidate(n, cosines[n], ms[i], by_round[i]) for i, n in enumerate(names)]
         without_vnni = dict(zip(forced, ms[len(names):]))
         best = pick(cands, margin)
         if keep is not None:
@@ -125,7 +138,8 @@ def choose(plan: Any, float_model: Path, samples: list[dict[str, np.ndarray]], t
                               f"{best.median_ms / fastest:.2f}x the fastest safe scheme's time here (margin "
                               f"{margin:.0%}){elsewhere}; measured among the schemes safe on {', '.join(plan.overflow.cpus)}")
     record = {"overflow_candidates": [{"scheme": c.scheme, "cosine_mean": round(c.cosine_mean, 6),
-                                       "median_ms": round(c.median_ms, 4), "chosen": c is best,
+                                       "median_ms": round(c.median_ms, 4),
+                                       "round_ms": [round(t, 4) for t in c.round_ms], "chosen": c is best,
                                        **({"median_ms_option_applied": round(without_vnni[c.scheme], 4)}
                                           if c.scheme in without_vnni else {})} for c in cands],
               "overflow_margin": margin}
