@@ -55,8 +55,8 @@ def _compress(recipe: dict[str, Any], tmp: Path, name: str, cache: Path) -> dict
             "emulated": sum(v.get("mode") == "emulated" for v in entries),
             "from_cache": sum(bool(v.get("from_cache")) for v in entries),
             "not_verified": manifest["deploy"].get("not_verified") or {},
-            # to tell a cache miss from a rebuild that wrote other bytes
-            "files": {f["path"]: f["sha256"] for f in manifest.get("files") or []}}
+            # the model files' hashes, to tell a cache miss from a rebuild that wrote other bytes
+            "files": {f["path"]: f["sha256"] for f in manifest.get("files") or [] if f["path"].startswith("models/")}}
 
 
 def _rows(raw: dict[str, dict[str, Any]]) -> list[list[Any]]:
