@@ -132,7 +132,8 @@ def main() -> None:
     cls = local_class()
     tables = [table(f"edgekit compress with and without emulated verification on {cls} (2 cores), fresh process each",
                     ["recipe", "run", "seconds", "vs base", "extra s", "emulated entries", "from cache",
-                     "files unlike the cold build's", "not verified", "error", "goal", "status", "measured"], _rows(dict(sorted(raw.items()))))]
+                     "files unlike the cold build's", "not verified", "error", "goal", "status", "measured"],
+                    _rows(dict(sorted(raw.items()))))]
     print_tables(tables)
     save("emulation", tables, raw)
 
