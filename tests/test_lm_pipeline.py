@@ -437,3 +437,21 @@ def test_profile_of_a_language_model_directory_refuses_a_prompt_longer_than_its_
     r = cli("profile", d, "-o", tmp_path / "g.json")
     assert r.exit_code == 2
     assert "profile.prompt_tokens 100000 is more than the 192 evaluation tokens stored in reference.npz" in r.output
+
+
+def test_the_builders_stamp_does_not_carry_the_enclosing_repositorys_commit(lm_run):
+    """The builder stamps `git rev-parse HEAD` of the repository around its install into
+    producer_version; edgekit's .venv sits in edgekit's checkout, so every commit changed
+    model.onnx's bytes (and an identical rebuild missed the emulation cache)."""
+    import subprocess
+
+    import onnx
+    import onnxruntime_genai as og
+
+    from tests.conftest import ROOT
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    for a in lm_run.manifest["artifacts"]:
+        stamp = onnx.load(str(lm_run.out_dir / a["path"]), load_external_data=False).producer_version
+        assert stamp.startswith(og.__version__), stamp
+        assert not head or head[:7] not in stamp, stamp

@@ -15,6 +15,7 @@ The builder needs `onnx-ir`, which onnxruntime-genai does not declare: the `llm`
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -141,7 +142,12 @@ class TargetGenai(Stage):
         with tempfile.TemporaryDirectory(prefix="edgekit-genai-") as cache:
             built = Path(cache) / "fp32" if requantized(cfg) else out
             cmd = builder_command(lm.directory if fixed is None else fixed.directory, built, Path(cache) / "scratch", cfg)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            # GIT_DIR: the builder stamps `git rev-parse HEAD` of whatever repository holds its
+            # install into producer_version, so with a venv inside a project (edgekit's own
+            # .venv) every commit of that project changed model.onnx's bytes and missed the
+            # emulation cache; without a repository it stamps its wheel's own commit
+            env = {**os.environ, "GIT_DIR": str(Path(cache) / "no-git")}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0 or not (built / "model.onnx").is_file():
                 raise StageError(f"{self.kind}: onnxruntime-genai's model builder refused {lm.family} "
                                  f"({lm.architecture}): {_last_error(proc.stderr + proc.stdout)}")
