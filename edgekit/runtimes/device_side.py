@@ -163,11 +163,10 @@ def _as_cpuid_says(flags: set[str]) -> set[str]:
     cpuid = _cpuid()
     if platform.machine().lower() not in ("x86_64", "amd64") or not cpuid.get("SSE2"):
         return flags
-    denied = {f for f, name in _CPUID_NAMES.items() if f in flags and not cpuid.get(name)}
-    if not denied:
-        return flags | {f for f, name in _CPUID_NAMES.items() if cpuid.get(name)}
-    unchecked = {f for f in flags if f.startswith("amx_") or f == "avx_vnni"}
-    return (flags - denied - unchecked) | {f for f, name in _CPUID_NAMES.items() if cpuid.get(name)}
+    confirmed = {f for f, name in _CPUID_NAMES.items() if cpuid.get(name)}
+    denied = {f for f in _CPUID_NAMES if f in flags and f not in confirmed}
+    unchecked = {f for f in flags if f.startswith("amx_") or f == "avx_vnni"} if denied else set()
+    return (flags - denied - unchecked) | confirmed
 
 
 def int32_dot_products() -> bool:
