@@ -10,19 +10,22 @@ won enough rounds against each of the two timings for a one-sided sign test to g
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks._results import table
-from benchmarks.llm import paired
+from benchmarks._results import print_tables, save, table
+from benchmarks.llm import GGUF, paired
 from edgekit.checks import lm as lmcheck
 from edgekit.profile.generation import measure_in_child
-from edgekit.recipe.sections import DataSpec
+from edgekit.recipe.sections import DataSpec, ModelSpec
+from edgekit.runtimes.cpu_classes import local_class
 
 SPEC = SimpleNamespace(warmup_s=0.5, min_duration_s=2.0, min_iters=16, max_duration_s=20.0)
 PROMPT, NEW_TOKENS = 128, 64
@@ -147,3 +150,38 @@ def verdict_tables(title: str, peer: str, again: str, candidates: list[str], qua
                       "range over rounds", wins_col], rows),
         table(verdict_title, ["edgekit folder", "decode speed, perplexity", "goal", "status"], verdicts),
     ]
+
+
+Build = Callable[[Any, Path, argparse.Namespace], tuple[dict[str, Path], dict[str, Any]]]
+
+
+def compare(name: str, runtime: str, describe: str, ap: argparse.ArgumentParser, build: Build, again: str,
+            candidates: list[str], labels: tuple[str, str, str]) -> None:
+    """A whole benchmark: SmolLM2-135M's fp32 directory from the GGUF, `build(cl, tmp, args)`'s
+    folders (the peer's first) and what to record beside them, their quality, the peer's folder
+    timed again as `again`, the paired rounds, the tables; writes results/<class>/<name>.json."""
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=512)
+    args = ap.parse_args()
+
+    from edgekit.sources.causal_lm import load_causal_lm
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        cl = load_causal_lm(ModelSpec(gguf=GGUF), Path.cwd(), Path(tmp))
+        folders, extra = build(cl, Path(tmp), args)
+        peer = next(iter(folders))
+        tok, windows, refs, fp32_ppl = held_out(cl, args.windows, args.seq_len)
+        quality = score(runtime, folders, windows, refs)
+        # the same folder under a second name, timed in the same rounds
+        folders[again], quality[again] = folders[peer], quality[peer]
+        sizes = {k: weights_mb(m) for k, m in folders.items()}
+        decode = time_rounds(runtime, folders, windows.reshape(-1)[:PROMPT], tok.eos_token_id, args.rounds)
+
+    tables = verdict_tables(
+        f"{describe} on {local_class()}: {len(windows)} held-out windows of {args.seq_len} tokens (PyTorch fp32 "
+        f"perplexity {fp32_ppl:.3f}); decode at batch 1, 2 threads, prompt {PROMPT}, {NEW_TOKENS} new tokens, "
+        f"{args.rounds} rounds", peer, again, candidates, quality, decode, sizes, fp32_ppl, labels)
+    print_tables(tables)
+    save(name, tables, {"quality": quality, "decode_ms": decode, "sizes_mb": sizes, "fp32_perplexity": fp32_ppl,
+                        **extra})

@@ -1,5 +1,7 @@
-"""Where edgekit's ONNX Runtime GenAI INT4 beats the model builder's default INT4 on both counts
-(decode speed and held-out perplexity) for SmolLM2-135M-Instruct, and where it only ties.
+"""SmolLM2-135M's ONNX Runtime GenAI INT4: edgekit's folders against the builder's default INT4.
+
+Where edgekit beats the model builder's default INT4 on both counts (decode speed and held-out
+perplexity), and where it only ties.
 
 A folder's decode time at batch 1 follows the bytes its weights take: the builder's defaults
 (`-p int4 -e cpu`: block 32, lm_head INT4) read fewer than the smollm2_int4 recipe's folder
@@ -25,15 +27,11 @@ prints the tables and writes benchmarks/results/<cpu-class>/genai_vs_builder.jso
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
+from typing import Any
 
-from benchmarks._int4_vs_peer import PROMPT, edgekit_run, held_out, score, time_rounds, verdict_tables, weights_mb
-from benchmarks._results import print_tables, save
+from benchmarks._int4_vs_peer import compare, edgekit_run
 from benchmarks.genai_packing import _builder
-from benchmarks.llm import GGUF
-from edgekit.recipe.sections import ModelSpec
-from edgekit.runtimes.cpu_classes import local_class
 
 RUNTIME = "onnxruntime-genai"
 PEER = "builder defaults (block 32, lm_head INT4)"
@@ -45,44 +43,20 @@ AR_HEAD8 = "edgekit AutoRound group 64, lm_head INT8 (smollm2_autoround)"
 ORT_INT4 = {"kind": "target.onnxruntime-genai", "precision": "int4", "block_size": 64, "symmetric": True}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--windows", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=512)
-    args = ap.parse_args()
-
-    from edgekit.sources.causal_lm import load_causal_lm
-
-    with tempfile.TemporaryDirectory(prefix="bench-vs-builder-") as tmp:
-        tmp = Path(tmp)
-        cl = load_causal_lm(ModelSpec(gguf=GGUF), Path.cwd(), tmp)
-        _builder(cl.directory, tmp / "peer", "int4")
-        rtn = edgekit_run(cl.directory, tmp, "rtn", [{**ORT_INT4, "name": "head8", "int8_layers": ["lm_head"]},
-                                                     {**ORT_INT4, "name": "head4"}], args.windows, RUNTIME)
-        ar = edgekit_run(cl.directory, tmp, "autoround", [
-            {"kind": "quantize.weight_only", "algorithm": "autoround", "bits": 4, "group_size": 64, "symmetric": True},
-            {**ORT_INT4, "name": "head4"}, {**ORT_INT4, "name": "head8", "int8_layers": ["lm_head"]}],
-            args.windows, RUNTIME)
-        folders = {PEER: tmp / "peer" / "model.onnx", RECIPE: rtn["head8"], RTN_HEAD4: rtn["head4"],
-                   AR_HEAD4: ar["head4"], AR_HEAD8: ar["head8"]}
-        tok, windows, refs, fp32_ppl = held_out(cl, args.windows, args.seq_len)
-        quality = score(RUNTIME, folders, windows, refs)
-        # the same folder under a second name, timed in the same rounds
-        folders[AGAIN], quality[AGAIN] = folders[PEER], quality[PEER]
-        sizes = {k: weights_mb(m) for k, m in folders.items()}
-        decode = time_rounds(RUNTIME, folders, windows.reshape(-1)[:PROMPT], tok.eos_token_id, args.rounds)
-
-    tables = verdict_tables(
-        f"SmolLM2-135M ONNX Runtime GenAI INT4 on {local_class()}: {len(windows)} held-out windows of {args.seq_len} "
-        f"tokens (PyTorch fp32 perplexity {fp32_ppl:.3f}); decode at batch 1, 2 threads, prompt 128, 64 new tokens, "
-        f"{args.rounds} rounds", PEER, AGAIN, [RECIPE, RTN_HEAD4, AR_HEAD4, AR_HEAD8], quality, decode, sizes, fp32_ppl,
-        ("speed vs builder defaults (paired by round)", "rounds faster than the builder's",
-         "Against the builder's default INT4 (the issue's ONNX Runtime peer)"))
-    print_tables(tables)
-    save("genai_vs_builder", tables, {"quality": quality, "decode_ms": decode, "sizes_mb": sizes,
-                                      "fp32_perplexity": fp32_ppl})
+def build(cl: Any, tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, Any]]:
+    _builder(cl.directory, tmp / "peer", "int4")
+    rtn = edgekit_run(cl.directory, tmp, "rtn", [{**ORT_INT4, "name": "head8", "int8_layers": ["lm_head"]},
+                                                 {**ORT_INT4, "name": "head4"}], args.windows, RUNTIME)
+    ar = edgekit_run(cl.directory, tmp, "autoround", [
+        {"kind": "quantize.weight_only", "algorithm": "autoround", "bits": 4, "group_size": 64, "symmetric": True},
+        {**ORT_INT4, "name": "head4"}, {**ORT_INT4, "name": "head8", "int8_layers": ["lm_head"]}], args.windows, RUNTIME)
+    return {PEER: tmp / "peer" / "model.onnx", RECIPE: rtn["head8"], RTN_HEAD4: rtn["head4"], AR_HEAD4: ar["head4"],
+            AR_HEAD8: ar["head8"]}, {}
 
 
 if __name__ == "__main__":
-    main()
+    compare("genai_vs_builder", RUNTIME, "SmolLM2-135M ONNX Runtime GenAI INT4",
+            argparse.ArgumentParser(description=__doc__.split("\n")[0]), build, AGAIN,
+            [RECIPE, RTN_HEAD4, AR_HEAD4, AR_HEAD8],
+            ("speed vs builder defaults (paired by round)", "rounds faster than the builder's",
+             "Against the builder's default INT4 (the issue's ONNX Runtime peer)"))
