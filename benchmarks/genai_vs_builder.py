@@ -5,10 +5,10 @@ perplexity), and where it only ties.
 
 A folder's decode time at batch 1 follows the bytes its weights take: the builder's defaults
 (`-p int4 -e cpu`: block 32, lm_head INT4) read fewer than the smollm2_int4 recipe's folder
-(block 64, lm_head INT8, chosen for perplexity), so those two tie within the noise. A folder
-that reads fewer bytes than the builder's (block 64 everywhere, lm_head INT4) is faster, but
-with round-to-nearest its perplexity is worse; with AutoRound's integers (quantize.weight_only)
-on every block it is not. Variants, all from the same fp32 directory in this run:
+(block 64, lm_head INT8, chosen for perplexity), so those two are close. A folder that reads
+fewer bytes than the builder's (block 64 everywhere, lm_head INT4) is faster, but with
+round-to-nearest its perplexity is worse; with AutoRound's integers (quantize.weight_only) on
+every other layer it is not. Variants, all from the same fp32 directory in this run:
 
 - the builder's defaults, and the same folder timed again under a second name (A/A: the noise
   floor of a paired ratio);
