@@ -19,8 +19,9 @@ precision:
 Quality: perplexity and KL per token against PyTorch fp32 on held-out pydoc_topics windows.
 Speed and its verdict (paired rounds, a sign test): benchmarks._int4_vs_peer.
 
-    .venv/bin/python -m benchmarks.ov_vs_optimum --optimum-cli /tmp/optvenv/bin/optimum-cli [--rounds 12]
-    # about 20 minutes on 2 cores; docs/benchmarks.md#llm says how to make that environment
+    .venv/bin/python -m benchmarks.ov_vs_optimum --optimum-cli /tmp/optvenv/bin/optimum-cli --rounds 10
+    # about 20 minutes on 2 cores (12 rounds by default); docs/benchmarks.md#llm says how to make
+    # that environment
 
 prints the tables and writes benchmarks/results/<cpu-class>/ov_vs_optimum.json."""
 
