@@ -37,11 +37,11 @@ def sign_test(wins: int, rounds: int) -> float:
     return sum(math.comb(rounds, k) for k in range(wins, rounds + 1)) / 2 ** rounds
 
 
-def edgekit_run(src: Path, out: Path, name: str, stages: list[dict[str, Any]], windows: int, target: str,
-                calibration: int = 16) -> dict[str, Path]:
-    """One edgekit run of `stages` on `src` (verified loosely, not profiled: timed here), with
-    `calibration` windows of 256 tokens for the stages that read data; each artifact's model
-    file by its name."""
+def edgekit_run(src: Path, out: Path, name: str, stages: list[dict[str, Any]], args: argparse.Namespace,
+                target: str, calibration: int = 16) -> dict[str, Path]:
+    """One edgekit run of `stages` on `src` (verified loosely on the benchmark's held-out windows,
+    not profiled: timed here), with `calibration` windows of 256 tokens for the stages that read
+    data; each artifact's model file by its name."""
     import yaml
 
     from edgekit.pipeline import run
@@ -51,7 +51,8 @@ def edgekit_run(src: Path, out: Path, name: str, stages: list[dict[str, Any]], w
         "edgekit": 1, "name": name, "model": {"hf": str(src)},
         "data": {"calibration": {"builtin": "pydoc_topics", "split": "train", "samples": calibration,
                                  "seq_len": 256},
-                 "evaluation": {"builtin": "pydoc_topics", "split": "test", "seq_len": 512, "samples": windows}},
+                 "evaluation": {"builtin": "pydoc_topics", "split": "test", "seq_len": args.seq_len,
+                                "samples": args.windows}},
         "stages": stages, "targets": [target],
         "verify": {"top1_agreement_min": 0.3, "emulate": False},
         "accuracy": {"metric": "perplexity", "max_increase": 2.0},

@@ -46,10 +46,10 @@ ORT_INT4 = {"kind": "target.onnxruntime-genai", "precision": "int4", "block_size
 def build(cl: Any, tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, Any]]:
     _builder(cl.directory, tmp / "peer", "int4")
     rtn = edgekit_run(cl.directory, tmp, "rtn", [{**ORT_INT4, "name": "head8", "int8_layers": ["lm_head"]},
-                                                 {**ORT_INT4, "name": "head4"}], args.windows, RUNTIME)
+                                                 {**ORT_INT4, "name": "head4"}], args, RUNTIME)
     ar = edgekit_run(cl.directory, tmp, "autoround", [
         {"kind": "quantize.weight_only", "algorithm": "autoround", "bits": 4, "group_size": 64, "symmetric": True},
-        {**ORT_INT4, "name": "head4"}, {**ORT_INT4, "name": "head8", "int8_layers": ["lm_head"]}], args.windows, RUNTIME)
+        {**ORT_INT4, "name": "head4"}, {**ORT_INT4, "name": "head8", "int8_layers": ["lm_head"]}], args, RUNTIME)
     return {PEER: tmp / "peer" / "model.onnx", RECIPE: rtn["head8"], RTN_HEAD4: rtn["head4"], AR_HEAD4: ar["head4"],
             AR_HEAD8: ar["head8"]}, {}
 

@@ -103,6 +103,29 @@ def test_the_same_integers_sit_in_the_onnx_file_and_the_openvino_ir(wo_run):
         assert ort.shape[1] == k and np.array_equal(ort, ovi), layer
 
 
+def test_all_layers_puts_the_embeddings_and_lm_head_at_int4_beside_the_placed_integers(tmp_path, tiny_llama_dir):
+    """What quantize.weight_only leaves (embeddings, lm_head) goes to NNCF's int4 at the stage's
+    group instead of int8: the placed integers stay INC's, and nothing is left at 8 bits."""
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+
+    stages = [{**WO, "algorithm": "rtn"}, {**OV_INT4, "all_layers": True, "group_size": 32}]
+    recipe = _recipe(tmp_path, tiny_llama_dir, stages, targets=["openvino-genai"], verify={"emulate": False},
+                     profile={"enabled": False})
+    result = run(load_recipe(recipe), tmp_path / "out")
+    ov = _records(result)["target.openvino-genai"]
+    assert ov["embeddings_and_lm_head"] == "int4_sym group 32"
+    assert ov["placed_matmuls"] == 14 and ov["integers_read_back_equal"] == 14
+    # 14 placed matrices, the embeddings and the lm_head (untied in this model): all 4-bit
+    assert ov["weight_matrices_by_type"] == {"i4": 16}
+    import openvino as ov_rt
+
+    model = ov_rt.Core().read_model(str(result.out_dir / "models" / "ov_int4" / "openvino_model.xml"))
+    types = {op.get_friendly_name(): op.get_output_element_type(0).get_type_name() for op in model.get_ops()
+             if op.get_type_name() == "Constant"}
+    assert types["self.model.lm_head.weight"] == types["self.model.model.embed_tokens.weight"] == "i4"
+
+
 def test_an_override_that_matches_no_layer_is_one_line_and_writes_nothing(tmp_path, tiny_llama_dir, cli):
     stage = {**WO, "algorithm": "rtn", "layers": [{"match": "re:.*dwon_proj", "bits": 8}]}
     recipe = _lm_recipe(tmp_path, tiny_llama_dir, [stage, ORT_INT4], calibration=False)
@@ -131,6 +154,8 @@ def test_gptq_without_calibration_text_is_one_data_error(tmp_path, tiny_llama_di
      "no target after it has integer weights to take its result"),
     ([WO, {**ORT_INT4, "algorithm": "rtn"}], "stages[1] (target.onnxruntime-genai): algorithm 'rtn' is the builder's own"),
     ([WO, {**OV_INT4, "data_aware": ["awq"]}], "stages[1] (target.openvino-genai): data_aware is a setting of NNCF's own"),
+    ([WO, {**OV_INT4, "group_size": 32}],
+     "stages[1] (target.openvino-genai): group_size applies to the embeddings and lm_head with all_layers: true"),
     ([{**WO, "group_size": 48}, ORT_INT4], "group_size must be one of 16, 32, 64, 128, 256"),
     ([{**WO, "layers": [{"match": "re:(", "bits": 8}]}, ORT_INT4], "invalid regex 're:('"),
     ([{**WO, "bits": 3}, ORT_INT4], "bits"),

@@ -86,9 +86,14 @@ class OVGenaiConfig(StageConfig):
         return self.weights not in ("fp32", "fp16")
 
     def weight_only_conflict(self) -> Optional[str]:
-        own = sorted(self.model_fields_set & {"group_size", "ratio", "sensitivity_metric", "all_layers", "data_aware",
-                                              "subset_size"})
-        return f"{own[0]} is a setting of NNCF's own int4" if own else None
+        own = sorted(self.model_fields_set & {"ratio", "sensitivity_metric", "data_aware", "subset_size"})
+        if own:
+            return f"{own[0]} is a setting of NNCF's own int4"
+        # after quantize.weight_only, group_size is the group of the embeddings and lm_head that
+        # all_layers puts at int4: it means nothing without it
+        if "group_size" in self.model_fields_set and not self.all_layers:
+            return "group_size applies to the embeddings and lm_head with all_layers: true"
+        return None
 
     @property
     def needs_data(self) -> bool:
@@ -197,16 +202,30 @@ def _place_fixed(model: Any, fixed: Any, cfg: OVGenaiConfig) -> tuple[Any, dict[
     if missing:
         raise StageError(f"{cfg.artifact_name}: OpenVINO's conversion has no weight equal to quantized layer "
                          f"{missing[0]} ({len(missing)} of {len(fixed.layers)} missing)")
-    if cfg.backup_mode != "none":
+    rest = _rest_mode(cfg)
+    if rest != "none":
         nncf = require("nncf", extra="openvino")
         nncf.set_log_level(logging.ERROR)
+        kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode(rest)}
+        if cfg.all_layers:
+            # round-to-nearest int4 on the layers the data-aware quantizer left: measured on
+            # SmolLM2-135M (docs/llm.md#ov-head4), the bytes a decode step reads drop by a sixth
+            kwargs.update(group_size=cfg.group_size, ratio=1.0, all_layers=True,
+                          backup_mode=nncf.BackupMode(cfg.backup_mode))
         with contextlib.redirect_stdout(io.StringIO()):
-            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode(cfg.backup_mode),
+            model = nncf.compress_weights(model, **kwargs,
                                           ignored_scope=nncf.IgnoredScope(names=sorted(where), validate=False))
     placed = ov_weights.place(model, where, fixed.layers)
     return model, {"weights_from": fixed.tool, "placed_matmuls": placed,
                    "integers_read_back_equal": ov_weights.read_back(model, fixed.layers),
-                   "embeddings_and_lm_head": cfg.backup_mode, **_weight_types(model)}
+                   "embeddings_and_lm_head": rest + (f" group {cfg.group_size}" if cfg.all_layers else ""),
+                   **_weight_types(model)}
+
+
+def _rest_mode(cfg: OVGenaiConfig) -> str:
+    """What NNCF does to the embeddings and lm_head after quantize.weight_only: the int4 mode of
+    `weights` with all_layers, else backup_mode."""
+    return cfg.weights if cfg.all_layers else cfg.backup_mode
 
 
 class TargetOVGenai(Stage):
@@ -221,7 +240,7 @@ class TargetOVGenai(Stage):
 
         config = json.loads((lm.directory / "config.json").read_text(encoding="utf-8"))
         fixed = state.weight_only if cfg.weights not in ("fp32", "fp16") else None
-        if cfg.weights.startswith("int4") and cfg.group_size != -1 and fixed is None:
+        if cfg.weights.startswith("int4") and cfg.group_size != -1 and (fixed is None or cfg.all_layers):
             check_block(cfg.group_size, config, "group_size", GROUP_SIZES)
         out = state.workdir / cfg.artifact_name
         out.mkdir(parents=True)
@@ -237,7 +256,7 @@ class TargetOVGenai(Stage):
         tick(1)
         if fixed is not None:
             tick = state.progress(f"{cfg.artifact_name}: placing {fixed.tool}'s integers in the IR "
-                                  f"(embeddings and lm_head: NNCF {cfg.backup_mode})", 1)
+                                  f"(embeddings and lm_head: NNCF {_rest_mode(cfg)})", 1)
             t1 = time.perf_counter()
             model, info = _place_fixed(model, fixed, cfg)
             measured.update(info, nncf=version_of("nncf"), compress_s=round(time.perf_counter() - t1, 2))
