@@ -37,6 +37,13 @@ def sign_test(wins: int, rounds: int) -> float:
     return sum(math.comb(rounds, k) for k in range(wins, rounds + 1)) / 2 ** rounds
 
 
+def recipe_stages(name: str) -> list[dict[str, Any]]:
+    """The stages of recipes/<name>.yaml, so that a variant measured here is the shipped recipe's."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml").read_text())["stages"]
+
+
 def edgekit_run(src: Path, out: Path, name: str, stages: list[dict[str, Any]], args: argparse.Namespace,
                 target: str, calibration: int = 16) -> dict[str, Path]:
     """One edgekit run of `stages` on `src` (verified loosely on the benchmark's held-out windows,

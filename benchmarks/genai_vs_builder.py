@@ -14,8 +14,9 @@ every other layer it is not. Variants, all from the same fp32 directory in this 
   floor of a paired ratio);
 - edgekit, the smollm2_int4 recipe's ONNX Runtime stage (RTN block 64, lm_head INT8);
 - edgekit, RTN block 64 with the lm_head INT4 (the bytes of the next row, without AutoRound);
-- edgekit, AutoRound INT4 group 64 (`quantize.weight_only`) with the lm_head INT4 block 64, and
-  with the lm_head INT8 (the smollm2_autoround recipe's stage).
+- edgekit, AutoRound INT4 group 64 (`quantize.weight_only`) with the lm_head INT4 block 64 (the
+  smollm2_int4_fast recipe's stages, read from that file), and with the lm_head INT8 (the
+  smollm2_autoround recipe's stage).
 
 Quality: perplexity and KL per token against PyTorch fp32 on held-out pydoc_topics windows.
 Speed and its verdict (paired rounds, a sign test): benchmarks._int4_vs_peer.
@@ -30,7 +31,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from benchmarks._int4_vs_peer import compare, edgekit_run
+from benchmarks._int4_vs_peer import compare, edgekit_run, recipe_stages
 from benchmarks.genai_packing import _builder
 
 RUNTIME = "onnxruntime-genai"
@@ -47,9 +48,9 @@ def build(cl: Any, tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Path]
     _builder(cl.directory, tmp / "peer", "int4")
     rtn = edgekit_run(cl.directory, tmp, "rtn", [{**ORT_INT4, "name": "head8", "int8_layers": ["lm_head"]},
                                                  {**ORT_INT4, "name": "head4"}], args, RUNTIME)
+    autoround, ort = recipe_stages("smollm2_int4_fast")[:2]  # the lm_head INT4 folder is that recipe's
     ar = edgekit_run(cl.directory, tmp, "autoround", [
-        {"kind": "quantize.weight_only", "algorithm": "autoround", "bits": 4, "group_size": 64, "symmetric": True},
-        {**ORT_INT4, "name": "head4"}, {**ORT_INT4, "name": "head8", "int8_layers": ["lm_head"]}], args, RUNTIME)
+        autoround, {**ort, "name": "head4"}, {**ort, "name": "head8", "int8_layers": ["lm_head"]}], args, RUNTIME)
     return {PEER: tmp / "peer" / "model.onnx", RECIPE: rtn["head8"], RTN_HEAD4: rtn["head4"], AR_HEAD4: ar["head4"],
             AR_HEAD8: ar["head8"]}, {}
 

@@ -7,6 +7,8 @@ generation runtimes, against the peers built from the same fp32 directory in thi
   environment), run by LLMPipeline; without it, the NNCF call that command makes (INT4_ASYM,
   ratio 1.0) on edgekit's own IR, labelled as such;
 - transformers fp32 (`AutoModelForCausalLM`, greedy with its KV cache), where users start;
+- edgekit's smollm2_int4_fast recipe beside smollm2_int4 (AutoRound's integers, the lm_head at
+  INT4 on both runtimes: the fewest bytes per decode step), checked against the same two peers;
 - llama.cpp Q4_0 (`--llama-python PATH --llama-cpp DIR`: llama-cpp-python built from its sdist in a
   side environment, and that sdist's llama.cpp tree for the converter; see benchmarks._llama_cpp),
   or "not run" with the reason.
@@ -50,17 +52,38 @@ ORT, OVG = "onnxruntime-genai", "openvino-genai"
 PEER_ORT, PEER_OV = "ORT GenAI builder int4 (defaults)", "optimum-cli int4 --group-size 64"
 PEER_AA = "ORT GenAI builder int4 (defaults), timed again"
 NNCF_PEER = "NNCF int4_asym g64 (optimum-cli's call)"
+FAST = "smollm2_int4_fast"
 
 
-def build_edgekit(src: Path, out: Path, windows: int, seq_len: int, nncf_peer: bool) -> dict[str, Any]:
-    """edgekit's own artifacts, by the one execution path (profiling off: timed below)."""
+def _run_recipe(name: str, recipe: dict[str, Any], src: Path, out: Path, windows: int,
+                seq_len: int) -> dict[str, Any]:
+    """A shipped recipe on the benchmark's fp32 directory and held-out windows, by the one
+    execution path (profiling off: timed below)."""
     import yaml
 
     from edgekit.pipeline import run
     from edgekit.recipe import load_recipe
 
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "smollm2_int4.yaml").read_text())
     recipe["model"] = {"hf": str(src)}
+    recipe["data"]["evaluation"].update(samples=windows, seq_len=seq_len)
+    recipe["profile"] = {"enabled": False, "threads": 2}
+    # quality and speed are this script's; what emulated classes cost is benchmarks.emulation's
+    recipe["verify"] = {"top1_agreement_min": 0.3, "emulate": False}
+    recipe["accuracy"] = {"metric": "perplexity", "max_increase": 2.0}
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return run(load_recipe(path), out / "out").manifest
+
+
+def _shipped(name: str) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml").read_text())
+
+
+def build_edgekit(src: Path, out: Path, windows: int, seq_len: int, nncf_peer: bool) -> dict[str, Any]:
+    """The smollm2_int4 recipe's artifacts and the variants beside them."""
+    recipe = _shipped("smollm2_int4")
     # the builder's default block (32), with edgekit's lm_head at INT8: the like-for-like peer
     # comparison (on this GGUF, whose weights already sit on a 4-bit grid of 32, block 32 is
     # flattered; the recipe's block 64 says what INT4 costs elsewhere)
@@ -77,14 +100,7 @@ def build_edgekit(src: Path, out: Path, windows: int, seq_len: int, nncf_peer: b
     if nncf_peer:  # what optimum-cli --weight-format int4 --group-size 64 asks NNCF for
         recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_nncf_peer", "weights": "int4_asym",
                                  "group_size": 64})
-    recipe["data"]["evaluation"].update(samples=windows, seq_len=seq_len)
-    recipe["profile"] = {"enabled": False, "threads": 2}
-    # quality and speed are this script's; what emulated classes cost is benchmarks.emulation's
-    recipe["verify"] = {"top1_agreement_min": 0.3, "emulate": False}
-    recipe["accuracy"] = {"metric": "perplexity", "max_increase": 2.0}
-    path = out / "smollm2.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return run(load_recipe(path), out / "out").manifest
+    return _run_recipe("smollm2", recipe, src, out, windows, seq_len)
 
 
 def build_peer(src: Path, out: Path) -> float:
@@ -205,6 +221,7 @@ def main() -> None:
     optimum: Optional[dict[str, Any]] = None
     llama: Optional[dict[str, Any]] = None
     refused: list[list[str]] = []
+    variants_fast: dict[str, tuple[str, Path, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         tmp = Path(tmp)
         cl = load_causal_lm(ModelSpec(gguf=GGUF), Path.cwd(), tmp)
@@ -212,8 +229,15 @@ def main() -> None:
         t0 = time.perf_counter()
         manifest = build_edgekit(cl.directory, tmp, args.windows, args.seq_len, nncf_peer=args.optimum_cli is None)
         edgekit_s = time.perf_counter() - t0
+        # the recipe that trades perplexity for the fewest bytes per decode step (lm_head INT4)
+        t0 = time.perf_counter()
+        fast = _run_recipe(FAST, _shipped(FAST), cl.directory, tmp, args.windows, args.seq_len)
+        fast_s = time.perf_counter() - t0
+        for a in fast["artifacts"]:
+            variants_fast[f"edgekit {FAST} {a['name']}"] = (a["runs_on"][0], tmp / "out" / fast["name"] / a["path"], {})
         out = tmp / "out" / manifest["name"]
         variants: dict[str, tuple[str, Path, dict[str, Any]]] = {"transformers fp32": ("pytorch", cl.directory, {})}
+        variants.update(variants_fast)
         for a in manifest["artifacts"]:
             rt, path = a["runs_on"][0], out / a["path"]
             if a["name"] == "ov_fp32":  # timed at f32, and at the device's default beside it
@@ -294,12 +318,18 @@ def main() -> None:
         ["OpenVINO: edgekit ov_int4 peak RSS vs ov_fp32 at f32", f"{rss[o4] / rss[o32]:.2f}x", "<= 0.5x",
          "met" if rss[o4] / rss[o32] <= 0.5 else "not met"],
     ]
+    f4, fo4 = f"edgekit {FAST} int4", f"edgekit {FAST} ov_int4"
+    for who, ours, peer in (("ORT", f4, PEER_ORT), ("OpenVINO", fo4, peer_ov)):
+        targets += [_ratio(f"{who}: {ours} decode vs {peer}", paired(per_round, peer, ours), 1),
+                    _no_worse(f"{who}: {ours} perplexity vs {peer}", q[ours]["perplexity"], q[peer]["perplexity"])]
 
     def by_round(slow: str, fast: str) -> str:
         return ", ".join(f"{a / b:.2f}" for a, b in zip(per_round[slow], per_round[fast]))
 
     targets += [
         _beside("ORT: edgekit int4 vs the builder's default int4, decode round by round", by_round(PEER_ORT, e4)),
+        _beside(f"ORT: {f4} vs the builder's default int4, decode round by round", by_round(PEER_ORT, f4)),
+        _beside(f"OpenVINO: {fo4} vs {peer_ov}, decode round by round", by_round(peer_ov, fo4)),
         _beside("ORT: the builder's default int4 against itself (A/A, the noise floor), round by round",
                 f"{paired(per_round, PEER_ORT, PEER_AA):.2f}x median; {by_round(PEER_ORT, PEER_AA)}"),
     ]
@@ -331,7 +361,8 @@ def main() -> None:
                          "rounds": t, "edgekit_build_s": edgekit_s, "peer_build_s": peer_s,
                          "optimum": {k: str(v) for k, v in (optimum or {}).items()},
                          "llama_cpp": {k: str(v) for k, v in (llama or {}).items()},
-                         "edgekit_settings": manifest["recipe"]["stages"]})
+                         "edgekit_settings": manifest["recipe"]["stages"], "fast_settings": fast["recipe"]["stages"],
+                         "fast_build_s": fast_s})
 
 
 if __name__ == "__main__":

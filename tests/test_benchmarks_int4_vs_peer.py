@@ -40,3 +40,14 @@ def test_faster_than_one_timing_only_is_a_tie():
 
 def test_a_faster_folder_with_worse_perplexity_is_not_met():
     assert _verdicts([9.0] * 12, [10.0] * 12, ppl=22.0)["ours"] == "not met"
+
+
+def test_the_fast_recipe_is_what_the_benchmarks_build_as_the_int4_lm_head_variants():
+    """genai_vs_builder and ov_vs_optimum label a variant "lm_head INT4" and read its stages from
+    recipes/smollm2_int4_fast.yaml: the recipe must keep both targets' lm_head at INT4."""
+    from benchmarks._int4_vs_peer import recipe_stages
+
+    wo, ort, ov = recipe_stages("smollm2_int4_fast")
+    assert wo["kind"] == "quantize.weight_only" and wo["algorithm"] == "autoround" and wo["bits"] == 4
+    assert ort["kind"] == "target.onnxruntime-genai" and ort["precision"] == "int4" and not ort.get("int8_layers")
+    assert ov["kind"] == "target.openvino-genai" and ov["weights"] == "int4_sym" and ov["all_layers"] is True
