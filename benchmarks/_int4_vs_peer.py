@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmarks._results import print_tables, save, table
-from benchmarks.llm import GGUF, paired
+from benchmarks.llm import GGUF, paired, shipped_recipe
 from edgekit.checks import lm as lmcheck
 from edgekit.profile.generation import measure_in_child
 from edgekit.recipe.sections import DataSpec, ModelSpec
@@ -39,9 +39,7 @@ def sign_test(wins: int, rounds: int) -> float:
 
 def recipe_stages(name: str) -> list[dict[str, Any]]:
     """The stages of recipes/<name>.yaml, so that a variant measured here is the shipped recipe's."""
-    import yaml
-
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml").read_text())["stages"]
+    return shipped_recipe(name)["stages"]
 
 
 def edgekit_run(src: Path, out: Path, name: str, stages: list[dict[str, Any]], args: argparse.Namespace,
