@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmarks._results import print_tables, save, table
-from benchmarks.llm import GGUF, paired, shipped_recipe
+from benchmarks.llm import GGUF, paired, run_recipe, shipped_recipe
 from edgekit.checks import lm as lmcheck
 from edgekit.profile.generation import measure_in_child
 from edgekit.recipe.sections import DataSpec, ModelSpec
@@ -44,28 +44,17 @@ def recipe_stages(name: str) -> list[dict[str, Any]]:
 
 def edgekit_run(src: Path, out: Path, name: str, stages: list[dict[str, Any]], args: argparse.Namespace,
                 target: str, calibration: int = 16) -> dict[str, Path]:
-    """One edgekit run of `stages` on `src` (verified loosely on the benchmark's held-out windows,
-    not profiled: timed here), with `calibration` windows of 256 tokens for the stages that read
-    data; each artifact's model file by its name."""
-    import yaml
-
-    from edgekit.pipeline import run
-    from edgekit.recipe import load_recipe
-
+    """One edgekit run of `stages` on `src` (benchmarks.llm.run_recipe: verified loosely on the
+    benchmark's held-out windows, not profiled), with `calibration` windows of 256 tokens for the
+    stages that read data; each artifact's model file by its name."""
     recipe = {
         "edgekit": 1, "name": name, "model": {"hf": str(src)},
         "data": {"calibration": {"builtin": "pydoc_topics", "split": "train", "samples": calibration,
                                  "seq_len": 256},
-                 "evaluation": {"builtin": "pydoc_topics", "split": "test", "seq_len": args.seq_len,
-                                "samples": args.windows}},
+                 "evaluation": {"builtin": "pydoc_topics", "split": "test"}},
         "stages": stages, "targets": [target],
-        "verify": {"top1_agreement_min": 0.3, "emulate": False},
-        "accuracy": {"metric": "perplexity", "max_increase": 2.0},
-        "profile": {"enabled": False, "threads": 2},
     }
-    path = out / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    manifest = run(load_recipe(path), out / "out").manifest
+    manifest = run_recipe(name, recipe, src, out, args.windows, args.seq_len)
     return {a["name"]: out / "out" / name / a["path"] for a in manifest["artifacts"]}
 
 

@@ -55,10 +55,9 @@ NNCF_PEER = "NNCF int4_asym g64 (optimum-cli's call)"
 FAST = "smollm2_int4_fast"
 
 
-def _run_recipe(name: str, recipe: dict[str, Any], src: Path, out: Path, windows: int,
-                seq_len: int) -> dict[str, Any]:
-    """A shipped recipe on the benchmark's fp32 directory and held-out windows, by the one
-    execution path (profiling off: timed below)."""
+def run_recipe(name: str, recipe: dict[str, Any], src: Path, out: Path, windows: int, seq_len: int) -> dict[str, Any]:
+    """A recipe (shipped, or a benchmark's own) on the benchmark's fp32 directory and held-out
+    windows, by the one execution path: verified loosely, not profiled (the benchmark times)."""
     import yaml
 
     from edgekit.pipeline import run
@@ -101,7 +100,7 @@ def build_edgekit(src: Path, out: Path, windows: int, seq_len: int, nncf_peer: b
     if nncf_peer:  # what optimum-cli --weight-format int4 --group-size 64 asks NNCF for
         recipe["stages"].append({"kind": "target.openvino-genai", "name": "ov_nncf_peer", "weights": "int4_asym",
                                  "group_size": 64})
-    return _run_recipe("smollm2", recipe, src, out, windows, seq_len)
+    return run_recipe("smollm2", recipe, src, out, windows, seq_len)
 
 
 def build_peer(src: Path, out: Path) -> float:
@@ -222,7 +221,6 @@ def main() -> None:
     optimum: Optional[dict[str, Any]] = None
     llama: Optional[dict[str, Any]] = None
     refused: list[list[str]] = []
-    variants_fast: dict[str, tuple[str, Path, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         tmp = Path(tmp)
         cl = load_causal_lm(ModelSpec(gguf=GGUF), Path.cwd(), tmp)
@@ -232,13 +230,12 @@ def main() -> None:
         edgekit_s = time.perf_counter() - t0
         # the recipe that trades perplexity for the fewest bytes per decode step (lm_head INT4)
         t0 = time.perf_counter()
-        fast = _run_recipe(FAST, shipped_recipe(FAST), cl.directory, tmp, args.windows, args.seq_len)
+        fast = run_recipe(FAST, shipped_recipe(FAST), cl.directory, tmp, args.windows, args.seq_len)
         fast_s = time.perf_counter() - t0
-        for a in fast["artifacts"]:
-            variants_fast[f"edgekit {FAST} {a['name']}"] = (a["runs_on"][0], tmp / "out" / fast["name"] / a["path"], {})
         out = tmp / "out" / manifest["name"]
         variants: dict[str, tuple[str, Path, dict[str, Any]]] = {"transformers fp32": ("pytorch", cl.directory, {})}
-        variants.update(variants_fast)
+        for a in fast["artifacts"]:
+            variants[f"edgekit {FAST} {a['name']}"] = (a["runs_on"][0], tmp / "out" / fast["name"] / a["path"], {})
         for a in manifest["artifacts"]:
             rt, path = a["runs_on"][0], out / a["path"]
             if a["name"] == "ov_fp32":  # timed at f32, and at the device's default beside it

@@ -234,14 +234,14 @@ class TargetOVGenai(Stage):
 
     def apply(self, state: ModelState, cfg: OVGenaiConfig) -> tuple[ModelState, StageRecord]:
         lm = causal_lm_of(state, self.kind)
-        ov = require("openvino", extra="openvino")
+        require("openvino", extra="openvino")
         require("openvino_tokenizers", extra="llm", why="the tokenizer IRs LLMPipeline reads")
         from edgekit.export import ov_stateful
 
         config = json.loads((lm.directory / "config.json").read_text(encoding="utf-8"))
         fixed = state.weight_only if cfg.weights not in ("fp32", "fp16") else None
         if cfg.weights.startswith("int4") and cfg.group_size != -1 and (fixed is None or cfg.all_layers):
-            check_block(cfg.group_size, config, "group_size", GROUP_SIZES)
+            check_block(cfg.group_size, config, "group_size", GROUP_SIZES, hidden_only=fixed is not None)
         out = state.workdir / cfg.artifact_name
         out.mkdir(parents=True)
         tick = state.progress(f"{cfg.artifact_name}: converting {lm.family} to a stateful OpenVINO IR", 1)

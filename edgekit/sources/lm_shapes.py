@@ -8,6 +8,7 @@ from typing import Any
 from edgekit.errors import RecipeError
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
+HIDDEN = "hidden_size (q/k/v/gate/up/lm_head input)"
 
 
 def widths(config: dict[str, Any]) -> dict[str, int]:
@@ -17,18 +18,20 @@ def widths(config: dict[str, Any]) -> dict[str, int]:
     hidden = int(config["hidden_size"])
     heads = int(config["num_attention_heads"])
     head_dim = int(config.get("head_dim") or hidden // heads)
-    return {"hidden_size (q/k/v/gate/up/lm_head input)": hidden,
+    return {HIDDEN: hidden,
             "intermediate_size (down_proj input)": int(config["intermediate_size"]),
             "heads x head_dim (o_proj input)": heads * head_dim}
 
 
 def check_block(block: int, config: dict[str, Any], field: str = "block_size",
-                sizes: tuple[int, ...] = BLOCK_SIZES) -> None:
+                sizes: tuple[int, ...] = BLOCK_SIZES, hidden_only: bool = False) -> None:
     """A block that does not divide a layer's width would make the quantizer fall back or fail a
-    minute in; say which layer and which blocks would do, before anything runs."""
-    for what, width in widths(config).items():
+    minute in; say which layer and which blocks would do, before anything runs. `hidden_only`:
+    only the embeddings and lm_head get this block (the other layers are quantize.weight_only's)."""
+    shapes = {k: v for k, v in widths(config).items() if k == HIDDEN or not hidden_only}
+    for what, width in shapes.items():
         if width % block:
-            ok = [b for b in sizes if all(w % b == 0 for w in widths(config).values())]
+            ok = [b for b in sizes if all(w % b == 0 for w in shapes.values())]
             raise RecipeError(f"{field}: {block} does not divide {what} = {width}; allowed for this model: "
                               f"{', '.join(map(str, ok)) or 'none (it cannot be group-quantized)'}")
 
