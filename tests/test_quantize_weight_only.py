@@ -126,6 +126,26 @@ def test_all_layers_puts_the_embeddings_and_lm_head_at_int4_beside_the_placed_in
     assert types["self.model.lm_head.weight"] == types["self.model.model.embed_tokens.weight"] == "i4"
 
 
+def test_after_weight_only_the_ort_block_needs_to_divide_the_hidden_size_only(tmp_path):
+    """The ORT target's block_size reaches only the lm_head after quantize.weight_only: a block
+    that divides the hidden size (128) but not the intermediate size (272) builds, and the
+    lm_head is packed at it beside INC's group-16 integers."""
+    import onnx
+
+    from edgekit.pipeline import run
+    from edgekit.recipe import load_recipe
+    from tests.lm_helpers import tiny_lm_dir
+
+    model_dir = tiny_lm_dir(tmp_path / "odd", "llama", intermediate_size=272)
+    stages = [{**WO, "algorithm": "rtn", "group_size": 16}, {**ORT_INT4, "int8_layers": []}]
+    result = run(load_recipe(_lm_recipe(tmp_path, model_dir, stages, calibration=False)), tmp_path / "out")
+    assert _records(result)["target.onnxruntime-genai"]["integers_read_back_equal"] == 14
+    graph = onnx.load(str(result.out_dir / "models" / "int4" / "model.onnx"), load_external_data=False).graph
+    blocks = {n.name: {a.name: a.i for a in n.attribute}["block_size"] for n in graph.node if n.op_type == "MatMulNBits"}
+    assert blocks.pop("/lm_head/MatMul_Q4") == 32
+    assert blocks and set(blocks.values()) == {16}
+
+
 def test_an_override_that_matches_no_layer_is_one_line_and_writes_nothing(tmp_path, tiny_llama_dir, cli):
     stage = {**WO, "algorithm": "rtn", "layers": [{"match": "re:.*dwon_proj", "bits": 8}]}
     recipe = _lm_recipe(tmp_path, tiny_llama_dir, [stage, ORT_INT4], calibration=False)

@@ -131,7 +131,9 @@ class TargetGenai(Stage):
                              f"({lm.architecture}): {refusal}")
         fixed = state.weight_only if cfg.precision in ("int4", "int8") else None
         if cfg.precision in ("int4", "int8"):
-            check_block(cfg.block_size, config)
+            # after quantize.weight_only only the lm_head (and the tied embedding reading its
+            # blocks) takes this block: the other layers keep their own groups or stay float
+            check_block(cfg.block_size, config, hidden_only=fixed is not None)
         out = state.workdir / cfg.artifact_name
         tick = state.progress(f"building {cfg.artifact_name} with onnxruntime-genai's model builder "
                               f"({cfg.precision}, {lm.family})", 1)
