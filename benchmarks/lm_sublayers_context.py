@@ -2,9 +2,12 @@
 GGUF), timed where attention costs: after long prompts. `prune.depth unit: sublayer, parts:
 [attention]` takes out the `--heal-count` least turning attention sublayers (cosine score), each
 with its KV cache; `finetune.lm` heals the model; both the pruned and the unpruned model go to
-both generation runtimes, fp32 and INT4 (each runtime's own, group 64 symmetric), verified on
+both generation runtimes, fp32 and INT4 (group 64 symmetric, each runtime's own by default), verified on
 held-out windows; then decode time per token after held-out prompts of each `--prompts` length,
-paired over interleaved rounds (pruned against unpruned at the same precision).
+paired over interleaved rounds (pruned against unpruned at the same precision): one timed
+generation per measurement after a long prompt, 2 s of generations after one of up to 512
+tokens. `--int4 autoround` puts AutoRound's integers (quantize.weight_only) on both runtimes in
+place of their own round-to-nearest.
 
 A decoded token reads every weight once and, in each attention layer, the whole KV cache of the
 context so far: 4 of SmolLM2's 30 attention sublayers are 2.6% of the first at a short prompt,
@@ -12,7 +15,7 @@ and a growing share of the second as the context grows. This benchmark measures 
 them reaches the issue's 1.08x.
 
     .venv/bin/python -m benchmarks.lm_sublayers_context [--prompts 128 2048 4096] [--heal-count 4]
-        [--heal-steps 150] [--rounds 3] [--hf DIR]      # about 40 minutes on 2 cores
+        [--heal-steps 150] [--rounds 3] [--int4 rtn|autoround] [--hf DIR]   # 40-60 minutes on 2 cores
 
 prints the tables and writes benchmarks/results/<cpu-class>/lm_sublayers_context.json."""
 
@@ -26,13 +29,19 @@ from typing import Optional
 
 from benchmarks._results import print_tables, save, table
 from benchmarks.llm import paired
-from benchmarks.lm_compress import ORT, OVG, source
-from benchmarks.lm_depth import PPL_GOAL, SPEED_GOAL, decode_rounds, depth_args, export, heal_each, load_reference
+from benchmarks.lm_compress import GROUP, ORT, OVG, source
+from benchmarks.lm_depth import INT4_LABEL, PPL_GOAL, SPEED_GOAL, decode_rounds, depth_args, export, heal_each, \
+    load_reference
 from edgekit.runtimes.cpu_classes import local_class
 
 # one warm-up and one timed generation per measurement: a 4096-token prompt takes seconds to
 # prefill, and the decode samples (new_tokens - 1 of them) are what is compared
 LONG_PROMPT_SPEC = SimpleNamespace(warmup_s=0.0, min_duration_s=0.0, min_iters=1, max_duration_s=0.0)
+# up to SHORT tokens a generation takes well under a second, and one of them was too short to
+# time a 7 ms token on a shared machine (the 128-token INT4 column of the first run): generate
+# for 2 s per measurement instead
+SHORT = 512
+SHORT_PROMPT_SPEC = SimpleNamespace(warmup_s=0.5, min_duration_s=2.0, min_iters=32, max_duration_s=20.0)
 PAIRS = ((ORT, "ort_fp32", "fp32"), (ORT, "ort_int4", "INT4"), (OVG, "ov_fp32", "fp32"), (OVG, "ov_int4", "INT4"))
 
 
@@ -64,7 +73,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         rounds: dict[int, dict[str, list[float]]] = {}
         for p in args.prompts:
             print(f"decode after a {p}-token prompt, {args.rounds} interleaved rounds", flush=True)
-            rounds[p] = decode_rounds(cl, paths, args, p, LONG_PROMPT_SPEC)
+            rounds[p] = decode_rounds(cl, paths, args, p, SHORT_PROMPT_SPEC if p <= SHORT else LONG_PROMPT_SPEC)
 
     def inc(ppl: float) -> str:
         return f"{ppl / reference - 1:+.1%}"
@@ -89,7 +98,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         table(f"{name} on {local_class()}: the {args.heal_count} least turning attention sublayers (cosine: layers "
               f"{layers}) removed with their KV cache and healed (finetune.lm, LoRA, {args.heal_steps} steps): "
               f"PyTorch perplexity {h['perplexity']:.3f} ({inc(h['perplexity'])} over fp32 {reference:.3f}) on "
-              f"{args.windows} held-out windows of {args.seq_len} tokens",
+              f"{args.windows} held-out windows of {args.seq_len} tokens; INT4 g{GROUP} sym by {INT4_LABEL[args.int4]}",
               ["runtime", "weights", "unpruned MB", "pruned MB", "unpruned perplexity vs fp32",
                "pruned perplexity vs fp32"], size_rows),
         table(f"Decode of the pruned model vs the unpruned one at the same precision, after held-out prompts "
@@ -101,6 +110,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ]
     print_tables(tables)
     save("lm_sublayers_context", tables, {"reference": reference, "removed": layers, "healed": h, "found": found,
+                                          "int4": args.int4,
                                           "decode_ms_rounds": {str(p): r for p, r in rounds.items()},
                                           "seconds": time.perf_counter() - t_start})
 
